@@ -1,0 +1,419 @@
+/* ws_conn.c -- the connection state machine (see ws_conn.h).
+ *
+ * A header is judged whole, before any payload is stored, so limits cost
+ * nothing.  Payload bytes are touched at most once more than the socket
+ * read: unmasked in place when the message is whole in the caller's buffer
+ * (the common case), else unmasked while being copied into conn->msg.
+ * Outgoing frames are written, header and masked payload, straight into
+ * conn->out with one reservation. */
+#include "ws_conn.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "ws_mask.h"
+
+/* conn->msg above this capacity is released between messages, so one big
+ * message does not pin its memory; below it the buffer is reused and
+ * steady traffic never allocates. */
+#define MSG_KEEP ((size_t)64 * 1024)
+
+static const char *const rsv_msg[3] = {
+    "reserved bit RSV1 set without an extension",
+    "reserved bit RSV2 set without an extension",
+    "reserved bit RSV3 set without an extension",
+};
+
+static const char *const opcode_msg[16] = {
+    [0x3] = "unknown opcode 0x3", [0x4] = "unknown opcode 0x4",
+    [0x5] = "unknown opcode 0x5", [0x6] = "unknown opcode 0x6",
+    [0x7] = "unknown opcode 0x7", [0xB] = "unknown opcode 0xB",
+    [0xC] = "unknown opcode 0xC", [0xD] = "unknown opcode 0xD",
+    [0xE] = "unknown opcode 0xE", [0xF] = "unknown opcode 0xF",
+};
+
+static const char msg_nomem[] = "out of memory";
+static const char msg_random[] = "random source failed (no frame mask)";
+static const char msg_bad_text[] = "invalid UTF-8 in text message";
+static const char msg_cut_text[] = "text message ends inside a UTF-8 sequence";
+
+void ws_conn_init(ws_conn *c, ws_role role, const ws_conn_config *cfg) {
+  memset(c, 0, sizeof *c);
+  c->role = role;
+  if (cfg)
+    c->cfg = *cfg;
+  if (!c->cfg.max_payload)
+    c->cfg.max_payload = WS_DEFAULT_MAX_PAYLOAD;
+  if (!c->cfg.max_frame)
+    c->cfg.max_frame = WS_DEFAULT_MAX_FRAME;
+  if (!c->cfg.random)
+    c->cfg.random = ws_random_default;
+}
+
+void ws_conn_free(ws_conn *c) {
+  ws_buf_free(&c->msg);
+  ws_buf_free(&c->out);
+}
+
+/* Append one frame whose payload is a then b (the close code and reason).
+ * Returns NULL, or why it failed (both mean WS_E_NOMEM to the caller). */
+static const char *queue_frame(ws_conn *c, bool fin, uint8_t op, const void *a,
+                               size_t na, const void *b, size_t nb) {
+  bool masked = c->role == WS_ROLE_CLIENT;
+  uint8_t key[4];
+  if (nb > SIZE_MAX - na)
+    return msg_nomem;
+  size_t n = na + nb;
+  size_t hs = ws_frame_header_size(masked, n);
+  if (n > SIZE_MAX - hs)
+    return msg_nomem;
+  if (masked && c->cfg.random(c->cfg.random_ud, key, sizeof key) != 0)
+    return msg_random;
+  if (ws_buf_reserve(&c->out, hs + n) != 0)
+    return msg_nomem;
+  uint8_t *t = ws_buf_tail(&c->out);
+  ws_frame_header_encode(t, fin, 0, op, masked ? key : NULL, n);
+  t += hs;
+  if (masked) {
+    ws_mask_copy(t, a, na, key, 0);
+    ws_mask_copy(t + na, b, nb, key, na);
+  } else {
+    if (na)
+      memcpy(t, a, na);
+    if (nb)
+      memcpy(t + na, b, nb);
+  }
+  ws_buf_commit(&c->out, hs + n);
+  return NULL;
+}
+
+static enum ws_error error_for_code(uint16_t code) {
+  switch (code) {
+  case WS_CLOSE_PROTOCOL_ERROR:
+    return WS_E_PROTOCOL;
+  case WS_CLOSE_INVALID_PAYLOAD:
+    return WS_E_INVALID_DATA;
+  case WS_CLOSE_MESSAGE_TOO_BIG:
+    return WS_E_TOO_BIG;
+  default:
+    return WS_E_NOMEM;
+  }
+}
+
+/* Fail the connection: every input byte counts as consumed, since all
+ * later input is ignored anyway.  If even the close frame cannot be queued
+ * (no memory), close_sent is still set so nothing else is ever sent; the
+ * caller drops the connection. */
+static size_t conn_fail(ws_conn *c, ws_event *ev, size_t len, uint16_t code,
+                        const char *why) {
+  size_t n = strlen(why);
+  c->failed = true;
+  if (!c->close_sent) {
+    uint8_t be[2] = {(uint8_t)(code >> 8), (uint8_t)code};
+    (void)queue_frame(c, true, WS_OP_CLOSE, be, 2, why,
+                      n < WS_CLOSE_REASON_MAX ? n : WS_CLOSE_REASON_MAX);
+    c->close_sent = true;
+  }
+  ws_buf_free(&c->msg);
+  ev->type = WS_EV_ERROR;
+  ev->code = code;
+  ev->error = error_for_code(code);
+  ev->data = (const uint8_t *)why;
+  ev->len = n;
+  return len;
+}
+
+/* Only a full header reaches here, so h[2] exists for the 64-bit form. */
+static const char *length_msg(const uint8_t *h) {
+  return (h[1] & 0x7F) == 127 && (h[2] & 0x80)
+             ? "64-bit frame length with its top bit set"
+             : "frame length not in its minimal form";
+}
+
+/* Why the header in c->frame is refused, with its close code, or NULL.
+ * The order is the documented one.  max_frame/max_payload apply to data
+ * frames; control frames are capped at 125 bytes already. */
+static const char *header_check(const ws_conn *c, uint16_t *code) {
+  const ws_frame_header *h = &c->frame;
+  uint8_t bad = h->rsv & (uint8_t)~c->cfg.rsv_allowed;
+  bool control = WS_OPCODE_IS_CONTROL(h->opcode);
+  *code = WS_CLOSE_PROTOCOL_ERROR;
+  if (bad)
+    return rsv_msg[bad & WS_RSV1 ? 0 : bad & WS_RSV2 ? 1 : 2];
+  if (opcode_msg[h->opcode])
+    return opcode_msg[h->opcode];
+  if (control && !h->fin)
+    return "control frame fragmented";
+  if (control && h->payload_len > WS_CONTROL_MAX)
+    return "control frame payload over 125 bytes";
+  if (h->masked != (c->role == WS_ROLE_SERVER))
+    return h->masked ? "masked frame from server"
+                     : "unmasked frame from client";
+  if (control)
+    return NULL;
+  if (h->opcode == WS_OP_CONTINUATION && !c->msg_opcode)
+    return "continuation frame without a message to continue";
+  if (h->opcode != WS_OP_CONTINUATION && c->msg_opcode)
+    return "new data frame inside a fragmented message";
+  *code = WS_CLOSE_MESSAGE_TOO_BIG;
+  if (h->payload_len > c->cfg.max_frame)
+    return "frame over max_frame";
+  uint64_t so_far = h->opcode == WS_OP_CONTINUATION ? ws_buf_len(&c->msg) : 0;
+  if (so_far > c->cfg.max_payload ||
+      h->payload_len > c->cfg.max_payload - so_far)
+    return "message over max_payload";
+  return NULL;
+}
+
+static size_t on_close(ws_conn *c, const uint8_t *p, size_t n, ws_event *ev,
+                       size_t pos, size_t len) {
+  unsigned code = WS_CLOSE_NO_STATUS_RECEIVED;
+  const uint8_t *reason = p;
+  size_t reason_len = 0;
+  if (n == 1)
+    return conn_fail(c, ev, len, WS_CLOSE_PROTOCOL_ERROR,
+                     "close frame payload of 1 byte");
+  if (n >= 2) {
+    code = (unsigned)p[0] << 8 | p[1];
+    if (!ws_close_code_valid_on_wire(code)) {
+      /* The control frame is done with, so ctrl holds the message; it
+       * stays valid until the next call like any event data. */
+      snprintf((char *)c->ctrl, sizeof c->ctrl, "invalid close code %u", code);
+      return conn_fail(c, ev, len, WS_CLOSE_PROTOCOL_ERROR,
+                       (const char *)c->ctrl);
+    }
+    reason = p + 2;
+    reason_len = n - 2;
+    if (!ws_utf8_valid(reason, reason_len))
+      return conn_fail(c, ev, len, WS_CLOSE_INVALID_PAYLOAD,
+                       "invalid UTF-8 in close reason");
+  }
+  if (!c->close_sent) {
+    uint8_t be[2] = {(uint8_t)(code >> 8), (uint8_t)code};
+    const char *err = queue_frame(c, true, WS_OP_CLOSE, be, n ? 2 : 0, NULL, 0);
+    if (err)
+      return conn_fail(c, ev, len, WS_CLOSE_INTERNAL_ERROR, err);
+    c->close_sent = true;
+  }
+  c->close_received = true;
+  ws_buf_free(&c->msg); /* a fragmented message cut by the close is dropped */
+  ev->type = WS_EV_CLOSE;
+  ev->code = (uint16_t)code;
+  ev->data = reason;
+  ev->len = reason_len;
+  return pos;
+}
+
+/* A complete control frame: p[0, n) is its unmasked payload. */
+static size_t on_control(ws_conn *c, const uint8_t *p, size_t n, ws_event *ev,
+                         size_t pos, size_t len) {
+  if (c->frame.opcode == WS_OP_CLOSE)
+    return on_close(c, p, n, ev, pos, len);
+  if (c->frame.opcode == WS_OP_PING) {
+    if (!c->close_sent) {
+      const char *err = queue_frame(c, true, WS_OP_PONG, p, n, NULL, 0);
+      if (err)
+        return conn_fail(c, ev, len, WS_CLOSE_INTERNAL_ERROR, err);
+    }
+    ev->type = WS_EV_PING;
+  } else {
+    ev->type = WS_EV_PONG;
+  }
+  ev->data = p;
+  ev->len = n;
+  return pos;
+}
+
+size_t ws_conn_recv(ws_conn *c, uint8_t *data, size_t len, ws_event *ev) {
+  memset(ev, 0, sizeof *ev);
+  if (c->failed || c->close_received || len == 0)
+    return len;
+  /* The last event's data may be in msg; it is dead now. */
+  if (!c->msg_opcode &&
+      !(c->in_frame && !WS_OPCODE_IS_CONTROL(c->frame.opcode))) {
+    ws_buf_clear(&c->msg);
+    if (c->msg.cap > MSG_KEEP)
+      ws_buf_trim(&c->msg, 0);
+  }
+  size_t pos = 0;
+  for (;;) {
+    if (!c->in_frame) {
+      int r;
+      if (c->hdr_len == 0) {
+        r = ws_frame_header_decode(data + pos, len - pos, &c->frame);
+        if (r == WS_INCOMPLETE) { /* fewer than 14 bytes left */
+          memcpy(c->hdr, data + pos, len - pos);
+          c->hdr_len = (uint8_t)(len - pos);
+          return len;
+        }
+        if (r == WS_ERROR)
+          return conn_fail(c, ev, len, WS_CLOSE_PROTOCOL_ERROR,
+                           length_msg(data + pos));
+        pos += (size_t)r;
+      } else {
+        size_t take = WS_FRAME_HEADER_MAX - c->hdr_len;
+        if (take > len - pos)
+          take = len - pos;
+        memcpy(c->hdr + c->hdr_len, data + pos, take);
+        r = ws_frame_header_decode(c->hdr, c->hdr_len + take, &c->frame);
+        if (r == WS_INCOMPLETE) { /* took all input */
+          c->hdr_len = (uint8_t)(c->hdr_len + take);
+          return len;
+        }
+        if (r == WS_ERROR)
+          return conn_fail(c, ev, len, WS_CLOSE_PROTOCOL_ERROR,
+                           length_msg(c->hdr));
+        pos += (size_t)r - c->hdr_len; /* r > hdr_len: it was incomplete */
+        c->hdr_len = 0;
+      }
+      uint16_t code;
+      const char *why = header_check(c, &code);
+      if (why)
+        return conn_fail(c, ev, len, code, why);
+      c->in_frame = true;
+      c->frame_done = 0;
+      if (c->frame.opcode == WS_OP_TEXT || c->frame.opcode == WS_OP_BINARY) {
+        ws_utf8_init(&c->utf8);
+        if (!c->frame.fin)
+          c->msg_opcode = c->frame.opcode;
+      }
+    }
+
+    const ws_frame_header *h = &c->frame;
+    uint64_t left = h->payload_len - c->frame_done;
+    size_t avail = len - pos;
+
+    if (WS_OPCODE_IS_CONTROL(h->opcode)) {
+      const uint8_t *p;
+      if (c->frame_done == 0 && avail >= left) {
+        uint8_t *q = data + pos;
+        if (h->masked)
+          ws_mask_inplace(q, (size_t)left, h->mask, 0);
+        p = q;
+        pos += (size_t)left;
+      } else {
+        size_t take = avail < left ? avail : (size_t)left;
+        uint8_t *dst = c->ctrl + c->frame_done;
+        if (h->masked)
+          ws_mask_copy(dst, data + pos, take, h->mask, (size_t)c->frame_done);
+        else
+          memcpy(dst, data + pos, take);
+        c->frame_done += take;
+        pos += take;
+        if (c->frame_done < h->payload_len)
+          return len;
+        p = c->ctrl;
+      }
+      c->in_frame = false;
+      return on_control(c, p, (size_t)h->payload_len, ev, pos, len);
+    }
+
+    uint8_t op = h->opcode == WS_OP_CONTINUATION ? c->msg_opcode : h->opcode;
+    bool text = op == WS_OP_TEXT;
+
+    if (h->fin && !c->msg_opcode && c->frame_done == 0 && avail >= left) {
+      /* The whole message is in the caller's buffer: no copy. */
+      uint8_t *q = data + pos;
+      size_t n = (size_t)left;
+      if (h->masked)
+        ws_mask_inplace(q, n, h->mask, 0);
+      if (text) {
+        if (ws_utf8_feed(&c->utf8, q, n) != 0)
+          return conn_fail(c, ev, len, WS_CLOSE_INVALID_PAYLOAD, msg_bad_text);
+        if (!ws_utf8_complete(&c->utf8))
+          return conn_fail(c, ev, len, WS_CLOSE_INVALID_PAYLOAD, msg_cut_text);
+      }
+      c->in_frame = false;
+      ev->type = text ? WS_EV_TEXT : WS_EV_BINARY;
+      ev->data = q;
+      ev->len = n;
+      return pos + n;
+    }
+
+    size_t take = avail < left ? avail : (size_t)left;
+    if (take) {
+      if (ws_buf_reserve(&c->msg, take) != 0)
+        return conn_fail(c, ev, len, WS_CLOSE_INTERNAL_ERROR, msg_nomem);
+      uint8_t *dst = ws_buf_tail(&c->msg);
+      if (h->masked)
+        ws_mask_copy(dst, data + pos, take, h->mask,
+                     (size_t)(c->frame_done & 3));
+      else
+        memcpy(dst, data + pos, take);
+      if (text && ws_utf8_feed(&c->utf8, dst, take) != 0)
+        return conn_fail(c, ev, len, WS_CLOSE_INVALID_PAYLOAD, msg_bad_text);
+      ws_buf_commit(&c->msg, take);
+      c->frame_done += take;
+      pos += take;
+    }
+    if (c->frame_done < h->payload_len)
+      return len;
+    c->in_frame = false;
+    if (!h->fin)
+      continue;
+    if (text && !ws_utf8_complete(&c->utf8))
+      return conn_fail(c, ev, len, WS_CLOSE_INVALID_PAYLOAD, msg_cut_text);
+    c->msg_opcode = 0;
+    ev->type = text ? WS_EV_TEXT : WS_EV_BINARY;
+    ev->data = c->msg.base ? ws_buf_data(&c->msg) : (const uint8_t *)"";
+    ev->len = ws_buf_len(&c->msg);
+    return pos;
+  }
+}
+
+enum ws_error ws_conn_send(ws_conn *c, uint8_t opcode, const void *data,
+                           size_t len) {
+  if (c->close_sent)
+    return WS_E_CLOSED;
+  switch (opcode) {
+  case WS_OP_TEXT:
+  case WS_OP_BINARY:
+    if (c->send_opcode)
+      return WS_E_PROTOCOL;
+    break;
+  case WS_OP_PING:
+  case WS_OP_PONG:
+    if (len > WS_CONTROL_MAX)
+      return WS_E_TOO_BIG;
+    break;
+  default:
+    return WS_E_PROTOCOL;
+  }
+  return queue_frame(c, true, opcode, data, len, NULL, 0) ? WS_E_NOMEM
+                                                          : WS_E_NONE;
+}
+
+enum ws_error ws_conn_send_fragment(ws_conn *c, uint8_t opcode,
+                                    const void *data, size_t len, bool fin) {
+  if (c->close_sent)
+    return WS_E_CLOSED;
+  uint8_t first = c->send_opcode ? c->send_opcode : opcode;
+  if (first != WS_OP_TEXT && first != WS_OP_BINARY)
+    return WS_E_PROTOCOL;
+  uint8_t wire = c->send_opcode ? WS_OP_CONTINUATION : opcode;
+  if (queue_frame(c, fin, wire, data, len, NULL, 0))
+    return WS_E_NOMEM;
+  c->send_opcode = fin ? 0 : first;
+  return WS_E_NONE;
+}
+
+enum ws_error ws_conn_close(ws_conn *c, unsigned code, const void *reason,
+                            size_t reason_len) {
+  if (c->close_sent)
+    return WS_E_CLOSED;
+  const char *err;
+  if (code == 0) {
+    err = queue_frame(c, true, WS_OP_CLOSE, NULL, 0, NULL, 0);
+  } else {
+    if (!ws_close_code_valid_on_wire(code))
+      return WS_E_PROTOCOL;
+    if (reason_len > WS_CLOSE_REASON_MAX)
+      return WS_E_TOO_BIG;
+    uint8_t be[2] = {(uint8_t)(code >> 8), (uint8_t)code};
+    err = queue_frame(c, true, WS_OP_CLOSE, be, 2, reason, reason_len);
+  }
+  if (err)
+    return WS_E_NOMEM;
+  c->close_sent = true;
+  return WS_E_NONE;
+}

@@ -1,0 +1,149 @@
+/*
+ * ws_conn.h -- the sans-I/O WebSocket connection (RFC 6455 5-7), after the
+ * opening handshake.
+ *
+ * Bytes in, events and bytes out: no sockets, no clock, no Lua.  The caller
+ * reads from wherever it likes and feeds the bytes to ws_conn_recv, which
+ * returns at most one event per call; frames to send are appended to
+ * conn->out, which the caller writes wherever it likes and consumes.
+ *
+ * Receive rules enforced here (every violation fails the connection with the
+ * RFC's close code; nothing from a bad frame reaches the caller):
+ *   - masking: a server requires masked frames, a client refuses them (1002)
+ *   - RSV bits not in cfg.rsv_allowed (1002); unknown opcodes (1002)
+ *   - control frames: payload > 125 or FIN = 0 (1002)
+ *   - fragmentation: a new data frame inside a fragmented message, or a
+ *     continuation with nothing to continue (1002); control frames may come
+ *     between fragments
+ *   - malformed lengths (see ws_frame_header_decode) (1002)
+ *   - a frame payload over cfg.max_frame, or a message over cfg.max_payload,
+ *     is refused from its header, before any of it is stored (1009)
+ *   - text is validated as UTF-8 while it arrives, across frames and reads,
+ *     failing at the first bad byte (1007)
+ *   - close frames: a 1-byte payload or a code not valid on the wire (1002),
+ *     a reason that is not UTF-8 (1007)
+ * When the connection fails, a close frame with the code (and the error text
+ * as reason) is queued on out unless one was already sent, conn->failed is
+ * set, and every later byte is ignored.
+ *
+ * Automatic replies: a ping is answered with a pong carrying its payload; a
+ * close frame is answered by echoing its code (an empty close frame when it
+ * had none), unless we already sent one.  Input after a close frame is
+ * ignored.
+ *
+ * Memory: a message that is whole inside the caller's buffer is unmasked in
+ * place and returned without a copy; one spread over frames or reads is
+ * assembled in conn->msg, grown as bytes arrive (never sized from a header
+ * alone).
+ *
+ * Extensions (permessage-deflate): cfg.rsv_allowed lets negotiated RSV bits
+ * through; the message-level transform hooks in where a message completes.
+ */
+#ifndef MOONWS_WS_CONN_H
+#define MOONWS_WS_CONN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ws_buf.h"
+#include "ws_frame.h"
+#include "ws_proto.h"
+#include "ws_utf8.h"
+
+typedef enum ws_role { WS_ROLE_CLIENT = 0, WS_ROLE_SERVER = 1 } ws_role;
+
+typedef struct ws_conn_config {
+  uint64_t max_payload; /* bytes per message; 0 = WS_DEFAULT_MAX_PAYLOAD */
+  uint64_t max_frame;   /* bytes per data frame payload (control frames are
+                           capped at 125); 0 = WS_DEFAULT_MAX_FRAME */
+  uint8_t rsv_allowed;  /* RSV bits an extension negotiated; 0 without */
+  ws_random_fn random;  /* mask source; NULL = ws_random_default */
+  void *random_ud;
+} ws_conn_config;
+
+typedef enum ws_event_type {
+  WS_EV_NONE = 0, /* all input consumed, no complete event yet */
+  WS_EV_TEXT,     /* a complete, valid UTF-8 text message */
+  WS_EV_BINARY,   /* a complete binary message */
+  WS_EV_PING,     /* data = payload (a pong is already queued) */
+  WS_EV_PONG,     /* data = payload */
+  WS_EV_CLOSE,    /* code = peer's code or 1005; data = reason */
+  WS_EV_ERROR     /* code = close code sent; error; data = message text
+                     naming what was wrong (also the close reason sent) */
+} ws_event_type;
+
+typedef struct ws_event {
+  ws_event_type type;
+  const uint8_t *data; /* valid until the next call on this conn */
+  size_t len;
+  uint16_t code;
+  enum ws_error error; /* WS_EV_ERROR: PROTOCOL, INVALID_DATA, TOO_BIG, NOMEM */
+} ws_event;
+
+typedef struct ws_conn {
+  /* Read-only for callers. */
+  ws_role role;
+  bool close_sent;     /* a close frame is queued on out */
+  bool close_received; /* the peer's close frame arrived */
+  bool failed;         /* we failed the connection (WS_EV_ERROR given) */
+  ws_buf out;          /* bytes to send: write them, then ws_buf_consume */
+
+  /* Private. */
+  ws_conn_config cfg;
+  ws_frame_header frame;  /* header of the frame being received */
+  uint64_t frame_done;    /* payload bytes of it received so far */
+  bool in_frame;          /* its header has been decoded */
+  uint8_t hdr[WS_FRAME_HEADER_MAX];
+  uint8_t hdr_len;        /* bytes of a header split across reads */
+  uint8_t msg_opcode;     /* TEXT/BINARY of the fragmented message, or 0 */
+  uint8_t send_opcode;    /* TEXT/BINARY of a fragmented send, or 0 */
+  ws_utf8 utf8;           /* validator of the text message in progress */
+  ws_buf msg;             /* a message spread over frames or reads */
+  uint8_t ctrl[WS_CONTROL_MAX]; /* a control frame split across reads
+                                   (frame_done bytes of it so far) */
+} ws_conn;
+
+/* Set up a connection for role; cfg may be NULL for defaults. */
+void ws_conn_init(ws_conn *c, ws_role role, const ws_conn_config *cfg);
+/* Free its buffers (the struct itself is the caller's). */
+void ws_conn_free(ws_conn *c);
+
+/* Consume bytes from data[0, len), which the call may modify (unmasking in
+ * place).  Returns the number of bytes consumed and stops after the first
+ * complete event, stored in *ev; ev->type == WS_EV_NONE means all len bytes
+ * were consumed and no event is complete yet.  Call again with the rest.
+ * WS_EV_ERROR counts all len bytes as consumed (later input is ignored), as
+ * does every call after it or after WS_EV_CLOSE (returning WS_EV_NONE). */
+size_t ws_conn_recv(ws_conn *c, uint8_t *data, size_t len, ws_event *ev);
+
+/* Queue a whole message (TEXT or BINARY) or a control frame (PING, PONG;
+ * payload <= 125 bytes) as one frame on out, masked if we are the client.
+ * Text must already be valid UTF-8 (check with ws_utf8_valid).
+ * Returns WS_E_NONE, WS_E_CLOSED (a close frame was sent: nothing may
+ * follow it), WS_E_TOO_BIG (control payload > 125), WS_E_NOMEM (no memory,
+ * or cfg.random failed to give a client its mask key), or WS_E_PROTOCOL for
+ * misuse: a TEXT/BINARY message while a fragmented send is in progress, or
+ * an opcode other than TEXT, BINARY, PING, PONG.  Nothing is queued unless
+ * the result is WS_E_NONE. */
+enum ws_error ws_conn_send(ws_conn *c, uint8_t opcode, const void *data,
+                           size_t len);
+
+/* Queue one fragment of a message sent in pieces: opcode (TEXT or BINARY) is
+ * taken from the first fragment and ignored after; fin ends the message.
+ * While one is in progress, control frames (ws_conn_send PING/PONG,
+ * ws_conn_close) may go between fragments; whole messages may not.
+ * Same results as ws_conn_send (WS_E_PROTOCOL: a first fragment whose
+ * opcode is not TEXT or BINARY). */
+enum ws_error ws_conn_send_fragment(ws_conn *c, uint8_t opcode,
+                                    const void *data, size_t len, bool fin);
+
+/* Queue a close frame: code 0 sends none (no status, seen as 1005; reason
+ * ignored); else a code valid on the wire and a reason <= 123 bytes of
+ * UTF-8 (the caller checks the UTF-8).  Returns WS_E_NONE, WS_E_CLOSED
+ * (already sent), WS_E_NOMEM (as ws_conn_send), or, queueing nothing,
+ * WS_E_PROTOCOL (code not valid on the wire) or WS_E_TOO_BIG (reason). */
+enum ws_error ws_conn_close(ws_conn *c, unsigned code, const void *reason,
+                            size_t reason_len);
+
+#endif

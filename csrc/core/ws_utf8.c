@@ -1,0 +1,105 @@
+/* ws_utf8.c -- incremental UTF-8 validation (Unicode 3-7).
+ *
+ * The state packs what the next byte must be: bytes still owed by the
+ * current sequence, and the allowed range of the next one (only the second
+ * byte of E0, ED, F0, F4 sequences is narrower than 80..BF; that narrowing
+ * is what rules out overlongs, surrogates and > U+10FFFF).  Checking ranges
+ * byte by byte makes every invalid input fail at its first bad byte.  At a
+ * boundary, ASCII is skipped 16 then 8 bytes at a time, and a sequence that
+ * is whole in the buffer is checked without touching the state. */
+#include "ws_utf8.h"
+
+#include <string.h>
+
+#define ST(need, lo, hi)                                                       \
+  ((uint32_t)(need) | (uint32_t)(lo) << 8 | (uint32_t)(hi) << 16)
+#define ST_NEED(s) ((s)&0xFF)
+#define ST_LO(s) (((s) >> 8) & 0xFF)
+#define ST_HI(s) (((s) >> 16) & 0xFF)
+#define ST_FAIL 0xFFFFFFFFu /* sticky; nonzero so never "complete" */
+
+/* What must follow lead byte b (b >= 0x80), or ST_FAIL if b cannot start a
+ * sequence: 80..BF (continuation), C0/C1 (always overlong), F5..FF. */
+static inline uint32_t lead_state(uint8_t b) {
+  if (b < 0xC2)
+    return ST_FAIL;
+  if (b < 0xE0)
+    return ST(1, 0x80, 0xBF);
+  if (b < 0xF0)
+    return b == 0xE0   ? ST(2, 0xA0, 0xBF) /* no overlong 3-byte */
+           : b == 0xED ? ST(2, 0x80, 0x9F) /* no surrogates */
+                       : ST(2, 0x80, 0xBF);
+  if (b < 0xF5)
+    return b == 0xF0   ? ST(3, 0x90, 0xBF) /* no overlong 4-byte */
+           : b == 0xF4 ? ST(3, 0x80, 0x8F) /* nothing above U+10FFFF */
+                       : ST(3, 0x80, 0xBF);
+  return ST_FAIL;
+}
+
+static inline int ascii_word(const uint8_t *p) {
+  uint64_t w;
+  memcpy(&w, p, 8);
+  return (w & 0x8080808080808080u) == 0;
+}
+
+static inline int ascii_2words(const uint8_t *p) {
+  uint64_t a, b;
+  memcpy(&a, p, 8);
+  memcpy(&b, p + 8, 8);
+  return ((a | b) & 0x8080808080808080u) == 0;
+}
+
+int ws_utf8_feed(ws_utf8 *v, const uint8_t *p, size_t n) {
+  uint32_t st = v->state;
+  size_t i = 0;
+  if (st == ST_FAIL)
+    return -1;
+  for (;;) {
+    /* Inside a sequence split across calls: one byte at a time. */
+    while (st != 0) {
+      if (i == n) {
+        v->state = st;
+        return 0;
+      }
+      uint8_t b = p[i++];
+      if (b < ST_LO(st) || b > ST_HI(st))
+        goto fail;
+      st = ST_NEED(st) > 1 ? ST(ST_NEED(st) - 1, 0x80, 0xBF) : 0;
+    }
+    /* A word that is not all ASCII stops the word loops; the byte loop then
+     * stops inside it, so it never runs more than 7 bytes. */
+    while (n - i >= 16 && ascii_2words(p + i))
+      i += 16;
+    while (n - i >= 8 && ascii_word(p + i))
+      i += 8;
+    while (i < n && p[i] < 0x80)
+      i++;
+    if (i == n) {
+      v->state = 0;
+      return 0;
+    }
+    st = lead_state(p[i++]);
+    if (st == ST_FAIL)
+      goto fail;
+    size_t need = ST_NEED(st);
+    if (n - i >= need) {
+      if (p[i] < ST_LO(st) || p[i] > ST_HI(st))
+        goto fail;
+      if (need >= 2 && (p[i + 1] & 0xC0) != 0x80)
+        goto fail;
+      if (need == 3 && (p[i + 2] & 0xC0) != 0x80)
+        goto fail;
+      i += need;
+      st = 0;
+    }
+  }
+fail:
+  v->state = ST_FAIL;
+  return -1;
+}
+
+bool ws_utf8_valid(const uint8_t *p, size_t n) {
+  ws_utf8 v;
+  ws_utf8_init(&v);
+  return ws_utf8_feed(&v, p, n) == 0 && ws_utf8_complete(&v);
+}
