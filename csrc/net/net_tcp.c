@@ -1,0 +1,275 @@
+/*
+ * net_tcp.c -- nonblocking TCP sockets and the plain-TCP transport.
+ *
+ * Thin wrappers over the socket calls that fix the flags once (nonblocking,
+ * close-on-exec, TCP_NODELAY, MSG_NOSIGNAL) and turn errno into the
+ * transport's three outcomes: bytes moved, "wait for readiness", failure.
+ */
+#include "net_tcp.h"
+#include "net_transport.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+static int fail(int *err, int e, int fd) {
+  if (fd >= 0)
+    close(fd);
+  if (err)
+    *err = e;
+  return -1;
+}
+
+static void set_nodelay(int fd) {
+  int one = 1;
+  /* Best effort: a socket without it still works, only slower. */
+  (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
+int net_tcp_connect(const struct sockaddr *addr, socklen_t addrlen, int *err) {
+  if (!addr)
+    return fail(err, EINVAL, -1);
+  int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                  0);
+  if (fd < 0)
+    return fail(err, errno, -1);
+  /* EINTR on a nonblocking connect leaves it going on in the background,
+   * exactly like EINPROGRESS; retrying would only say EALREADY. */
+  if (connect(fd, addr, addrlen) == 0 || errno == EINPROGRESS ||
+      errno == EINTR)
+    return fd;
+  return fail(err, errno, fd);
+}
+
+int net_tcp_connect_result(int fd) {
+  int soerr = 0;
+  socklen_t len = sizeof soerr;
+  if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) < 0)
+    return errno;
+  if (soerr == 0)
+    set_nodelay(fd);
+  return soerr;
+}
+
+/* Bind and listen one socket; returns the fd or -1 with *e. */
+static int listen_on(const struct sockaddr *sa, socklen_t salen, bool dual,
+                     int backlog, int *e) {
+  int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                  0);
+  if (fd < 0)
+    return fail(e, errno, -1);
+  int one = 1, zero = 0;
+  if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
+      (dual && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero,
+                          sizeof zero) < 0) ||
+      bind(fd, sa, salen) < 0 || listen(fd, backlog) < 0)
+    return fail(e, errno, fd);
+  return fd;
+}
+
+int net_tcp_listen(const char *host, int port, int backlog, int *err) {
+  if (port < 0 || port > 65535)
+    return fail(err, EINVAL, -1);
+  struct sockaddr_in in4;
+  struct sockaddr_in6 in6;
+  memset(&in4, 0, sizeof in4);
+  memset(&in6, 0, sizeof in6);
+  in4.sin_family = AF_INET;
+  in4.sin_port = htons((uint16_t)port);
+  in6.sin6_family = AF_INET6;
+  in6.sin6_port = htons((uint16_t)port);
+
+  if (!host || strcmp(host, "*") == 0) {
+    int e = 0;
+    in6.sin6_addr = in6addr_any;
+    int fd = listen_on((struct sockaddr *)&in6, sizeof in6, true, backlog, &e);
+    if (fd >= 0)
+      return fd;
+    /* No IPv6 on this host (disabled in the kernel or the namespace):
+     * every address then means every IPv4 address. */
+    if (e != EAFNOSUPPORT && e != EPROTONOSUPPORT && e != EADDRNOTAVAIL)
+      return fail(err, e, -1);
+    in4.sin_addr.s_addr = htonl(INADDR_ANY);
+    return listen_on((struct sockaddr *)&in4, sizeof in4, false, backlog, err);
+  }
+  if (inet_pton(AF_INET, host, &in4.sin_addr) == 1)
+    return listen_on((struct sockaddr *)&in4, sizeof in4, false, backlog, err);
+  if (inet_pton(AF_INET6, host, &in6.sin6_addr) == 1)
+    return listen_on((struct sockaddr *)&in6, sizeof in6, false, backlog, err);
+  return fail(err, EINVAL, -1);
+}
+
+int net_tcp_accept(int listen_fd, struct sockaddr_storage *addr,
+                   socklen_t *addrlen, int *err) {
+  for (;;) {
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    int fd = accept4(listen_fd, (struct sockaddr *)&ss, &len,
+                     SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd >= 0) {
+      set_nodelay(fd);
+      if (addr)
+        memcpy(addr, &ss, len < sizeof ss ? len : sizeof ss);
+      if (addrlen)
+        *addrlen = len;
+      return fd;
+    }
+    /* A connection reset while queued is gone, not an error of the
+     * listener: try the next one; with none left this ends in EAGAIN. */
+    if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO)
+      continue;
+    return fail(err, errno == EWOULDBLOCK ? EAGAIN : errno, -1);
+  }
+}
+
+int net_tcp_local_port(int fd) {
+  struct sockaddr_storage ss;
+  socklen_t len = sizeof ss;
+  if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
+    return -1;
+  if (ss.ss_family == AF_INET)
+    return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+  if (ss.ss_family == AF_INET6)
+    return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+  return -1;
+}
+
+char *net_addr_format(const struct sockaddr *addr, char *out, size_t size) {
+  char host[INET6_ADDRSTRLEN];
+  if (!out || size == 0)
+    return out;
+  if (addr && addr->sa_family == AF_INET) {
+    const struct sockaddr_in *a = (const struct sockaddr_in *)addr;
+    if (inet_ntop(AF_INET, &a->sin_addr, host, sizeof host)) {
+      snprintf(out, size, "%s:%u", host, (unsigned)ntohs(a->sin_port));
+      return out;
+    }
+  } else if (addr && addr->sa_family == AF_INET6) {
+    const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)addr;
+    if (inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host)) {
+      snprintf(out, size, "[%s]:%u", host, (unsigned)ntohs(a->sin6_port));
+      return out;
+    }
+  }
+  snprintf(out, size, "?");
+  return out;
+}
+
+char *net_peer_format(int fd, char *out, size_t size) {
+  struct sockaddr_storage ss;
+  socklen_t len = sizeof ss;
+  if (getpeername(fd, (struct sockaddr *)&ss, &len) < 0) {
+    if (out && size)
+      snprintf(out, size, "?");
+    return out;
+  }
+  return net_addr_format((struct sockaddr *)&ss, out, size);
+}
+
+/* ---- the plain-TCP transport ---- */
+
+/* strerror is not thread-safe and strerror_r has two signatures; the
+ * errors a socket really meets are few. */
+static const char *errno_text(int e) {
+  switch (e) {
+  case ECONNRESET: return "connection reset by peer";
+  case EPIPE: return "broken pipe";
+  case ECONNREFUSED: return "connection refused";
+  case ECONNABORTED: return "connection aborted";
+  case ETIMEDOUT: return "connection timed out";
+  case ENOTCONN: return "socket is not connected";
+  case EHOSTUNREACH: return "no route to host";
+  case ENETUNREACH: return "network is unreachable";
+  case ENETDOWN: return "network is down";
+  case ENETRESET: return "connection reset by network";
+  case EBADF: return "bad file descriptor";
+  case EINVAL: return "invalid argument";
+  case ENOMEM: return "out of memory";
+  case ENOBUFS: return "no buffer space available";
+  case EACCES: return "permission denied";
+  default: return "socket error";
+  }
+}
+
+static ssize_t tcp_fail(net_transport *t, int e) {
+  t->err = e;
+  t->message = errno_text(e);
+  return NET_FAIL;
+}
+
+static ssize_t tcp_read(net_transport *t, void *buf, size_t n) {
+  /* recv of 0 bytes returns 0, which would read as EOF. */
+  if (n == 0)
+    return tcp_fail(t, EINVAL);
+  if (n > SSIZE_MAX)
+    n = SSIZE_MAX;
+  for (;;) {
+    ssize_t r = recv(t->fd, buf, n, 0);
+    if (r > 0)
+      return r;
+    if (r == 0)
+      return NET_EOF;
+    if (errno == EINTR)
+      continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK)
+      return NET_WANT_READ;
+    return tcp_fail(t, errno);
+  }
+}
+
+static ssize_t tcp_write(net_transport *t, const void *buf, size_t n) {
+  /* 0 would read as NET_EOF, which write never returns. */
+  if (n == 0)
+    return tcp_fail(t, EINVAL);
+  if (n > SSIZE_MAX)
+    n = SSIZE_MAX;
+  for (;;) {
+    ssize_t r = send(t->fd, buf, n, MSG_NOSIGNAL);
+    if (r > 0)
+      return r;
+    if (r < 0 && errno == EINTR)
+      continue;
+    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+      return NET_WANT_WRITE;
+    return tcp_fail(t, r < 0 ? errno : EIO);
+  }
+}
+
+static bool tcp_pending(net_transport *t) { return false; }
+
+static int tcp_shutdown(net_transport *t) {
+  if (shutdown(t->fd, SHUT_WR) == 0 || errno == ENOTCONN)
+    return 0;
+  return (int)tcp_fail(t, errno);
+}
+
+static void tcp_destroy(net_transport *t) {
+  if (!t)
+    return;
+  if (t->fd >= 0)
+    close(t->fd);
+  free(t);
+}
+
+static const net_transport_ops tcp_ops = {
+    tcp_read, tcp_write, tcp_pending, tcp_shutdown, tcp_destroy,
+};
+
+net_transport *net_tcp_transport_new(int fd) {
+  net_transport *t = malloc(sizeof *t);
+  if (!t)
+    return NULL;
+  t->ops = &tcp_ops;
+  t->fd = fd;
+  t->err = 0;
+  t->message = NULL;
+  return t;
+}

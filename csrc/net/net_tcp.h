@@ -1,0 +1,44 @@
+/*
+ * net_tcp.h -- nonblocking TCP sockets, IPv4 and IPv6.
+ *
+ * Every socket is created nonblocking and close-on-exec; writes use
+ * MSG_NOSIGNAL, so a peer that resets never raises SIGPIPE.  Functions
+ * return a file descriptor or 0 on success, and -1 with *err set to the
+ * errno on failure (never touching the global errno contract of callers).
+ */
+#ifndef MOONWS_NET_TCP_H
+#define MOONWS_NET_TCP_H
+
+#include <stddef.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+
+/* Start connecting to addr.  Returns the fd (connection in progress or
+ * done: wait for writable, then net_tcp_connect_result) or -1. */
+int net_tcp_connect(const struct sockaddr *addr, socklen_t addrlen, int *err);
+
+/* After the fd turns writable: 0 connected, else the errno of the failure
+ * (ECONNREFUSED, ETIMEDOUT, ...). TCP_NODELAY is set on success. */
+int net_tcp_connect_result(int fd);
+
+/* Listen on a numeric host ("127.0.0.1", "::1", "0.0.0.0", "::"; NULL or
+ * "*" = every address, dual-stack) and port (0 = any free port) with
+ * SO_REUSEADDR.  Returns the fd or -1. */
+int net_tcp_listen(const char *host, int port, int backlog, int *err);
+
+/* Accept one pending connection as a nonblocking, close-on-exec socket with
+ * TCP_NODELAY.  Returns the fd, or -1 with *err (EAGAIN when none is
+ * pending).  addr/addrlen may be NULL. */
+int net_tcp_accept(int listen_fd, struct sockaddr_storage *addr,
+                   socklen_t *addrlen, int *err);
+
+/* The local port of a bound socket, or -1. */
+int net_tcp_local_port(int fd);
+
+/* "127.0.0.1:8080" / "[::1]:8080" for an address; returns out. */
+char *net_addr_format(const struct sockaddr *addr, char *out, size_t size);
+
+/* The peer address of a connected socket, formatted; "?" when unknown. */
+char *net_peer_format(int fd, char *out, size_t size);
+
+#endif
