@@ -1,0 +1,76 @@
+# moonws -- build, test and demo.  `make` builds moonws/core.so; `make test`
+# and `make example` first install what is missing (Debian packages, the
+# pinned Node peer), then build, then run.  See README.md.
+
+LUA_VERSION ?= 5.4
+LUA ?= lua$(LUA_VERSION)
+LUA_INCDIR ?= /usr/include/lua$(LUA_VERSION)
+
+CC ?= cc
+OPTFLAGS ?= -O2 -g
+WARNFLAGS = -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter
+CPPFLAGS_ALL = -D_GNU_SOURCE -DOPENSSL_API_COMPAT=30000 -DOPENSSL_NO_DEPRECATED \
+               -Icsrc/core -Icsrc/net -Icsrc/lua
+CFLAGS_ALL = -std=c11 $(WARNFLAGS) $(OPTFLAGS) -fPIC -fvisibility=hidden $(CPPFLAGS_ALL) $(CFLAGS)
+LIBS = -lcrypto -lpthread
+
+BUILD = build
+CORE_SRC = $(wildcard csrc/core/*.c)
+NET_SRC = $(wildcard csrc/net/*.c)
+BIND_SRC = $(wildcard csrc/lua/*.c)
+HEADERS = $(wildcard csrc/*/*.h)
+CORE_OBJ = $(CORE_SRC:csrc/%.c=$(BUILD)/%.o)
+NET_OBJ = $(NET_SRC:csrc/%.c=$(BUILD)/%.o)
+BIND_OBJ = $(BIND_SRC:csrc/%.c=$(BUILD)/%.o)
+TEST_SRC = $(wildcard csrc/test/test_*.c)
+TEST_BIN = $(TEST_SRC:csrc/test/%.c=$(BUILD)/test/%)
+
+MODULE = moonws/core.so
+
+.PHONY: all deps deps-test test test-c test-lua example rock clean
+
+all: deps $(MODULE)
+
+deps:
+	@.ci/deps build
+
+deps-test:
+	@.ci/deps test
+
+# Quiet by default; `make V=1` shows the commands.
+Q = $(if $(V),,@)
+
+$(BUILD)/%.o: csrc/%.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	@$(if $(V),,echo "  CC      $<")
+	$(Q)$(CC) $(CFLAGS_ALL) -I$(LUA_INCDIR) -c $< -o $@
+
+$(MODULE): $(CORE_OBJ) $(NET_OBJ) $(BIND_OBJ)
+	@mkdir -p $(dir $@)
+	@$(if $(V),,echo "  LD      $@")
+	$(Q)$(CC) -shared -o $@ $^ $(LDFLAGS) $(LIBS)
+
+$(BUILD)/test/%: csrc/test/%.c $(CORE_OBJ) $(NET_OBJ) $(HEADERS)
+	@mkdir -p $(dir $@)
+	@$(if $(V),,echo "  CC      $<")
+	$(Q)$(CC) $(CFLAGS_ALL) -Icsrc/test -o $@ $< $(CORE_OBJ) $(NET_OBJ) $(LDFLAGS) $(LIBS)
+
+# The whole suite: C unit tests, busted specs (with the real peers), the
+# LuaRocks install check; spec/run_all prints the closing summary line.
+test: deps-test $(MODULE) $(TEST_BIN)
+	@spec/run_all
+
+test-c: $(TEST_BIN)
+	@spec/run_all c
+
+test-lua: $(MODULE)
+	@spec/run_all lua
+
+example: deps $(MODULE)
+	@examples/run_demo
+
+rock: deps-test
+	@spec/run_all rock
+
+clean:
+	rm -rf $(BUILD) moonws

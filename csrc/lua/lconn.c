@@ -1,0 +1,854 @@
+/*
+ * lconn.c -- moonws.core conn: one WebSocket connection as a Lua object.
+ *
+ * A conn joins the sans-I/O protocol core (ws_conn, the handshake parsers
+ * and builders) to a transport.  Lua drives it: read() pulls bytes from the
+ * transport, next_event() turns them into events, send()/close() queue
+ * frames, flush() pushes them out.  Nothing here waits: every call reports
+ * "would block" and the Lua loop decides what to wait for.
+ *
+ * Receive memory: after the handshake, reads land in one scratch buffer
+ * shared by every conn of the Lua state and are parsed in place from there;
+ * only bytes left unparsed when another conn reads next are copied into the
+ * owner's own buffer.  An idle connection holds no input buffer at all.
+ *
+ * feed() and take_output() replace the transport for fronts that own the
+ * socket themselves (OpenResty cosockets, tests).
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "lmoonws.h"
+#include "lconn.h"
+#include "net_tcp.h"
+#include "net_transport.h"
+#include "ws_handshake.h"
+#include "ws_http.h"
+
+#define LCONN_TYPE "moonws.conn"
+#define LCONN_SHARED_TYPE "moonws.conn_shared"
+#define SCRATCH_SIZE (256 * 1024)
+#define HANDSHAKE_READ 4096
+#define MAX_EXTRA_FIELDS 64
+/* Output or message buffers larger than this are released once drained,
+ * so one big message does not pin its memory for the connection's life. */
+#define KEEP_BUFFER 65536
+
+typedef struct lconn_shared {
+  uint8_t *scratch;
+  struct lconn *owner; /* whose bytes are in scratch[pos, len) */
+  size_t pos, len;
+} lconn_shared;
+
+typedef struct lconn {
+  ws_conn ws;
+  net_transport *t;
+  lconn_shared *sh;
+  ws_buf in; /* handshake bytes, and unparsed bytes spilled from scratch */
+  bool released;
+  bool handshaking;
+  char key[WS_KEY_LEN + 1]; /* client: the Sec-WebSocket-Key sent */
+} lconn;
+
+static const char shared_key = 'k';
+
+/* ---- lifecycle ---- */
+
+static lconn_shared *get_shared(lua_State *L) {
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &shared_key);
+  lconn_shared *sh = lua_touserdata(L, -1);
+  return sh; /* left on the stack for the caller to anchor */
+}
+
+static void release(lconn *c) {
+  if (c->released)
+    return;
+  c->released = true;
+  if (c->sh && c->sh->owner == c)
+    c->sh->owner = NULL;
+  if (c->t) {
+    c->t->ops->destroy(c->t);
+    c->t = NULL;
+  }
+  ws_conn_free(&c->ws);
+  ws_buf_free(&c->in);
+}
+
+int lconn_new(lua_State *L, ws_role role, int fd) {
+  lconn *c = compat_newuserdata(L, sizeof *c, 1);
+  memset(c, 0, sizeof *c);
+  c->released = true; /* closed until every resource is acquired */
+  luaL_setmetatable(L, LCONN_TYPE);
+  c->sh = get_shared(L);
+  compat_setuservalue(L, -2, 1); /* the conn keeps the scratch alive */
+  if (fd >= 0) {
+    c->t = net_tcp_transport_new(fd);
+    if (!c->t) {
+      close(fd);
+      lua_pop(L, 1);
+      return lmoonws_fail(L, WS_E_NOMEM, "out of memory creating a socket");
+    }
+  }
+  ws_conn_init(&c->ws, role, NULL);
+  c->handshaking = true;
+  c->released = false;
+  return 1;
+}
+
+static lconn *check_conn(lua_State *L) {
+  lconn *c = luaL_checkudata(L, 1, LCONN_TYPE);
+  if (c->released)
+    luaL_error(L, "attempt to use a closed websocket connection");
+  return c;
+}
+
+static int conn_new(lua_State *L) {
+  static const char *const roles[] = {"client", "server", NULL};
+  int role = luaL_checkoption(L, 1, NULL, roles);
+  return lconn_new(L, role == 0 ? WS_ROLE_CLIENT : WS_ROLE_SERVER, -1);
+}
+
+static int conn_release(lua_State *L) {
+  lconn *c = luaL_checkudata(L, 1, LCONN_TYPE);
+  release(c);
+  return 0;
+}
+
+/* Collected while open (nobody references the socket): start a close the
+ * way the browser does, with a close frame without a status code, give it
+ * one nonblocking write, and free everything. */
+static int conn_gc(lua_State *L) {
+  lconn *c = luaL_checkudata(L, 1, LCONN_TYPE);
+  if (!c->released && c->t && !c->handshaking && !c->ws.close_sent &&
+      ws_conn_close(&c->ws, 0, "", 0) == WS_E_NONE) {
+    ws_buf *out = &c->ws.out;
+    ssize_t w = c->t->ops->write(c->t, ws_buf_data(out), ws_buf_len(out));
+    if (w > 0 && (size_t)w == ws_buf_len(out))
+      c->t->ops->shutdown(c->t);
+  }
+  release(c);
+  return 0;
+}
+
+static int conn_tostring(lua_State *L) {
+  lconn *c = luaL_checkudata(L, 1, LCONN_TYPE);
+  const char *state = c->released          ? "closed"
+                      : c->handshaking     ? "handshaking"
+                      : c->ws.close_sent   ? "closing"
+                                           : "open";
+  lua_pushfstring(L, "moonws.conn (%s, %s, %p)",
+                  c->ws.role == WS_ROLE_CLIENT ? "client" : "server", state,
+                  (void *)c);
+  return 1;
+}
+
+/* ---- transport ---- */
+
+static int conn_fd(lua_State *L) {
+  lconn *c = check_conn(L);
+  if (!c->t)
+    return 0;
+  lua_pushinteger(L, c->t->fd);
+  return 1;
+}
+
+static int conn_peer(lua_State *L) {
+  lconn *c = check_conn(L);
+  char buf[80];
+  if (!c->t)
+    return 0;
+  lua_pushstring(L, net_peer_format(c->t->fd, buf, sizeof buf));
+  return 1;
+}
+
+/* After the fd turned writable: true, or nil, message, name. */
+static int conn_connect_result(lua_State *L) {
+  lconn *c = check_conn(L);
+  if (!c->t)
+    return lmoonws_fail(L, WS_E_CLOSED, "not connected");
+  int err = net_tcp_connect_result(c->t->fd);
+  if (err == EINPROGRESS || err == EALREADY)
+    return 0; /* spurious wake-up: keep waiting */
+  if (err)
+    return lmoonws_fail_errno(L, "connect", err);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* Shut down the sending side (after our close frame went out). */
+static int conn_shutdown(lua_State *L) {
+  lconn *c = check_conn(L);
+  if (c->t)
+    c->t->ops->shutdown(c->t);
+  return 0;
+}
+
+/* Close the socket now; the conn keeps its protocol state for inspection. */
+static int conn_close_fd(lua_State *L) {
+  lconn *c = check_conn(L);
+  if (c->sh->owner == c)
+    c->sh->owner = NULL;
+  if (c->t) {
+    c->t->ops->destroy(c->t);
+    c->t = NULL;
+  }
+  return 0;
+}
+
+static int push_transport_failure(lua_State *L, net_transport *t,
+                                  const char *what) {
+  if (t->err)
+    return lmoonws_fail_errno(L, what, t->err);
+  lua_pushnil(L);
+  lua_pushfstring(L, "%s: %s", what, t->message ? t->message : "failed");
+  lua_pushstring(L, ws_error_name(WS_E_IO));
+  return 3;
+}
+
+/* Move bytes another conn left unparsed in the scratch into its own
+ * buffer, so the scratch can take new bytes. */
+static int spill_scratch(lconn_shared *sh) {
+  lconn *owner = sh->owner;
+  if (owner && sh->pos < sh->len) {
+    if (ws_buf_append(&owner->in, sh->scratch + sh->pos, sh->len - sh->pos))
+      return -1;
+  }
+  sh->owner = NULL;
+  sh->pos = sh->len = 0;
+  return 0;
+}
+
+static size_t unparsed(const lconn *c) {
+  size_t n = ws_buf_len(&c->in);
+  if (c->sh->owner == c)
+    n += c->sh->len - c->sh->pos;
+  return n;
+}
+
+/* read() -> n bytes now waiting to be parsed (> 0); 0, "read"|"write" when
+ * the transport would block; false at end of stream; nil, message, name. */
+static int conn_read(lua_State *L) {
+  lconn *c = check_conn(L);
+  if (!c->t)
+    return lmoonws_fail(L, WS_E_CLOSED, "socket closed");
+  size_t waiting = unparsed(c);
+  if (waiting && !c->handshaking) {
+    lua_pushinteger(L, (lua_Integer)waiting);
+    return 1;
+  }
+  uint8_t *dst;
+  size_t room;
+  if (c->handshaking) {
+    if (ws_buf_reserve(&c->in, HANDSHAKE_READ))
+      return lmoonws_fail(L, WS_E_NOMEM, NULL);
+    dst = ws_buf_tail(&c->in);
+    room = ws_buf_room(&c->in);
+  } else {
+    if (spill_scratch(c->sh))
+      return lmoonws_fail(L, WS_E_NOMEM, NULL);
+    dst = c->sh->scratch;
+    room = SCRATCH_SIZE;
+  }
+  ssize_t r = c->t->ops->read(c->t, dst, room);
+  if (r > 0) {
+    if (c->handshaking) {
+      ws_buf_commit(&c->in, (size_t)r);
+    } else {
+      c->sh->owner = c;
+      c->sh->pos = 0;
+      c->sh->len = (size_t)r;
+    }
+    lua_pushinteger(L, (lua_Integer)unparsed(c));
+    return 1;
+  }
+  switch (r) {
+  case NET_EOF:
+    lua_pushboolean(L, 0);
+    return 1;
+  case NET_WANT_READ:
+    lua_pushinteger(L, 0);
+    lua_pushliteral(L, "read");
+    return 2;
+  case NET_WANT_WRITE:
+    lua_pushinteger(L, 0);
+    lua_pushliteral(L, "write");
+    return 2;
+  default:
+    return push_transport_failure(L, c->t, "read");
+  }
+}
+
+/* flush() -> bytes still queued (0 when all went out) and, when not 0,
+ * "write"|"read" (what to wait for); or nil, message, name. */
+static int conn_flush(lua_State *L) {
+  lconn *c = check_conn(L);
+  ws_buf *out = &c->ws.out;
+  if (!c->t)
+    return lmoonws_fail(L, WS_E_CLOSED, "socket closed");
+  while (ws_buf_len(out)) {
+    ssize_t w = c->t->ops->write(c->t, ws_buf_data(out), ws_buf_len(out));
+    if (w > 0) {
+      ws_buf_consume(out, (size_t)w);
+      continue;
+    }
+    if (w == NET_WANT_WRITE || w == NET_WANT_READ) {
+      lua_pushinteger(L, (lua_Integer)ws_buf_len(out));
+      lua_pushstring(L, w == NET_WANT_WRITE ? "write" : "read");
+      return 2;
+    }
+    return push_transport_failure(L, c->t, "write");
+  }
+  ws_buf_trim(out, KEEP_BUFFER);
+  lua_pushinteger(L, 0);
+  return 1;
+}
+
+static int conn_buffered(lua_State *L) {
+  lconn *c = check_conn(L);
+  lua_pushinteger(L, (lua_Integer)ws_buf_len(&c->ws.out));
+  return 1;
+}
+
+/* Bytes held inside the transport (TLS) that a read would return now. */
+static int conn_pending(lua_State *L) {
+  lconn *c = check_conn(L);
+  lua_pushboolean(L, c->t && c->t->ops->pending && c->t->ops->pending(c->t));
+  return 1;
+}
+
+/* ---- fronts without a transport ---- */
+
+static int conn_feed(lua_State *L) {
+  lconn *c = check_conn(L);
+  size_t n;
+  const char *s = luaL_checklstring(L, 2, &n);
+  if (c->sh->owner == c && spill_scratch(c->sh))
+    return lmoonws_fail(L, WS_E_NOMEM, NULL);
+  if (ws_buf_append(&c->in, s, n))
+    return lmoonws_fail(L, WS_E_NOMEM, NULL);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int conn_take_output(lua_State *L) {
+  lconn *c = check_conn(L);
+  ws_buf *out = &c->ws.out;
+  lua_pushlstring(L, (const char *)ws_buf_data(out), ws_buf_len(out));
+  ws_buf_consume(out, ws_buf_len(out));
+  ws_buf_trim(out, KEEP_BUFFER);
+  return 1;
+}
+
+/* ---- the opening handshake ---- */
+
+/* limits(max_payload, max_frame): set before the handshake completes. */
+static int conn_limits(lua_State *L) {
+  lconn *c = check_conn(L);
+  lua_Integer max_payload = luaL_checkinteger(L, 2);
+  lua_Integer max_frame = luaL_checkinteger(L, 3);
+  luaL_argcheck(L, max_payload > 0, 2, "max_payload must be positive");
+  luaL_argcheck(L, max_frame > 0, 3, "max_frame must be positive");
+  if (!c->handshaking)
+    return luaL_error(L, "limits can only be set before the handshake ends");
+  ws_conn_config cfg = {.max_payload = (uint64_t)max_payload,
+                        .max_frame = (uint64_t)max_frame};
+  ws_buf keep = c->ws.out; /* handshake bytes may already be queued */
+  c->ws.out = (ws_buf)WS_BUF_INIT;
+  ws_role role = c->ws.role;
+  ws_conn_free(&c->ws);
+  ws_conn_init(&c->ws, role, &cfg);
+  c->ws.out = keep;
+  return 0;
+}
+
+/* The handshake is over: frames follow.  Bytes already read after the
+ * head stay in c->in and are parsed first. */
+static int conn_handshake_done(lua_State *L) {
+  lconn *c = check_conn(L);
+  c->handshaking = false;
+  if (ws_buf_len(&c->in) == 0)
+    ws_buf_free(&c->in);
+  return 0;
+}
+
+/* Collect extra header fields from the table at idx ({name = value}). */
+static size_t check_fields(lua_State *L, int idx, ws_handshake_field *fields) {
+  size_t n = 0;
+  if (lua_isnoneornil(L, idx))
+    return 0;
+  luaL_checktype(L, idx, LUA_TTABLE);
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING)
+      luaL_error(L, "headers must map names to string values");
+    if (n == MAX_EXTRA_FIELDS)
+      luaL_error(L, "too many extra headers (at most %d)", MAX_EXTRA_FIELDS);
+    size_t nl, vl;
+    const char *name = lua_tolstring(L, -2, &nl);
+    const char *value = lua_tolstring(L, -1, &vl);
+    if (!ws_http_is_token(name, nl) || strlen(name) != nl)
+      luaL_error(L, "invalid header name '%s'", name);
+    if (!ws_http_is_field_value(value, vl) || strlen(value) != vl)
+      luaL_error(L, "invalid value for header '%s' (control characters)",
+                 name);
+    /* The strings stay alive: the table holds them. */
+    fields[n].name = name;
+    fields[n].value = value;
+    n++;
+    lua_pop(L, 1);
+  }
+  return n;
+}
+
+/* core.check_headers(t): raise on a header that could not be sent. */
+static int check_headers(lua_State *L) {
+  ws_handshake_field fields[MAX_EXTRA_FIELDS];
+  check_fields(L, 1, fields);
+  return 0;
+}
+
+static const char *opt_field(lua_State *L, int t, const char *name) {
+  lua_getfield(L, t, name);
+  const char *s = lua_isnil(L, -1) ? NULL : lua_tostring(L, -1);
+  lua_pop(L, 1); /* the table keeps the string alive */
+  return s;
+}
+
+/* Client: queue the upgrade request.  spec = {host, target, protocols,
+ * extensions, origin, headers}. */
+static int conn_request(lua_State *L) {
+  lconn *c = check_conn(L);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  ws_handshake_field fields[MAX_EXTRA_FIELDS];
+  lua_getfield(L, 2, "headers");
+  size_t nfields = check_fields(L, lua_gettop(L), fields);
+  if (ws_handshake_make_key(c->key, NULL, NULL))
+    return lmoonws_fail(L, WS_E_NOMEM, "no random bytes for the key");
+  ws_handshake_request_spec spec = {
+      .host = opt_field(L, 2, "host"),
+      .target = opt_field(L, 2, "target"),
+      .key = c->key,
+      .protocols = opt_field(L, 2, "protocols"),
+      .extensions = opt_field(L, 2, "extensions"),
+      .origin = opt_field(L, 2, "origin"),
+      .fields = fields,
+      .num_fields = nfields,
+  };
+  if (!spec.host || !spec.target)
+    return luaL_error(L, "request needs host and target");
+  int rc = ws_handshake_build_request(&c->ws.out, &spec);
+  if (rc == WS_ERROR)
+    return luaL_error(L, "invalid handshake request field");
+  if (rc != 0)
+    return lmoonws_fail(L, WS_E_NOMEM, NULL);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static void push_headers(lua_State *L, const ws_http_header *h, size_t n) {
+  lua_createtable(L, 0, (int)n);
+  for (size_t i = 0; i < n; i++) {
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    for (size_t k = 0; k < h[i].name_len; k++) {
+      char ch = h[i].name[k];
+      luaL_addchar(&b, (ch >= 'A' && ch <= 'Z') ? (char)(ch + 32) : ch);
+    }
+    luaL_pushresult(&b);
+    lua_pushvalue(L, -1);
+    lua_rawget(L, -3);
+    if (lua_isnil(L, -1)) {
+      lua_pop(L, 1);
+      lua_pushlstring(L, h[i].value, h[i].value_len);
+    } else { /* repeated field: a comma list, as RFC 7230 3.2.2 allows */
+      lua_pushliteral(L, ", ");
+      lua_pushlstring(L, h[i].value, h[i].value_len);
+      lua_concat(L, 3);
+    }
+    lua_rawset(L, -3);
+  }
+}
+
+/* The offered subprotocols of every Sec-WebSocket-Protocol field, in order. */
+static void push_protocols(lua_State *L, const ws_http_request *req) {
+  lua_newtable(L);
+  int n = 0;
+  for (size_t i = 0; i < req->num_headers; i++) {
+    const ws_http_header *h = &req->headers[i];
+    size_t count;
+    if (ws_http_header_find(h, 1, "sec-websocket-protocol", &count) == NULL)
+      continue;
+    size_t pos = 0, len;
+    const char *item;
+    while (ws_http_list_next(h->value, h->value_len, &pos, &item, &len)) {
+      lua_pushlstring(L, item, len);
+      lua_rawseti(L, -2, ++n);
+    }
+  }
+}
+
+static void push_request(lua_State *L, const ws_http_request *req) {
+  lua_createtable(L, 0, 8);
+  lua_pushlstring(L, req->method, req->method_len);
+  lua_setfield(L, -2, "method");
+  lua_pushlstring(L, req->target, req->target_len);
+  lua_setfield(L, -2, "path");
+  lua_pushfstring(L, "1.%d", req->version_minor);
+  lua_setfield(L, -2, "version");
+  push_headers(L, req->headers, req->num_headers);
+  lua_getfield(L, -1, "origin");
+  lua_setfield(L, -3, "origin");
+  lua_getfield(L, -1, "sec-websocket-extensions");
+  lua_setfield(L, -3, "extensions");
+  lua_setfield(L, -2, "headers");
+  push_protocols(L, req);
+  lua_setfield(L, -2, "protocols");
+}
+
+/* Server: parse_request(max_handshake) ->
+ *   nil                          the head is not complete yet
+ *   request                      an acceptable upgrade (request.key set)
+ *   false, status, message [, request]   refuse with status */
+static int conn_parse_request(lua_State *L) {
+  lconn *c = check_conn(L);
+  size_t max = (size_t)luaL_checkinteger(L, 2);
+  size_t len = ws_buf_len(&c->in);
+  ws_http_request req;
+  int rc = ws_http_parse_request((const char *)ws_buf_data(&c->in),
+                                 len < max ? len : max, &req);
+  if (rc == WS_INCOMPLETE) {
+    if (len < max)
+      return 0;
+    lua_pushboolean(L, 0);
+    lua_pushinteger(L, 431);
+    lua_pushliteral(L, "request header over max_handshake bytes");
+    return 3;
+  }
+  if (rc == WS_ERROR) {
+    lua_pushboolean(L, 0);
+    lua_pushinteger(L, req.status ? req.status : 400);
+    lua_pushstring(L, req.message ? req.message : "malformed request");
+    return 3;
+  }
+  ws_handshake_verdict v;
+  int status = ws_handshake_check_request(&req, &v);
+  push_request(L, &req);
+  if (status == 0) {
+    lua_pushlstring(L, v.key, v.key_len);
+    lua_setfield(L, -2, "key");
+  }
+  /* Everything pushed is copied: the head may go. */
+  ws_buf_consume(&c->in, (size_t)rc);
+  if (status == 0)
+    return 1;
+  lua_pushboolean(L, 0);
+  lua_pushinteger(L, status);
+  lua_pushstring(L, v.message ? v.message : "bad request");
+  lua_rotate(L, -4, -1); /* false, status, message, request */
+  return 4;
+}
+
+/* Server: respond_upgrade(key, protocol, extensions, headers). */
+static int conn_respond_upgrade(lua_State *L) {
+  lconn *c = check_conn(L);
+  size_t key_len;
+  const char *key = luaL_checklstring(L, 2, &key_len);
+  const char *protocol = luaL_optstring(L, 3, NULL);
+  const char *extensions = luaL_optstring(L, 4, NULL);
+  ws_handshake_field fields[MAX_EXTRA_FIELDS];
+  size_t nfields = check_fields(L, 5, fields);
+  int rc = ws_handshake_build_response(&c->ws.out, key, key_len, protocol,
+                                       extensions, fields, nfields);
+  if (rc == WS_ERROR)
+    return luaL_error(L, "invalid protocol, extension or header value");
+  if (rc != 0)
+    return lmoonws_fail(L, WS_E_NOMEM, NULL);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* Server: respond_refusal(status, reason, headers, body). */
+static int conn_respond_refusal(lua_State *L) {
+  lconn *c = check_conn(L);
+  lua_Integer status = luaL_checkinteger(L, 2);
+  luaL_argcheck(L, status >= 200 && status <= 599, 2,
+                "status must be 200..599");
+  const char *reason = luaL_optstring(L, 3, NULL);
+  ws_handshake_field fields[MAX_EXTRA_FIELDS];
+  size_t nfields = check_fields(L, 4, fields);
+  size_t body_len = 0;
+  const char *body = luaL_optlstring(L, 5, NULL, &body_len);
+  int rc = ws_handshake_build_refusal(&c->ws.out, (int)status, reason, fields,
+                                      nfields, body, body_len);
+  if (rc == WS_ERROR)
+    return luaL_error(L, "invalid reason or header value");
+  if (rc != 0)
+    return lmoonws_fail(L, WS_E_NOMEM, NULL);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* Client: parse_response(max_handshake, offered_protocols, offered_ext) ->
+ *   nil                              not complete yet
+ *   true, protocol, extensions       accepted ("" when none)
+ *   false, message [, status, headers]   refused or invalid */
+static int conn_parse_response(lua_State *L) {
+  lconn *c = check_conn(L);
+  size_t max = (size_t)luaL_checkinteger(L, 2);
+  const char *offered = luaL_optstring(L, 3, NULL);
+  bool offered_ext = lua_toboolean(L, 4);
+  size_t len = ws_buf_len(&c->in);
+  ws_http_response res;
+  int rc = ws_http_parse_response((const char *)ws_buf_data(&c->in),
+                                  len < max ? len : max, &res);
+  if (rc == WS_INCOMPLETE) {
+    if (len < max)
+      return 0;
+    lua_pushboolean(L, 0);
+    lua_pushliteral(L, "response header over max_handshake bytes");
+    return 2;
+  }
+  if (rc == WS_ERROR) {
+    lua_pushboolean(L, 0);
+    lua_pushfstring(L, "malformed response: %s",
+                    res.message ? res.message : "bad syntax");
+    return 2;
+  }
+  ws_handshake_answer a;
+  if (ws_handshake_check_response(&res, c->key, offered, offered_ext, &a)) {
+    lua_pushboolean(L, 0);
+    lua_pushstring(L, a.message ? a.message : "invalid handshake response");
+    lua_pushinteger(L, res.status);
+    push_headers(L, res.headers, res.num_headers);
+    ws_buf_consume(&c->in, (size_t)rc);
+    return 4;
+  }
+  lua_pushboolean(L, 1);
+  lua_pushlstring(L, a.protocol ? a.protocol : "", a.protocol_len);
+  lua_pushlstring(L, a.extensions ? a.extensions : "", a.extensions_len);
+  ws_buf_consume(&c->in, (size_t)rc);
+  return 3;
+}
+
+/* ---- frames ---- */
+
+/* next_event() -> nil when more input is needed, else one of
+ *   "text"|"binary"|"ping"|"pong", data
+ *   "close", code, reason
+ *   "error", message, name, code        (the connection has failed) */
+static int conn_next_event(lua_State *L) {
+  lconn *c = check_conn(L);
+  uint8_t *data;
+  size_t len;
+  bool from_scratch = ws_buf_len(&c->in) == 0;
+  if (!from_scratch) {
+    data = ws_buf_data(&c->in);
+    len = ws_buf_len(&c->in);
+  } else if (c->sh->owner == c && c->sh->pos < c->sh->len) {
+    data = c->sh->scratch + c->sh->pos;
+    len = c->sh->len - c->sh->pos;
+  } else {
+    return 0;
+  }
+  ws_event ev;
+  size_t used = ws_conn_recv(&c->ws, data, len, &ev);
+  /* The event may point into data: push it before the bytes are released. */
+  int nret;
+  switch (ev.type) {
+  case WS_EV_NONE:
+    nret = 0;
+    break;
+  case WS_EV_TEXT:
+  case WS_EV_BINARY:
+  case WS_EV_PING:
+  case WS_EV_PONG: {
+    static const char *const kinds[] = {NULL, "text", "binary", "ping", "pong"};
+    lua_pushstring(L, kinds[ev.type]);
+    lua_pushlstring(L, (const char *)ev.data, ev.len);
+    nret = 2;
+    break;
+  }
+  case WS_EV_CLOSE:
+    lua_pushliteral(L, "close");
+    lua_pushinteger(L, ev.code);
+    lua_pushlstring(L, (const char *)ev.data, ev.len);
+    nret = 3;
+    break;
+  case WS_EV_ERROR:
+  default:
+    lua_pushliteral(L, "error");
+    lua_pushlstring(L, (const char *)ev.data, ev.len);
+    lua_pushstring(L, ws_error_name(ev.error));
+    lua_pushinteger(L, ev.code);
+    nret = 4;
+    break;
+  }
+  if (from_scratch) {
+    c->sh->pos += used;
+  } else {
+    ws_buf_consume(&c->in, used);
+    if (ws_buf_len(&c->in) == 0)
+      ws_buf_free(&c->in);
+  }
+  if (ev.type == WS_EV_TEXT || ev.type == WS_EV_BINARY)
+    ws_buf_trim(&c->ws.msg, KEEP_BUFFER);
+  return nret;
+}
+
+static int push_send_result(lua_State *L, enum ws_error e) {
+  if (e == WS_E_NONE) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  return lmoonws_fail(L, e, e == WS_E_CLOSED ? "closed" : NULL);
+}
+
+static const uint8_t *check_text(lua_State *L, int idx, size_t *len,
+                                 bool binary) {
+  const char *s = luaL_checklstring(L, idx, len);
+  if (!binary && !ws_utf8_valid((const uint8_t *)s, *len))
+    luaL_argerror(L, idx, "invalid UTF-8 in a text message (send it as binary)");
+  return (const uint8_t *)s;
+}
+
+/* send(data, binary) -> true | nil, message, name */
+static int conn_send(lua_State *L) {
+  lconn *c = check_conn(L);
+  bool binary = lua_toboolean(L, 3);
+  size_t len;
+  const uint8_t *data = check_text(L, 2, &len, binary);
+  return push_send_result(
+      L, ws_conn_send(&c->ws, binary ? WS_OP_BINARY : WS_OP_TEXT, data, len));
+}
+
+/* send_fragment(data, binary, fin [, checked]): one piece of a message
+ * sent in parts.  Text pieces are checked one by one (each must end on a
+ * character boundary) unless checked says the caller validated the whole
+ * message already. */
+static int conn_send_fragment(lua_State *L) {
+  lconn *c = check_conn(L);
+  bool binary = lua_toboolean(L, 3);
+  bool fin = lua_toboolean(L, 4);
+  bool checked = lua_toboolean(L, 5);
+  size_t len;
+  const uint8_t *data = check_text(L, 2, &len, binary || checked);
+  return push_send_result(
+      L, ws_conn_send_fragment(&c->ws, binary ? WS_OP_BINARY : WS_OP_TEXT,
+                               data, len, fin));
+}
+
+static int send_control(lua_State *L, uint8_t opcode) {
+  lconn *c = check_conn(L);
+  size_t len;
+  const char *data = luaL_optlstring(L, 2, "", &len);
+  luaL_argcheck(L, len <= WS_CONTROL_MAX, 2,
+                "control frame payload over 125 bytes");
+  return push_send_result(L, ws_conn_send(&c->ws, opcode, data, len));
+}
+
+static int conn_ping(lua_State *L) { return send_control(L, WS_OP_PING); }
+static int conn_pong(lua_State *L) { return send_control(L, WS_OP_PONG); }
+
+/* close([code [, reason]]): code nil or 0 sends no status code.  Any code
+ * valid on the wire is taken here; the public API applies the stricter
+ * application rule. */
+static int conn_close(lua_State *L) {
+  lconn *c = check_conn(L);
+  lua_Integer code = luaL_optinteger(L, 2, 0);
+  size_t len;
+  const char *reason = luaL_optlstring(L, 3, "", &len);
+  luaL_argcheck(L, code == 0 || ws_close_code_valid_on_wire((unsigned)code), 2,
+                "invalid close code");
+  luaL_argcheck(L, len <= WS_CLOSE_REASON_MAX, 3,
+                "close reason over 123 bytes");
+  luaL_argcheck(L, code != 0 || len == 0, 3, "a close reason needs a code");
+  luaL_argcheck(L, ws_utf8_valid((const uint8_t *)reason, len), 3,
+                "close reason is not valid UTF-8");
+  return push_send_result(
+      L, ws_conn_close(&c->ws, (unsigned)code, reason, len));
+}
+
+/* state() -> close_sent, close_received, failed */
+static int conn_state(lua_State *L) {
+  lconn *c = check_conn(L);
+  lua_pushboolean(L, c->ws.close_sent);
+  lua_pushboolean(L, c->ws.close_received);
+  lua_pushboolean(L, c->ws.failed);
+  return 3;
+}
+
+/* core.utf8_valid(s) */
+static int utf8_valid(lua_State *L) {
+  size_t len;
+  const char *s = luaL_checklstring(L, 1, &len);
+  lua_pushboolean(L, ws_utf8_valid((const uint8_t *)s, len));
+  return 1;
+}
+
+static int shared_gc(lua_State *L) {
+  lconn_shared *sh = lua_touserdata(L, 1);
+  free(sh->scratch);
+  sh->scratch = NULL;
+  return 0;
+}
+
+void lmoonws_open_conn(lua_State *L) {
+  static const luaL_Reg methods[] = {
+      {"fd", conn_fd},
+      {"peer", conn_peer},
+      {"connect_result", conn_connect_result},
+      {"limits", conn_limits},
+      {"read", conn_read},
+      {"flush", conn_flush},
+      {"buffered", conn_buffered},
+      {"pending", conn_pending},
+      {"feed", conn_feed},
+      {"take_output", conn_take_output},
+      {"request", conn_request},
+      {"parse_response", conn_parse_response},
+      {"parse_request", conn_parse_request},
+      {"respond_upgrade", conn_respond_upgrade},
+      {"respond_refusal", conn_respond_refusal},
+      {"handshake_done", conn_handshake_done},
+      {"next_event", conn_next_event},
+      {"send", conn_send},
+      {"send_fragment", conn_send_fragment},
+      {"ping", conn_ping},
+      {"pong", conn_pong},
+      {"close", conn_close},
+      {"state", conn_state},
+      {"shutdown", conn_shutdown},
+      {"close_fd", conn_close_fd},
+      {"release", conn_release},
+      {NULL, NULL}};
+  static const luaL_Reg meta[] = {{"__gc", conn_gc},
+                                  {"__close", conn_release},
+                                  {"__tostring", conn_tostring},
+                                  {NULL, NULL}};
+
+  lconn_shared *sh = compat_newuserdata(L, sizeof *sh, 0);
+  memset(sh, 0, sizeof *sh);
+  lua_newtable(L);
+  lua_pushcfunction(L, shared_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_setmetatable(L, -2);
+  sh->scratch = malloc(SCRATCH_SIZE);
+  if (!sh->scratch)
+    luaL_error(L, "out of memory");
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &shared_key);
+
+  luaL_newmetatable(L, LCONN_TYPE);
+  luaL_setfuncs(L, meta, 0);
+  luaL_newlib(L, methods);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+
+  lua_pushcfunction(L, conn_new);
+  lua_setfield(L, -2, "conn");
+  lua_pushcfunction(L, check_headers);
+  lua_setfield(L, -2, "check_headers");
+  lua_pushcfunction(L, utf8_valid);
+  lua_setfield(L, -2, "utf8_valid");
+}

@@ -1,0 +1,164 @@
+/*
+ * lmoonws.c -- luaopen_moonws_core: the module table, the close-code and
+ * error-name tables (exported from ws_proto.h, their one source), and the
+ * error helpers the other binding files use.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <openssl/evp.h>
+#include <stdlib.h>
+
+#include "lmoonws.h"
+#include "ws_http.h"
+#include "ws_url.h"
+
+const char *lmoonws_strerror(int err, char *buf, size_t size) {
+  /* GNU strerror_r may return a static string instead of filling buf. */
+  const char *s = strerror_r(err, buf, size);
+  return s ? s : "unknown error";
+}
+
+int lmoonws_fail(lua_State *L, enum ws_error e, const char *message) {
+  lua_pushnil(L);
+  lua_pushstring(L, message ? message : ws_error_description(e));
+  lua_pushstring(L, ws_error_name(e));
+  return 3;
+}
+
+int lmoonws_fail_errno(lua_State *L, const char *what, int err) {
+  char buf[128];
+  enum ws_error e = err == ECONNREFUSED ? WS_E_REFUSED
+                    : err == ETIMEDOUT  ? WS_E_TIMEOUT
+                    : err == ENOMEM     ? WS_E_NOMEM
+                                        : WS_E_IO;
+  lua_pushnil(L);
+  lua_pushfstring(L, "%s: %s", what, lmoonws_strerror(err, buf, sizeof buf));
+  lua_pushstring(L, ws_error_name(e));
+  return 3;
+}
+
+void lmoonws_new_type(lua_State *L, const char *name, const luaL_Reg *methods,
+                      lua_CFunction gc) {
+  luaL_newmetatable(L, name);
+  lua_pushcfunction(L, gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pushcfunction(L, gc);
+  lua_setfield(L, -2, "__close");
+  lua_newtable(L);
+  luaL_setfuncs(L, methods, 0);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+}
+
+/* moonws.codes: both directions, codes[1009] == "MESSAGE_TOO_BIG" and
+ * codes.MESSAGE_TOO_BIG == 1009. */
+static void push_codes(lua_State *L) {
+  lua_createtable(L, 16, 16);
+#define PUSH_CODE_(num, name)                                                  \
+  lua_pushinteger(L, num);                                                     \
+  lua_setfield(L, -2, #name);                                                  \
+  lua_pushstring(L, #name);                                                    \
+  lua_rawseti(L, -2, num);
+  WS_CLOSE_CODES(PUSH_CODE_)
+#undef PUSH_CODE_
+}
+
+/* moonws.errors: name -> description for every stable error name. */
+static void push_errors(lua_State *L) {
+  lua_createtable(L, 0, WS_E_COUNT_);
+  for (int e = WS_E_NONE + 1; e < WS_E_COUNT_; e++) {
+    lua_pushstring(L, ws_error_description((enum ws_error)e));
+    lua_setfield(L, -2, ws_error_name((enum ws_error)e));
+  }
+}
+
+/* core.parse_url(url) -> {secure, host, port, resource, userinfo,
+ * ipv6, port_explicit} | nil, message */
+static int parse_url(lua_State *L) {
+  size_t len;
+  const char *s = luaL_checklstring(L, 1, &len);
+  ws_url u;
+  if (ws_url_parse(s, len, &u) != 0) {
+    lua_pushnil(L);
+    lua_pushstring(L, u.message ? u.message : "invalid URL");
+    return 2;
+  }
+  lua_createtable(L, 0, 7);
+  lua_pushboolean(L, u.secure);
+  lua_setfield(L, -2, "secure");
+  lua_pushlstring(L, u.host, u.host_len);
+  lua_setfield(L, -2, "host");
+  lua_pushboolean(L, u.host_is_ipv6);
+  lua_setfield(L, -2, "ipv6");
+  lua_pushinteger(L, u.port);
+  lua_setfield(L, -2, "port");
+  lua_pushboolean(L, u.port_explicit);
+  lua_setfield(L, -2, "port_explicit");
+  if (u.resource_needs_slash) { /* "ws://h?x": the request target is "/?x" */
+    lua_pushliteral(L, "/");
+    lua_pushlstring(L, u.resource, u.resource_len);
+    lua_concat(L, 2);
+  } else {
+    lua_pushlstring(L, u.resource, u.resource_len);
+  }
+  lua_setfield(L, -2, "resource");
+  if (u.userinfo) {
+    lua_pushlstring(L, u.userinfo, u.userinfo_len);
+    lua_setfield(L, -2, "userinfo");
+  }
+  return 1;
+}
+
+/* core.base64(s) -> standard base64 with padding (OpenSSL's encoder). */
+static int base64(lua_State *L) {
+  size_t len;
+  const char *s = luaL_checklstring(L, 1, &len);
+  luaL_argcheck(L, len <= 1024 * 1024, 1, "too long to encode");
+  size_t out_len = 4 * ((len + 2) / 3) + 1;
+  unsigned char *out = malloc(out_len);
+  if (!out)
+    return luaL_error(L, "out of memory");
+  int n = EVP_EncodeBlock(out, (const unsigned char *)s, (int)len);
+  lua_pushlstring(L, (const char *)out, (size_t)n);
+  free(out);
+  return 1;
+}
+
+/* core.is_token(s): an RFC 7230 token (subprotocol names, header names). */
+static int is_token(lua_State *L) {
+  size_t len;
+  const char *s = luaL_checklstring(L, 1, &len);
+  lua_pushboolean(L, ws_http_is_token(s, len));
+  return 1;
+}
+
+LMOONWS_API int luaopen_moonws_core(lua_State *L);
+
+LMOONWS_API int luaopen_moonws_core(lua_State *L) {
+  lua_newtable(L);
+  push_codes(L);
+  lua_setfield(L, -2, "codes");
+  push_errors(L);
+  lua_setfield(L, -2, "errors");
+  lua_pushinteger(L, WS_CONTROL_MAX);
+  lua_setfield(L, -2, "CONTROL_MAX");
+  lua_pushinteger(L, WS_CLOSE_REASON_MAX);
+  lua_setfield(L, -2, "CLOSE_REASON_MAX");
+  lua_pushinteger(L, (lua_Integer)WS_DEFAULT_MAX_PAYLOAD);
+  lua_setfield(L, -2, "DEFAULT_MAX_PAYLOAD");
+  lua_pushinteger(L, (lua_Integer)WS_DEFAULT_MAX_FRAME);
+  lua_setfield(L, -2, "DEFAULT_MAX_FRAME");
+  lua_pushinteger(L, (lua_Integer)WS_DEFAULT_MAX_HANDSHAKE);
+  lua_setfield(L, -2, "DEFAULT_MAX_HANDSHAKE");
+  static const luaL_Reg functions[] = {{"parse_url", parse_url},
+                                       {"base64", base64},
+                                       {"is_token", is_token},
+                                       {NULL, NULL}};
+  luaL_setfuncs(L, functions, 0);
+  lmoonws_open_conn(L);
+  lmoonws_open_net(L);
+  lmoonws_open_loop(L);
+  return 1;
+}
