@@ -1,0 +1,68 @@
+-- moonws -- WebSocket (RFC 6455) client and server for Lua, on a C core.
+--
+-- The public API of DESIGN.md section 1: event style (moonws.new + handler
+-- fields + moonws.run), coroutine style (moonws.connect / ws:receive inside
+-- moonws.spawn, or straight from a plain script), servers (moonws.listen,
+-- moonws.serve), and the loop entry points for embedding.  Policy lives in
+-- the Lua modules; the protocol lives in the C core (moonws.core).
+
+local core = require "moonws.core"
+local loop = require "moonws.loop"
+local socket = require "moonws.socket"
+local client = require "moonws.client"
+local server = require "moonws.server"
+
+local moonws = {
+  _VERSION = "moonws scm",
+  CONNECTING = socket.CONNECTING,
+  OPEN = socket.OPEN,
+  CLOSING = socket.CLOSING,
+  CLOSED = socket.CLOSED,
+  codes = core.codes,     -- codes[1009] == "MESSAGE_TOO_BIG", codes.NORMAL == 1000
+  errors = core.errors,   -- stable error name -> description
+}
+
+function moonws.new(url, options) return client.new(url, options, "new") end
+moonws.connect = client.connect
+moonws.listen = server.listen
+moonws.serve = server.serve
+
+moonws.spawn = loop.spawn
+moonws.run = loop.run
+moonws.stop = loop.stop
+moonws.fd = loop.fd
+moonws.next_timeout = loop.next_timeout
+
+-- step([timeout]): one bounded round; timeout 0 never waits.
+function moonws.step(timeout)
+  if timeout ~= nil and (type(timeout) ~= "number" or timeout < 0) then
+    error("bad argument #1 to 'step' (non-negative number expected)", 2)
+  end
+  return loop.step(timeout)
+end
+
+-- sleep(seconds): yields inside a moonws coroutine, drives the loop on the
+-- main thread.
+function moonws.sleep(seconds)
+  if type(seconds) ~= "number" or seconds < 0 then
+    error("bad argument #1 to 'sleep' (non-negative number expected)", 2)
+  end
+  loop.wait_until(function() return false end, loop.now() + seconds, nil, "sleep")
+end
+
+-- moonws.onerror: errors no socket handler took (handler failures in
+-- coroutines, accept failures); default: print to stderr.
+setmetatable(moonws, {
+  __newindex = function(t, k, v)
+    if k == "onerror" then
+      loop.onerror = v
+    else
+      rawset(t, k, v)
+    end
+  end,
+  __index = function(t, k)
+    if k == "onerror" then return loop.onerror end
+  end,
+})
+
+return moonws

@@ -1,0 +1,327 @@
+-- moonws.loop -- the scheduler: coroutines, timers, I/O readiness, and the
+-- one place that waits.
+--
+-- Everything moonws does happens in loop.step(): wait on the poller (epoll,
+-- poll fallback) at most until the next timer, dispatch ready descriptors
+-- to their watchers, fire due timers, resume woken coroutines, and flush
+-- every socket that queued output during the round ("corking": one write
+-- per socket per round however many sends were made).
+--
+-- Waiting (loop.wait_until) is the single primitive behind every call that
+-- can block: inside a coroutine run by moonws it yields to the loop; on the
+-- main thread outside the loop it drives the loop itself; inside an event
+-- handler it refuses, because a handler that waited would stall every other
+-- socket.
+--
+-- The loop holds sockets weakly (watchers, timers' objects, lookups), so a
+-- socket nobody references can be collected; socket.lua pins what must
+-- live (handlers set, coroutines waiting).
+
+local core = require "moonws.core"
+
+local now = core.now
+local co_running, co_resume, co_status, co_yield, co_create =
+  coroutine.running, coroutine.resume, coroutine.status, coroutine.yield, coroutine.create
+
+local loop = {}
+
+local poller = assert(core.poller(os.getenv("MOONWS_POLL") == "poll"))
+local timers = core.timers()
+local ready_fds, ready_events = {}, {}
+
+local READ, WRITE = 1, 2
+loop.READ, loop.WRITE = READ, WRITE
+
+-- fd -> watcher; a watcher is a table with on_ready(watcher, events).
+local watchers = setmetatable({}, { __mode = "v" })
+-- timer handle -> callback, and -> the object it is for (weak).
+local timer_fn = {}
+local timer_obj = setmetatable({}, { __mode = "v" })
+local NO_OBJECT = {}
+-- Coroutines: ours[co] = true while moonws runs it.  Strong: a coroutine
+-- waiting on a socket is what keeps both alive.
+local ours = {}
+local ready, ready_args = {}, {}      -- coroutines to resume this round
+local deferred = {}                    -- callbacks for the next round
+local dirty, dirty_set = {}, {}        -- objects with output to flush
+local refs = 0                         -- what keeps run() going
+local depth = 0                        -- > 0 while inside step()
+local stopping = false
+local WAIT = {}                        -- what our coroutines yield to wait
+
+loop.onerror = nil -- set by init.lua: moonws.onerror
+
+-- Report an error that no handler can take.
+function loop.report(message)
+  local handler = loop.onerror
+  if handler then
+    local ok, err = pcall(handler, { type = "error", message = message, error = "handler" })
+    if ok then return end
+    message = message .. "\n(moonws.onerror failed too: " .. tostring(err) .. ")"
+  end
+  io.stderr:write("moonws: ", message, "\n")
+end
+
+---------------------------------------------------------------- references
+
+-- run() keeps going while refs > 0: open sockets, listening servers,
+-- coroutines not finished.
+function loop.ref() refs = refs + 1 end
+function loop.unref() refs = refs - 1 end
+function loop.alive() return refs > 0 or #ready > 0 or #deferred > 0 end
+
+---------------------------------------------------------------- I/O
+
+-- Watch fd for readability and/or writability on behalf of watcher.
+function loop.watch(fd, watcher, want_read, want_write)
+  watchers[fd] = watcher
+  assert(poller:set(fd, want_read, want_write))
+end
+
+function loop.unwatch(fd)
+  watchers[fd] = nil
+  poller:set(fd, false, false)
+end
+
+---------------------------------------------------------------- timers
+
+-- Call fn(obj, handle) at deadline (seconds on core.now()'s clock).  obj is
+-- held weakly: when it is collected, the timer does nothing.
+function loop.timer(deadline, fn, obj)
+  local handle = timers:add(deadline)
+  timer_fn[handle] = fn
+  timer_obj[handle] = obj == nil and NO_OBJECT or obj
+  return handle
+end
+
+function loop.cancel(handle)
+  if handle then
+    timers:cancel(handle)
+    timer_fn[handle] = nil
+    timer_obj[handle] = nil
+  end
+end
+
+local function run_timers()
+  local t = now()
+  while true do
+    local handle = timers:pop(t)
+    if not handle then return end
+    local fn, obj = timer_fn[handle], timer_obj[handle]
+    timer_fn[handle], timer_obj[handle] = nil, nil
+    if fn and obj then
+      fn(obj ~= NO_OBJECT and obj or nil, handle)
+    end
+  end
+end
+
+---------------------------------------------------------------- output
+
+-- obj has output to send: obj:flush() runs at the end of this round, or now
+-- when called outside the loop (a plain script's send goes out at once).
+function loop.dirty(obj)
+  if depth == 0 then
+    obj:flush()
+  elseif not dirty_set[obj] then
+    dirty_set[obj] = true
+    dirty[#dirty + 1] = obj
+  end
+end
+
+local function flush_dirty()
+  local i = 1
+  while dirty[i] do          -- a flush may mark more objects dirty
+    local obj = dirty[i]
+    dirty[i] = nil
+    dirty_set[obj] = nil
+    obj:flush()
+    i = i + 1
+  end
+end
+
+---------------------------------------------------------------- coroutines
+
+local function resume(co, ...)
+  local ok, what = co_resume(co, ...)
+  if not ok then
+    ours[co] = nil
+    loop.unref()
+    loop.report("error in a moonws coroutine: " .. debug.traceback(co, tostring(what)))
+  elseif co_status(co) == "dead" then
+    ours[co] = nil
+    loop.unref()
+  elseif what ~= WAIT then
+    -- The coroutine yielded for its own reasons: run it again next round.
+    ready[#ready + 1] = co
+  end
+end
+
+-- Make co runnable in this or the next round (spurious wake-ups are
+-- harmless: every waiter re-checks its condition).
+function loop.wake(co)
+  if ours[co] then
+    ready[#ready + 1] = co
+  end
+end
+
+function loop.wake_all(list)
+  for i = 1, #list do
+    local co = list[i]
+    if ours[co] then ready[#ready + 1] = co end
+  end
+end
+
+local function run_ready()
+  if #ready == 0 then return false end
+  local batch = ready
+  ready = {}
+  local seen = {}
+  for i = 1, #batch do
+    local co = batch[i]
+    if not seen[co] and co_status(co) == "suspended" and ours[co] then
+      seen[co] = true
+      resume(co)
+    end
+  end
+  return true
+end
+
+-- Run fn(...) as a coroutine of the loop (first resumed in the next round).
+function loop.spawn(fn, ...)
+  if type(fn) ~= "function" then
+    error("bad argument #1 to 'spawn' (function expected, got " .. type(fn) .. ")", 2)
+  end
+  local args = table.pack(...)
+  local co = co_create(function() return fn(table.unpack(args, 1, args.n)) end)
+  ours[co] = true
+  loop.ref()
+  ready[#ready + 1] = co
+  return co
+end
+
+-- Call fn(arg) at the start of the next round.
+function loop.defer(fn, arg)
+  deferred[#deferred + 1] = fn
+  deferred[#deferred + 1] = arg == nil and NO_OBJECT or arg
+end
+
+local function run_deferred()
+  if #deferred == 0 then return false end
+  local batch = deferred
+  deferred = {}
+  for i = 1, #batch, 2 do
+    local arg = batch[i + 1]
+    batch[i](arg ~= NO_OBJECT and arg or nil)
+  end
+  return true
+end
+
+-- How the caller can wait: "yield" in our coroutines, "drive" on the main
+-- thread (or a foreign coroutine) outside the loop, nil inside a handler.
+function loop.wait_mode()
+  local co, main = co_running()
+  if not main and ours[co] then return "yield" end
+  if depth == 0 then return "drive" end
+  return nil
+end
+
+local function wake_timer(co) loop.wake(co) end
+
+-- Wait until cond() is true or deadline (absolute, optional) passes;
+-- waiters is a list the waking side passes to loop.wake_all.  Returns true
+-- when cond() held, false on timeout.  Raises inside event handlers.
+function loop.wait_until(cond, deadline, waiters, what)
+  while not cond() do
+    if deadline and now() >= deadline then return false end
+    local co, main = co_running()
+    if not main and ours[co] then
+      local handle = deadline and loop.timer(deadline, wake_timer, co)
+      if waiters then waiters[#waiters + 1] = co end
+      co_yield(WAIT)
+      loop.cancel(handle)
+      if waiters then
+        for i = #waiters, 1, -1 do
+          if waiters[i] == co then table.remove(waiters, i) end
+        end
+      end
+    elseif depth == 0 then
+      loop.step(deadline and math.max(0, deadline - now()) or nil)
+    else
+      error((what or "this call") .. " would block inside an event handler; "
+        .. "run blocking code in a coroutine (moonws.spawn) instead", 3)
+    end
+  end
+  return true
+end
+
+---------------------------------------------------------------- the round
+
+local function step_once(timeout)
+  -- Work done before waiting may be what the caller waits for (a deferred
+  -- drain filling a receive queue): then look at I/O without blocking.
+  local worked = run_deferred()
+  worked = run_ready() or worked
+  flush_dirty()
+
+  local wait = timeout
+  if worked or #ready > 0 or #deferred > 0 or stopping then
+    wait = 0
+  else
+    local next_deadline = timers:next()
+    if next_deadline then
+      local until_timer = math.max(0, next_deadline - now())
+      if wait == nil or until_timer < wait then wait = until_timer end
+    end
+  end
+  local n = assert(poller:wait(wait, ready_fds, ready_events))
+  for i = 1, n do
+    local fd = ready_fds[i]
+    local watcher = watchers[fd]
+    if watcher then
+      watcher:on_ready(ready_events[i])
+    else
+      poller:set(fd, false, false) -- a descriptor nobody watches any more
+    end
+  end
+  run_timers()
+  run_ready()
+  flush_dirty()
+end
+
+-- One bounded round of ready work; waits at most timeout seconds (nil:
+-- until something happens).  Returns true while there is work left.
+function loop.step(timeout)
+  depth = depth + 1
+  local ok, err = pcall(step_once, timeout)
+  depth = depth - 1
+  if not ok then error(err, 0) end
+  return loop.alive()
+end
+
+function loop.run()
+  stopping = false
+  while not stopping and loop.alive() do
+    loop.step()
+  end
+  stopping = false
+end
+
+function loop.stop() stopping = true end
+
+-- For host event loops: a descriptor that turns readable when moonws has
+-- work (the epoll fd; nil with the poll backend) ...
+function loop.fd() return poller:fd() end
+
+-- ... and the seconds until the next timer (0 when work is ready now, nil
+-- when no timer is pending).
+function loop.next_timeout()
+  if #ready > 0 or #deferred > 0 then return 0 end
+  local next_deadline = timers:next()
+  if not next_deadline then return nil end
+  return math.max(0, next_deadline - now())
+end
+
+loop.now = now
+loop.backend = function() return poller:backend() end
+
+return loop

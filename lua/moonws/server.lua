@@ -1,0 +1,222 @@
+-- moonws.server -- listening, accepting, and the server side of the opening
+-- handshake: request checks (in C), subprotocol choice, the user's
+-- handshake callback for origin/auth decisions, then the open socket is
+-- handed to server.onconnection (or to a coroutine by moonws.serve).
+
+local core = require "moonws.core"
+local loop = require "moonws.loop"
+local options = require "moonws.options"
+local socket = require "moonws.socket"
+
+local now = loop.now
+local READ, WRITE = loop.READ, loop.WRITE
+
+local server = {}
+
+local ACCEPTS_PER_ROUND = 64
+
+local listening = {}  -- ss -> true: servers the loop keeps alive
+local handshaking = {} -- st -> true: accepted sockets not yet handed over
+
+local server_methods = {}
+local server_mt = { __name = "moonws.server", __index = server_methods }
+
+---------------------------------------------------------------- refusing
+
+local function refuse(st, status, message, headers)
+  local body = message and message .. "\n" or nil
+  local ok = pcall(st.conn.respond_refusal, st.conn, status, nil, headers, body)
+  if not ok then st.conn:respond_refusal(status, nil, nil, body) end
+  st.refusing = true
+  st.state = socket.CLOSING
+  socket.flush(st)
+end
+
+local function choose_protocol(ss, req)
+  local wanted = ss.opts.protocols
+  if type(wanted) == "function" then
+    local ok, chosen = pcall(wanted, req.protocols, req)
+    if not ok then return nil, "protocols callback failed: " .. tostring(chosen) end
+    if chosen ~= nil then
+      local offered = false
+      for _, p in ipairs(req.protocols) do offered = offered or p == chosen end
+      if not offered then
+        return nil, ("protocols callback chose '%s', which the client did not offer")
+          :format(tostring(chosen))
+      end
+    end
+    return chosen
+  end
+  if wanted then
+    for _, p in ipairs(req.protocols) do
+      if ss.protocol_set[p] then return p end
+    end
+  end
+  return nil
+end
+
+---------------------------------------------------------------- handshake
+
+local function hand_over(ss, st, req)
+  handshaking[st] = nil
+  local srv = ss.server
+  ss.clients[st] = true
+  if srv.onconnection then
+    local ok, err = xpcall(srv.onconnection, debug.traceback, st.ws, req)
+    if not ok then loop.report("error in onconnection handler: " .. tostring(err)) end
+  end
+  socket.announce(st, false)
+end
+
+local function on_handshake_ready(st, events)
+  local ss = st.server_state
+  if events & WRITE ~= 0 then
+    socket.flush(st)
+    if st.state ~= socket.CONNECTING then return end
+  end
+  if events & READ == 0 then return end
+  local conn = st.conn
+  local n, message, name = conn:read()
+  if n == false or n == nil then
+    return socket.finish(st, 1006, "", false) -- the client left; no one to tell
+  elseif n == 0 then
+    return
+  end
+  local req, status, why = conn:parse_request(ss.opts.max_handshake)
+  if req == nil then return end
+  if req == false then return refuse(st, status, why) end
+
+  local protocol, perr = choose_protocol(ss, req)
+  if perr then return refuse(st, 500, perr) end
+  local extra_headers
+  if ss.opts.handshake then
+    local ok, verdict, a, b = xpcall(ss.opts.handshake, debug.traceback, req)
+    if not ok then
+      loop.report("error in handshake callback: " .. tostring(verdict))
+      return refuse(st, 500, "internal error")
+    end
+    if verdict == false then
+      return refuse(st, math.type(a) == "integer" and a or 403, b or "forbidden")
+    end
+    if type(a) == "table" then extra_headers = a end
+  end
+  local ok, err = pcall(conn.respond_upgrade, conn, req.key, protocol, nil, extra_headers)
+  if not ok then
+    loop.report("handshake callback returned bad headers: " .. tostring(err))
+    return refuse(st, 500, "internal error")
+  end
+  req.key = nil
+  st.request = req
+  st.url = "ws://" .. (req.headers.host or "") .. req.path
+  socket.opened(st, protocol, "")
+  socket.flush(st)
+  hand_over(ss, st, req)
+end
+
+local function on_handshake_timeout(st)
+  st.connect_timer = nil
+  if st.state == socket.CONNECTING then socket.finish(st, 1006, "", false) end
+end
+
+local function forget(st)
+  handshaking[st] = nil
+  local ss = st.server_state
+  if ss then ss.clients[st] = nil end
+end
+
+---------------------------------------------------------------- accepting
+
+local function on_accept_ready(ss)
+  for _ = 1, ACCEPTS_PER_ROUND do
+    local conn, peer, name = ss.listener:accept()
+    if conn == false then return end
+    if not conn then
+      loop.report("accept failed: " .. tostring(peer) .. " (" .. tostring(name) .. ")")
+      return
+    end
+    local _, st = socket.new("server", ss.opts, "")
+    st.server_state = ss
+    st.peer = peer
+    st.on_finish = forget
+    handshaking[st] = true
+    socket.attach(st, conn, on_handshake_ready, true, false)
+    st.connect_timer = loop.timer(now() + ss.opts.timeout, on_handshake_timeout, st)
+  end
+end
+
+---------------------------------------------------------------- servers
+
+function server.listen(opts)
+  opts = options.server(opts, "listen")
+  local host = opts.host or "127.0.0.1"
+  if host == "localhost" then host = "127.0.0.1" end
+  if host == "*" then host = nil end
+  local listener, message, name = core.listen(host, opts.port or 0, opts.backlog)
+  if not listener then return nil, message, name end
+  local ss = {
+    listener = listener, opts = opts,
+    clients = setmetatable({}, { __mode = "k" }),
+    on_ready = on_accept_ready,
+  }
+  if type(opts.protocols) == "table" then
+    ss.protocol_set = {}
+    for _, p in ipairs(opts.protocols) do ss.protocol_set[p] = true end
+  elseif type(opts.protocols) == "string" then
+    ss.protocol_set = { [opts.protocols] = true }
+  end
+  local srv = setmetatable({ port = listener:port(), host = host or "*", [socket.PRIV] = ss },
+    server_mt)
+  ss.server = srv
+  listening[ss] = true
+  loop.ref()
+  loop.watch(listener:fd(), ss, true, false)
+  return srv
+end
+
+function server.serve(opts, handler)
+  if type(handler) ~= "function" then
+    error("bad argument #2 to 'serve' (function expected, got " .. type(handler) .. ")", 2)
+  end
+  local srv, message, name = server.listen(opts)
+  if not srv then return nil, message, name end
+  srv.onconnection = function(ws, request) loop.spawn(handler, ws, request) end
+  return srv
+end
+
+local function server_state(srv)
+  local ss = type(srv) == "table" and rawget(srv, socket.PRIV)
+  if not ss then error("bad self (a moonws server expected)", 3) end
+  return ss
+end
+
+-- Stop accepting; open connections stay open.
+function server_methods.close(srv)
+  local ss = server_state(srv)
+  if not listening[ss] then return end
+  listening[ss] = nil
+  loop.unwatch(ss.listener:fd())
+  ss.listener:close()
+  loop.unref()
+end
+
+-- Iterate the server's open sockets.
+function server_methods.clients(srv)
+  local ss = server_state(srv)
+  local list = {}
+  for st in pairs(ss.clients) do
+    if st.state == socket.OPEN then list[#list + 1] = st.ws end
+  end
+  local i = 0
+  return function()
+    i = i + 1
+    return list[i]
+  end
+end
+
+function server_mt.__tostring(srv)
+  local ss = rawget(srv, socket.PRIV)
+  return ("moonws.server (%s:%d, %s)"):format(srv.host, srv.port,
+    listening[ss] and "listening" or "closed")
+end
+
+return server

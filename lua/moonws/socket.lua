@@ -1,0 +1,638 @@
+-- moonws.socket -- the WebSocket object of DESIGN.md 1.3, after the
+-- transport exists: events, sending, receiving, the closing handshake,
+-- keepalive, backpressure and lifetime.
+--
+-- The public object is an empty proxy whose metatable serves methods and
+-- read-only properties, so assigning a handler (ws.onmessage = f) passes
+-- through __newindex and the loop can pin the socket while handlers are
+-- set.  All state lives in a private table (st) reached by a private key;
+-- the loop refers to st weakly, so a socket nobody references and nothing
+-- waits on is collected, and its collection closes the connection.
+--
+-- State rules (the browser's): onclose fires exactly once, after onerror
+-- when there was an error; wasClean is true only when both close frames
+-- were exchanged before the TCP connection ended; code is the peer's close
+-- code (1005 when its frame had none) or 1006 when no close frame came.
+
+local core = require "moonws.core"
+local loop = require "moonws.loop"
+
+local now = loop.now
+local READ, WRITE = loop.READ, loop.WRITE
+
+local CONNECTING, OPEN, CLOSING, CLOSED = 0, 1, 2, 3
+
+local socket = {
+  CONNECTING = CONNECTING, OPEN = OPEN, CLOSING = CLOSING, CLOSED = CLOSED,
+}
+
+local PRIV = setmetatable({}, { __name = "moonws.private", __tostring = function() return "<moonws private>" end })
+socket.PRIV = PRIV
+
+local HANDLERS = {
+  onopen = true, onmessage = true, onclose = true, onerror = true, onping = true, onpong = true,
+}
+
+local pinned = {}   -- st -> true: sockets the loop keeps alive (handlers set)
+
+local methods, getters = {}, {}
+local mt = { __name = "moonws.websocket" }
+socket.mt = mt
+
+---------------------------------------------------------------- events
+
+local traceback = debug.traceback
+
+local function report_handler_error(st, name, err)
+  local message = ("error in %s handler: %s"):format(name, tostring(err))
+  local onerror = st.onerror
+  if name ~= "onerror" and onerror then
+    local ok, err2 = xpcall(onerror, traceback,
+      { type = "error", message = message, error = "handler", target = st.ws })
+    if ok then return end
+    message = message .. "\n(onerror failed too: " .. tostring(err2) .. ")"
+  end
+  loop.report(message)
+end
+
+-- Call handler `name` of st with event; errors never escape.
+local function fire(st, name, event)
+  local handler = st[name]
+  if not handler then return false end
+  event.target = st.ws
+  local ok, err = xpcall(handler, traceback, event)
+  if not ok then report_handler_error(st, name, err) end
+  return true
+end
+socket.fire = fire
+
+local function repin(st)
+  if st.state ~= CLOSED and (st.onopen or st.onmessage or st.onclose or st.onerror
+      or st.onping or st.onpong) then
+    pinned[st] = true
+  else
+    pinned[st] = nil
+  end
+end
+
+---------------------------------------------------------------- I/O interest
+
+local function set_interest(st, want_read, want_write)
+  if st.fd and (st.i_read ~= want_read or st.i_write ~= want_write) then
+    st.i_read, st.i_write = want_read, want_write
+    loop.watch(st.fd, st, want_read, want_write)
+  end
+end
+
+local function reading_wanted(st)
+  return not st.paused and not st.queue_paused
+end
+
+local function refresh_interest(st)
+  set_interest(st, reading_wanted(st), st.i_write or false)
+end
+socket.set_interest = set_interest
+
+---------------------------------------------------------------- ending
+
+local function cancel_timers(st)
+  loop.cancel(st.connect_timer); st.connect_timer = nil
+  loop.cancel(st.close_timer); st.close_timer = nil
+  loop.cancel(st.ping_timer); st.ping_timer = nil
+  loop.cancel(st.pong_timer); st.pong_timer = nil
+end
+
+local function release_transport(st)
+  local conn = st.conn
+  if conn then
+    if st.fd then loop.unwatch(st.fd) end
+    conn:release()
+    st.conn, st.fd = nil, nil
+  end
+  if st.lookup_cancel then st.lookup_cancel(st); st.lookup_cancel = nil end
+end
+
+-- The connection is over: free it, and fire onclose (once).
+local function finish(st, code, reason, clean)
+  if st.state == CLOSED then return end
+  cancel_timers(st)
+  release_transport(st)
+  st.state = CLOSED
+  st.close_code, st.close_reason, st.was_clean = code, reason or "", clean
+  if st.counted then st.counted = false; loop.unref() end
+  if st.on_finish then st.on_finish(st) end
+  fire(st, "onclose", { type = "close", code = code, reason = st.close_reason, wasClean = clean })
+  pinned[st] = nil
+  loop.wake_all(st.waiters)
+end
+socket.finish = finish
+
+-- Record an error and fire onerror (before the onclose that follows).
+local function error_event(st, message, name, code)
+  st.err_message, st.err_name = message, name
+  fire(st, "onerror", { type = "error", message = message, error = name, code = code })
+end
+socket.error_event = error_event
+
+-- A failure that ends the connection at once (no closing handshake).
+local function abort(st, message, name)
+  if st.state == CLOSED then return end
+  if message then error_event(st, message, name) end
+  finish(st, 1006, "", false)
+end
+socket.abort = abort
+
+local function on_close_timeout(st)
+  st.close_timer = nil
+  if st.state == CLOSED then return end
+  local sent, received = false, false
+  if st.conn then sent, received = st.conn:state() end
+  if sent and received then
+    -- Both close frames went by; only the peer's TCP close is missing.
+    finish(st, st.close_code, st.close_reason, true)
+  else
+    finish(st, 1006, "", false)
+  end
+end
+
+local function enter_closing(st)
+  if st.state == OPEN or st.state == CONNECTING then
+    st.state = CLOSING
+    loop.cancel(st.ping_timer); st.ping_timer = nil
+    loop.cancel(st.pong_timer); st.pong_timer = nil
+    st.close_timer = loop.timer(now() + st.opts.close_timeout, on_close_timeout, st)
+  end
+end
+
+-- After our output drained: end the TCP connection when the protocol says so.
+local function after_flush(st)
+  if st.state ~= CLOSING or not st.conn then return end
+  if st.refusing then
+    finish(st, 1006, "", false)
+    return
+  end
+  local sent, received, failed = st.conn:state()
+  if failed then
+    st.conn:shutdown()
+    finish(st, 1006, "", false)
+  elseif sent and received and st.role == "server" then
+    -- RFC 6455 7.1.1: the server closes the TCP connection first.
+    st.conn:shutdown()
+    finish(st, st.close_code, st.close_reason, true)
+  end
+  -- A client waits for the server's TCP close (bounded by close_timeout).
+end
+
+local function on_io_error(st, message, name)
+  if st.state == CLOSED then return end
+  local sent, received = false, false
+  if st.conn then sent, received = st.conn:state() end
+  if sent and received then
+    finish(st, st.close_code, st.close_reason, true)
+  elseif st.state == CLOSING then
+    finish(st, 1006, "", false)
+  else
+    abort(st, message, name or "io")
+  end
+end
+
+local function on_eof(st)
+  local sent, received = st.conn:state()
+  if sent and received then
+    finish(st, st.close_code, st.close_reason, true)
+  elseif st.state == CLOSING then
+    finish(st, 1006, "", false)
+  else
+    abort(st, "connection lost: the peer closed TCP without a closing handshake", "io")
+  end
+end
+
+---------------------------------------------------------------- output
+
+-- Write what is queued; called by the loop for dirty sockets and when the
+-- socket turns writable.
+local function flush(st)
+  local conn = st.conn
+  if not conn then return end
+  local left, want, name = conn:flush()
+  if not left then return on_io_error(st, want, name) end
+  local want_write = left > 0 and want == "write"
+  if want_write ~= (st.i_write or false) then
+    set_interest(st, reading_wanted(st) or want == "read", want_write)
+  end
+  if #st.waiters > 0 and left <= st.opts.send_buffer then loop.wake_all(st.waiters) end
+  if left == 0 then after_flush(st) end
+end
+socket.flush = flush
+
+---------------------------------------------------------------- input
+
+local function queue_message(st, data, kind)
+  local tail = st.qtail + 1
+  st.queue[tail] = data
+  st.kinds[tail] = kind
+  st.qtail = tail
+  if tail - st.qhead + 1 >= st.opts.max_queue then
+    st.queue_paused = true
+    refresh_interest(st)
+  end
+end
+
+local handle_event -- forward
+
+-- Parse and dispatch every complete event waiting in the conn.
+local function drain(st)
+  local conn = st.conn
+  while conn and st.conn == conn and not st.paused and not st.queue_paused do
+    local kind, a, b, c = conn:next_event()
+    if not kind then break end
+    handle_event(st, kind, a, b, c)
+  end
+  if st.conn and st.conn:buffered() > 0 then loop.dirty(st) end
+end
+socket.drain = drain
+
+local function pop_message(st)
+  local head = st.qhead
+  local data, kind = st.queue[head], st.kinds[head]
+  st.queue[head], st.kinds[head] = nil, nil
+  st.qhead = head + 1
+  if st.qhead > st.qtail then st.qhead, st.qtail = 1, 0 end
+  if st.queue_paused and st.qtail - st.qhead + 1 <= st.opts.max_queue // 2 then
+    st.queue_paused = false
+    refresh_interest(st)
+    if st.conn then loop.defer(drain, st) end
+  end
+  return data, kind
+end
+
+local function deliver(st, data, kind)
+  fire(st, "onmessage", { type = "message", data = data, binary = kind == "binary" })
+end
+
+-- Messages queued for receive() before onmessage was set go to the handler
+-- first, in order.
+local function deliver_queued(st)
+  st.delivering = false
+  while st.onmessage and st.qtail >= st.qhead do
+    deliver(st, pop_message(st))
+  end
+end
+
+local function on_message(st, data, kind)
+  if st.state ~= OPEN then return end -- the browser drops messages once closing
+  if st.onmessage and st.qtail < st.qhead then
+    deliver(st, data, kind)
+  else
+    queue_message(st, data, kind)
+    if st.onmessage then
+      if not st.delivering then st.delivering = true; loop.defer(deliver_queued, st) end
+    elseif #st.waiters > 0 then
+      loop.wake_all(st.waiters)
+    end
+  end
+end
+
+function handle_event(st, kind, a, b, c)
+  if kind == "text" or kind == "binary" then
+    on_message(st, a, kind)
+  elseif kind == "ping" then
+    loop.dirty(st) -- the pong the core queued
+    if st.onping then fire(st, "onping", { type = "ping", data = a }) end
+  elseif kind == "pong" then
+    if st.onpong then fire(st, "onpong", { type = "pong", data = a }) end
+  elseif kind == "close" then
+    st.close_code, st.close_reason = a, b
+    enter_closing(st)
+    loop.dirty(st) -- our echo, or the wake-up that ends a completed handshake
+  elseif kind == "error" then
+    enter_closing(st)
+    error_event(st, a, b, c)
+    loop.dirty(st) -- the close frame carrying code c
+  end
+end
+
+local function on_readable(st)
+  local conn = st.conn
+  local n, want, name = conn:read()
+  if n == false then return on_eof(st) end
+  if n == nil then return on_io_error(st, want, name) end
+  if n == 0 then return end
+  st.awaiting_pong = false -- any byte from the peer proves it is alive
+  drain(st)
+end
+
+-- The watcher method for an open (or closing) socket.
+local function on_ready_open(st, events)
+  if events & WRITE ~= 0 then flush(st) end
+  if st.conn and events & READ ~= 0 then on_readable(st) end
+end
+
+---------------------------------------------------------------- keepalive
+
+local function on_pong_timeout(st)
+  st.pong_timer = nil
+  if st.state == OPEN and st.awaiting_pong then
+    abort(st, ("no data from the peer within ping_timeout (%gs) after a ping"):format(
+      st.opts.ping_timeout), "timeout")
+  end
+end
+
+local function on_ping_timer(st)
+  st.ping_timer = nil
+  if st.state ~= OPEN then return end
+  if not st.awaiting_pong then
+    st.awaiting_pong = true
+    st.conn:ping("")
+    loop.dirty(st)
+    st.pong_timer = loop.timer(now() + st.opts.ping_timeout, on_pong_timeout, st)
+  end
+  st.ping_timer = loop.timer(now() + st.opts.ping_interval, on_ping_timer, st)
+end
+
+---------------------------------------------------------------- creation
+
+-- A new socket object in CONNECTING state; role "client" or "server".
+function socket.new(role, opts, url)
+  local st = {
+    state = CONNECTING, role = role, opts = opts,
+    url = url or "", protocol = "", extensions = "",
+    queue = {}, kinds = {}, qhead = 1, qtail = 0,
+    waiters = {},
+    on_ready = nil, -- the phase's watcher method
+    flush = flush,
+  }
+  local ws = setmetatable({ [PRIV] = st }, mt)
+  st.ws = ws
+  st.counted = true
+  loop.ref()
+  return ws, st
+end
+
+-- Give st its transport (a conn whose fd exists).
+function socket.attach(st, conn, on_ready, want_read, want_write)
+  st.conn, st.fd = conn, conn:fd()
+  st.on_ready = on_ready
+  conn:limits(st.opts.max_payload, st.opts.max_frame)
+  st.i_read, st.i_write = nil, nil
+  set_interest(st, want_read, want_write)
+end
+
+-- The opening handshake succeeded: the socket is OPEN.
+function socket.opened(st, protocol, extensions)
+  st.conn:handshake_done()
+  st.state = OPEN
+  st.protocol, st.extensions = protocol or "", extensions or ""
+  loop.cancel(st.connect_timer); st.connect_timer = nil
+  st.on_ready = on_ready_open
+  refresh_interest(st)
+  if st.opts.ping_interval then
+    st.ping_timer = loop.timer(now() + st.opts.ping_interval, on_ping_timer, st)
+  end
+end
+
+-- Announce the open socket and parse frames that came with the handshake.
+function socket.announce(st, fire_onopen)
+  if fire_onopen then fire(st, "onopen", { type = "open" }) end
+  if #st.waiters > 0 then loop.wake_all(st.waiters) end
+  if st.state == OPEN then drain(st) end
+end
+
+-- The watcher interface: the loop calls st:on_ready(events).
+function socket.dispatch(st, events) return st.on_ready(st, events) end
+
+---------------------------------------------------------------- the object
+
+local function priv(ws)
+  local st = type(ws) == "table" and rawget(ws, PRIV)
+  if not st then error("bad self (a moonws websocket expected)", 3) end
+  return st
+end
+
+local function check_kind(kind)
+  if kind == nil or kind == "text" then return false end
+  if kind == "binary" then return true end
+  error("bad argument #2 to 'send' (\"text\" or \"binary\" expected)", 3)
+end
+
+local function send_fragmented(st, data, binary, size)
+  local conn, len = st.conn, #data
+  if not binary and not core.utf8_valid(data) then
+    error("bad argument #1 to 'send' (invalid UTF-8 in a text message (send it as binary))", 3)
+  end
+  local pos = 1
+  repeat
+    local last = pos + size - 1 >= len
+    local ok, msg, name = conn:send_fragment(data:sub(pos, pos + size - 1), binary, last, true)
+    if not ok then return nil, msg, name end
+    pos = pos + size
+  until last
+  return true
+end
+
+function methods.send(ws, data, kind)
+  local st = priv(ws)
+  if type(data) ~= "string" then
+    error("bad argument #1 to 'send' (string expected, got " .. type(data) .. ")", 2)
+  end
+  local binary = check_kind(kind)
+  if st.state == CONNECTING then
+    error("send while CONNECTING: wait for onopen (or use moonws.connect)", 2)
+  end
+  if st.state ~= OPEN then return nil, "closed", "closed" end
+  local size = st.opts.fragment_size
+  local ok, msg, name
+  if size and #data > size then
+    ok, msg, name = send_fragmented(st, data, binary, size)
+  else
+    ok, msg, name = st.conn:send(data, binary)
+  end
+  if not ok then return nil, msg, name end
+  loop.dirty(st)
+  local limit = st.opts.send_buffer
+  if st.conn:buffered() > limit and loop.wait_mode() then
+    loop.wait_until(function()
+      return st.state ~= OPEN or st.conn == nil or st.conn:buffered() <= limit
+    end, nil, st.waiters, "send")
+    if st.state ~= OPEN then return nil, "closed before the message was sent", "closed" end
+  end
+  return true
+end
+
+local function control(name, ws, data)
+  local st = priv(ws)
+  if data == nil then data = "" end
+  if type(data) ~= "string" then
+    error(("bad argument #1 to '%s' (string expected, got %s)"):format(name, type(data)), 3)
+  end
+  if #data > core.CONTROL_MAX then
+    error(("bad argument #1 to '%s' (payload over 125 bytes)"):format(name), 3)
+  end
+  if st.state == CONNECTING then
+    error(name .. " while CONNECTING: wait for onopen", 3)
+  end
+  if st.state ~= OPEN then return nil, "closed", "closed" end
+  local ok, msg, ename = st.conn[name](st.conn, data)
+  if not ok then return nil, msg, ename end
+  loop.dirty(st)
+  return true
+end
+
+function methods.ping(ws, data) return control("ping", ws, data) end
+function methods.pong(ws, data) return control("pong", ws, data) end
+
+local function check_close_args(code, reason)
+  if code ~= nil then
+    if math.type(code) ~= "integer" then
+      error("bad argument #1 to 'close' (integer code expected)", 3)
+    end
+    if code ~= 1000 and (code < 3000 or code > 4999) then
+      error(("bad argument #1 to 'close' (code %d not allowed: use 1000 or 3000-4999)")
+        :format(code), 3)
+    end
+  end
+  if reason ~= nil then
+    if type(reason) ~= "string" then
+      error("bad argument #2 to 'close' (string expected, got " .. type(reason) .. ")", 3)
+    end
+    if #reason > core.CLOSE_REASON_MAX then
+      error("bad argument #2 to 'close' (reason over 123 bytes)", 3)
+    end
+    if not core.utf8_valid(reason) then
+      error("bad argument #2 to 'close' (reason is not valid UTF-8)", 3)
+    end
+  end
+  -- The browser's rule: a reason without a code is sent with 1000.
+  if code == nil and reason ~= nil and reason ~= "" then code = 1000 end
+  return code, reason
+end
+
+-- Start the closing handshake (no waiting).
+local function start_close(st, code, reason)
+  if st.state == CONNECTING then
+    abort(st, "closed before the connection was established", "closed")
+  elseif st.state == OPEN then
+    st.conn:close(code, reason)
+    enter_closing(st)
+    loop.dirty(st)
+  end
+end
+
+function methods.close(ws, code, reason)
+  local st = priv(ws)
+  code, reason = check_close_args(code, reason)
+  start_close(st, code, reason)
+  if st.state ~= CLOSED and loop.wait_mode() then
+    loop.wait_until(function() return st.state == CLOSED end, nil, st.waiters, "close")
+  end
+  if st.state == CLOSED and not st.was_clean then
+    return nil, "the closing handshake did not complete", "closed"
+  end
+  return true
+end
+
+function methods.terminate(ws)
+  local st = priv(ws)
+  if st.state ~= CLOSED then finish(st, 1006, "", false) end
+end
+
+function methods.receive(ws, timeout)
+  local st = priv(ws)
+  if timeout ~= nil and (type(timeout) ~= "number" or timeout < 0) then
+    error("bad argument #1 to 'receive' (non-negative number expected)", 2)
+  end
+  local deadline = timeout and now() + timeout
+  local ok = loop.wait_until(function()
+    return st.qtail >= st.qhead or st.state == CLOSED
+  end, deadline, st.waiters, "receive")
+  if st.qtail >= st.qhead then return pop_message(st) end
+  if not ok then return nil, "receive timed out", "timeout" end
+  if st.err_message then return nil, st.err_message, st.err_name end
+  return nil, ("closed (%d%s)"):format(st.close_code,
+    st.close_reason ~= "" and " " .. st.close_reason or ""), "closed"
+end
+
+function methods.pause(ws)
+  local st = priv(ws)
+  st.paused = true
+  refresh_interest(st)
+end
+
+function methods.resume(ws)
+  local st = priv(ws)
+  if not st.paused then return end
+  st.paused = false
+  refresh_interest(st)
+  if st.conn and st.state ~= CONNECTING then loop.defer(drain, st) end
+end
+
+function methods.getfd(ws)
+  local st = priv(ws)
+  return st.fd
+end
+
+getters.readyState = function(st) return st.state end
+getters.bufferedAmount = function(st) return st.conn and st.conn:buffered() or 0 end
+getters.url = function(st) return st.url end
+getters.protocol = function(st) return st.protocol end
+getters.extensions = function(st) return st.extensions end
+getters.closeCode = function(st) return st.state == CLOSED and st.close_code or nil end
+getters.closeReason = function(st) return st.state == CLOSED and st.close_reason or nil end
+for name in pairs(HANDLERS) do
+  getters[name] = function(st) return st[name] end
+end
+
+function mt.__index(ws, k)
+  local m = methods[k]
+  if m ~= nil then return m end
+  local g = getters[k]
+  if g then return g(rawget(ws, PRIV)) end
+  return nil
+end
+
+function mt.__newindex(ws, k, v)
+  if HANDLERS[k] then
+    if v ~= nil and type(v) ~= "function" then
+      local m = getmetatable(v)
+      if not (m and m.__call) then
+        error(("%s must be a function (got %s)"):format(k, type(v)), 2)
+      end
+    end
+    local st = rawget(ws, PRIV)
+    st[k] = v
+    repin(st)
+    if k == "onmessage" and v and st.qtail >= st.qhead and not st.delivering then
+      st.delivering = true
+      loop.defer(deliver_queued, st)
+    end
+  elseif getters[k] then
+    error(k .. " is read-only", 2)
+  else
+    rawset(ws, k, v)
+  end
+end
+
+local STATE_NAMES = { [0] = "CONNECTING", "OPEN", "CLOSING", "CLOSED" }
+function mt.__tostring(ws)
+  local st = rawget(ws, PRIV)
+  return ("moonws.websocket (%s, %s%s)"):format(STATE_NAMES[st.state], st.role,
+    st.url ~= "" and ", " .. st.url or "")
+end
+
+-- `local ws <close> = ...`: close with 1000 at scope end, without waiting.
+function mt.__close(ws)
+  local st = rawget(ws, PRIV)
+  if st.state == OPEN or st.state == CONNECTING then start_close(st, 1000, "") end
+end
+
+-- Collected while open: the C conn's own finalizer sends a close frame
+-- without a status code and closes the socket; here the loop forgets it.
+function mt.__gc(ws)
+  local st = rawget(ws, PRIV)
+  if st.counted then st.counted = false; loop.unref() end
+  if st.lookup_cancel then st.lookup_cancel(st) end
+end
+
+socket.methods = methods
+socket.priv = priv
+return socket

@@ -1,0 +1,152 @@
+-- Keepalive with dead-peer detection, backpressure both ways, and the
+-- closing-handshake timeout.
+local helpers = require "spec.support.helpers"
+local moonws = helpers.moonws
+local core = require "moonws.core"
+
+describe("keepalive", function()
+  it("pings every ping_interval and a live peer keeps the connection", function()
+    local srv = assert(moonws.listen { port = 0 })
+    local pings = 0
+    srv.onconnection = function(s) s.onping = function() pings = pings + 1 end end
+    local ws = assert(moonws.connect("ws://127.0.0.1:" .. srv.port,
+      { ping_interval = 0.05, ping_timeout = 0.5 }))
+    local pongs = 0
+    ws.onpong = function() pongs = pongs + 1 end
+    helpers.idle(0.4)
+    assert.equal(moonws.OPEN, ws.readyState)
+    assert.is_true(pings >= 4, "pings " .. pings)
+    assert.is_true(pongs >= 4, "pongs " .. pongs)
+    ws:close()
+    srv:close()
+  end)
+
+  it("a peer silent for ping_timeout after a ping is terminated: onerror then 1006", function()
+    local srv = assert(moonws.listen { port = 0 })
+    srv.onconnection = function(s) s:pause() end -- reads nothing, so answers nothing
+    local events = {}
+    local ws = assert(moonws.connect("ws://127.0.0.1:" .. srv.port,
+      { ping_interval = 0.05, ping_timeout = 0.2 }))
+    ws.onerror = function(e) events[#events + 1] = { e.error, e.message } end
+    ws.onclose = function(e) events[#events + 1] = { e.code, e.wasClean } end
+    local t0 = core.now()
+    helpers.run_until(function() return ws.readyState == moonws.CLOSED end, 5)
+    local elapsed = core.now() - t0
+    srv:close()
+    assert.equal("timeout", events[1][1])
+    assert.matches("ping_timeout", events[1][2])
+    assert.same({ 1006, false }, events[2])
+    assert.is_true(elapsed >= 0.24 and elapsed < 2, "elapsed " .. elapsed)
+  end)
+
+  it("pings are answered while the application is busy elsewhere", function()
+    local srv = assert(moonws.serve({ port = 0 }, function(ws)
+      moonws.sleep(0.5) -- never inside receive()
+      ws:close()
+    end))
+    local pongs = {}
+    local ws = assert(moonws.connect("ws://127.0.0.1:" .. srv.port))
+    ws.onpong = function(e) pongs[#pongs + 1] = e.data end
+    ws:ping("one")
+    ws:ping("two")
+    helpers.run_until(function() return #pongs == 2 end, 2)
+    assert.same({ "one", "two" }, pongs)
+    ws:close()
+    srv:close()
+  end)
+end)
+
+describe("backpressure", function()
+  it("bufferedAmount grows when the peer stops reading, and drains after", function()
+    local srv = assert(moonws.listen { port = 0 })
+    local server_ws
+    local received = 0
+    srv.onconnection = function(s)
+      server_ws = s
+      s:pause()
+      s.onmessage = function(e) received = received + #e.data end
+    end
+    -- A high-water mark above what we queue, so send never waits here.
+    local ws = assert(moonws.connect("ws://127.0.0.1:" .. srv.port,
+      { send_buffer = 64 * 1024 * 1024 }))
+    helpers.run_until(function() return server_ws end, 5)
+    local chunk = string.rep("b", 1024 * 1024)
+    for _ = 1, 32 do assert(ws:send(chunk, "binary")) end
+    helpers.idle(0.1)
+    local stuck = ws.bufferedAmount
+    -- Loopback kernel buffers take a few MiB at most; the rest waits in moonws.
+    assert.is_true(stuck > 8 * 1024 * 1024, "bufferedAmount " .. stuck)
+    server_ws:resume()
+    helpers.run_until(function() return received == 32 * #chunk end, 20)
+    assert.equal(0, ws.bufferedAmount)
+    ws:close()
+    srv:close()
+  end)
+
+  it("a coroutine send yields above send_buffer until the peer catches up", function()
+    local srv = assert(moonws.listen { port = 0 })
+    local server_ws
+    local received = 0
+    srv.onconnection = function(s)
+      server_ws = s
+      s:pause()
+      s.onmessage = function(e) received = received + 1 end
+    end
+    local sent, max_buffered = 0, 0
+    local chunk = string.rep("c", 256 * 1024)
+    moonws.spawn(function()
+      local ws = assert(moonws.connect("ws://127.0.0.1:" .. srv.port, { send_buffer = 512 * 1024 }))
+      for _ = 1, 100 do
+        assert(ws:send(chunk, "binary"))
+        sent = sent + 1
+        if ws.bufferedAmount > max_buffered then max_buffered = ws.bufferedAmount end
+      end
+      ws:close()
+    end)
+    helpers.run_until(function() return server_ws end, 5)
+    helpers.idle(0.3)
+    assert.is_true(sent < 100, "the sender should be waiting, sent " .. sent)
+    assert.is_true(max_buffered <= 512 * 1024 + #chunk + 64, "buffered " .. max_buffered)
+    server_ws:resume()
+    helpers.run_until(function() return received == 100 end, 20)
+    assert.equal(100, sent)
+    srv:close()
+    moonws.run()
+  end)
+
+  it("pause()/resume() stop and restart reading toward the peer", function()
+    local srv = assert(moonws.listen { port = 0 })
+    srv.onconnection = function(s) s.onmessage = function(e) s:send(e.data) end end
+    local ws = assert(moonws.connect("ws://127.0.0.1:" .. srv.port))
+    local got = {}
+    ws.onmessage = function(e) got[#got + 1] = e.data end
+    ws:pause()
+    ws:send("while paused")
+    helpers.idle(0.1)
+    assert.same({}, got)
+    ws:resume()
+    helpers.run_until(function() return #got == 1 end, 5)
+    assert.same({ "while paused" }, got)
+    ws:close()
+    srv:close()
+  end)
+end)
+
+describe("close_timeout", function()
+  it("drops the connection when the peer never answers the close frame", function()
+    local srv = assert(moonws.listen { port = 0 })
+    srv.onconnection = function(s) s:pause() end -- never reads our close frame
+    local ws = assert(moonws.connect("ws://127.0.0.1:" .. srv.port, { close_timeout = 0.2 }))
+    local closed
+    ws.onclose = function(e) closed = { e.code, e.wasClean } end
+    local t0 = core.now()
+    local ok, message, name = ws:close(1000, "anyone?")
+    local elapsed = core.now() - t0
+    srv:close()
+    assert.same({ 1006, false }, closed)
+    assert.is_nil(ok)
+    assert.equal("closed", name)
+    assert.is_string(message)
+    assert.is_true(elapsed >= 0.19 and elapsed < 2, "elapsed " .. elapsed)
+  end)
+end)

@@ -1,0 +1,118 @@
+-- The loop and embedding (DESIGN.md 1.6): step, stop, fd, next_timeout,
+-- and the poll() fallback backend.
+local helpers = require "spec.support.helpers"
+local moonws = helpers.moonws
+local core = require "moonws.core"
+local process = require "spec.support.process"
+
+describe("moonws.step", function()
+  it("step(0) never waits", function()
+    local srv = assert(moonws.listen { port = 0 })
+    local t0 = core.now()
+    for _ = 1, 100 do moonws.step(0) end
+    local elapsed = core.now() - t0
+    srv:close()
+    assert.is_true(elapsed < 0.5, "100 idle steps took " .. elapsed)
+  end)
+
+  it("a per-frame step(0) loop drives a whole exchange", function()
+    local srv = assert(moonws.listen { port = 0 })
+    srv.onconnection = function(s) s.onmessage = function(e) s:send(e.data) end end
+    local ws = moonws.new("ws://127.0.0.1:" .. srv.port)
+    local got = {}
+    ws.onopen = function() for i = 1, 5 do ws:send("frame " .. i) end end
+    ws.onmessage = function(e) got[#got + 1] = e.data end
+    local frames = 0
+    while #got < 5 and frames < 1000 do
+      moonws.step(0)
+      frames = frames + 1
+      os.execute("sleep 0.001") -- the rest of the game frame
+    end
+    ws:close()
+    srv:close()
+    moonws.run()
+    assert.same({ "frame 1", "frame 2", "frame 3", "frame 4", "frame 5" }, got)
+  end)
+end)
+
+describe("moonws.run and moonws.stop", function()
+  it("run returns when no socket, server, timer or coroutine is left", function()
+    local done = false
+    moonws.spawn(function() moonws.sleep(0.01); done = true end)
+    moonws.run()
+    assert.is_true(done)
+  end)
+
+  it("stop() makes run() return with work still pending", function()
+    local srv = assert(moonws.listen { port = 0 })
+    moonws.spawn(function() moonws.sleep(0.05); moonws.stop() end)
+    local t0 = core.now()
+    moonws.run()
+    assert.is_true(core.now() - t0 < 2)
+    srv:close()
+  end)
+end)
+
+describe("host event loop integration", function()
+  it("moonws.fd() turns readable when moonws has I/O work", function()
+    local fd = moonws.fd()
+    assert.is_number(fd)
+    -- A foreign poller (the poll backend) watching moonws's descriptor.
+    local host = assert(core.poller(true))
+    host:set(fd, true, false)
+    local fds, evs = {}, {}
+    local srv = assert(moonws.listen { port = 0 })
+    srv.onconnection = function(s) s.onmessage = function(e) s:send(e.data) end end
+    local ws = moonws.new("ws://127.0.0.1:" .. srv.port)
+    local got
+    ws.onopen = function() ws:send("via host loop") end
+    ws.onmessage = function(e) got = e.data end
+    local deadline = core.now() + 5
+    while not got and core.now() < deadline do
+      local timeout = moonws.next_timeout()
+      if timeout == nil or timeout > 0.1 then timeout = 0.1 end
+      host:wait(timeout, fds, evs)
+      moonws.step(0)
+    end
+    host:close()
+    ws:close()
+    srv:close()
+    moonws.run()
+    assert.equal("via host loop", got)
+  end)
+
+  it("next_timeout() tells the seconds until the next timer", function()
+    assert.is_nil(moonws.next_timeout())
+    local woke = false
+    moonws.spawn(function() moonws.sleep(0.5); woke = true end)
+    assert.equal(0, moonws.next_timeout()) -- the new coroutine is ready now
+    moonws.step(0)
+    local t = moonws.next_timeout()
+    assert.is_true(t > 0.3 and t <= 0.5, "next_timeout " .. tostring(t))
+    moonws.run()
+    assert.is_true(woke)
+  end)
+end)
+
+describe("the poll() fallback", function()
+  it("runs a full exchange when epoll is not used", function()
+    local script = [[
+      package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
+      package.cpath = "./?.so;" .. package.cpath
+      local moonws = require "moonws"
+      assert(require("moonws.loop").backend() == "poll")
+      local srv = assert(moonws.listen { port = 0 })
+      srv.onconnection = function(s) s.onmessage = function(e) s:send(e.data) end end
+      local ws = assert(moonws.connect("ws://127.0.0.1:" .. srv.port))
+      ws:send("over poll")
+      print(ws:receive(5))
+      ws:close()
+      srv:close()
+    ]]
+    local p = process.start({ "env", "MOONWS_POLL=poll", "lua5.4", "-e", script }, 20)
+    assert.is_true(p:wait_exit(15))
+    local out, err = p:stdout(), p:stderr()
+    p:cleanup()
+    assert.equal("over poll\ttext\n", out, err)
+  end)
+end)

@@ -1,0 +1,101 @@
+-- spec/support/process.lua -- start, watch and kill the peer processes a
+-- spec needs (Python websockets, Node ws, raw peers).
+--
+-- Every process runs under `timeout` (bounded even if a spec forgets it),
+-- its stdout and stderr go to files, and it is killed by PID.  Peers that
+-- listen print a line "PORT <n>" once bound to 127.0.0.1 port 0.
+
+local process = {}
+process.__index = process
+
+local tmpdir = os.getenv("TMPDIR") or "/tmp"
+
+local function shell_quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
+local function read_file(path)
+  local f = io.open(path, "rb")
+  if not f then return "" end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+-- Start argv (a list) in the background; limit: seconds before `timeout`
+-- kills it (default 120).  Returns a process object.
+function process.start(argv, limit)
+  local base = os.tmpname()
+  local quoted = {}
+  for i, a in ipairs(argv) do quoted[i] = shell_quote(a) end
+  local cmd = ("timeout -k 2 %d %s >%s 2>%s </dev/null & echo $!"):format(
+    limit or 120, table.concat(quoted, " "), shell_quote(base .. ".out"), shell_quote(base .. ".err"))
+  local pipe = assert(io.popen(cmd))
+  local pid = tonumber(pipe:read("l"))
+  pipe:close()
+  assert(pid, "could not start " .. argv[1])
+  return setmetatable({ pid = pid, base = base, argv = argv }, process)
+end
+
+function process:stdout() return read_file(self.base .. ".out") end
+function process:stderr() return read_file(self.base .. ".err") end
+
+function process:alive()
+  return os.execute("kill -0 " .. self.pid .. " 2>/dev/null") == true
+end
+
+-- Wait until stdout has a line matching pattern; `idle(seconds)` is called
+-- between looks (default: os.execute sleep), so a moonws loop can run.
+-- Returns the first capture, or raises with the peer's stderr on timeout.
+function process:wait_for(pattern, timeout, idle)
+  local deadline = os.time() + (timeout or 10)
+  while true do
+    for line in self:stdout():gmatch("[^\n]+") do
+      local cap = line:match(pattern)
+      if cap then return cap end
+    end
+    if not self:alive() or os.time() > deadline then
+      error(("%s: no line matching %q\nstdout:\n%s\nstderr:\n%s"):format(
+        self.argv[1], pattern, self:stdout(), self:stderr()), 2)
+    end
+    if idle then idle(0.02) else os.execute("sleep 0.02") end
+  end
+end
+
+-- The port a listening peer printed.
+function process:port(idle)
+  return tonumber(self:wait_for("^PORT (%d+)", 10, idle))
+end
+
+-- Wait for the process to exit by itself (driving idle meanwhile).
+function process:wait_exit(timeout, idle)
+  local deadline = os.time() + (timeout or 10)
+  while self:alive() do
+    if os.time() > deadline then return false end
+    if idle then idle(0.02) else os.execute("sleep 0.02") end
+  end
+  return true
+end
+
+-- Kill it (TERM, then KILL) and remove its files.
+function process:kill()
+  if self:alive() then
+    os.execute("kill -TERM " .. self.pid .. " 2>/dev/null")
+    for _ = 1, 50 do
+      if not self:alive() then break end
+      os.execute("sleep 0.02")
+    end
+    os.execute("kill -KILL " .. self.pid .. " 2>/dev/null")
+  end
+end
+
+function process:cleanup()
+  self:kill()
+  os.remove(self.base .. ".out")
+  os.remove(self.base .. ".err")
+  os.remove(self.base)
+end
+
+process.read_file = read_file
+process.tmpdir = tmpdir
+return process
