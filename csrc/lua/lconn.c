@@ -318,6 +318,15 @@ static int conn_pending(lua_State *L) {
   return 1;
 }
 
+/* Drop every received byte not parsed yet (a connection being closed). */
+static int conn_discard(lua_State *L) {
+  lconn *c = check_conn(L);
+  if (c->sh->owner == c)
+    c->sh->owner = NULL;
+  ws_buf_free(&c->in);
+  return 0;
+}
+
 /* ---- fronts without a transport ---- */
 
 static int conn_feed(lua_State *L) {
@@ -804,6 +813,7 @@ void lmoonws_open_conn(lua_State *L) {
       {"flush", conn_flush},
       {"buffered", conn_buffered},
       {"pending", conn_pending},
+      {"discard", conn_discard},
       {"feed", conn_feed},
       {"take_output", conn_take_output},
       {"request", conn_request},

@@ -205,7 +205,9 @@ function client.connect(url, opts)
   local st = socket.priv(ws)
   loop.wait_until(function() return st.state ~= socket.CONNECTING end, nil, st.waiters,
     "connect")
-  if st.state == socket.OPEN then return ws end
+  -- Opened counts even if the server closed at once: its messages and
+  -- close code are there for receive() and ws.closeCode.
+  if st.was_opened then return ws end
   return nil, st.err_message or "connection failed", st.err_name or "closed"
 end
 

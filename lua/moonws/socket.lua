@@ -164,20 +164,57 @@ local function enter_closing(st)
   end
 end
 
+---------------------------------------------------------------- lingering
+
+-- Closing a socket whose input is not all read makes the kernel send a
+-- reset, which can destroy our last bytes (a close frame, a 4xx answer)
+-- before the peer reads them.  So when we end a connection, the sending
+-- side is shut down (FIN) and input is read and dropped until the peer
+-- closes too, or LINGER seconds pass.  The WebSocket is already CLOSED;
+-- this only finishes TCP politely, and does not keep run() going.
+local LINGER = 2
+local lingering = {}
+
+local function end_linger(w)
+  if lingering[w] then
+    lingering[w] = nil
+    loop.cancel(w.timer)
+    loop.unwatch(w.fd)
+    w.conn:release()
+  end
+end
+
+local function on_linger_ready(w)
+  local n = w.conn:read()
+  if not n then return end_linger(w) end -- the peer closed, or failed
+  w.conn:discard()
+end
+
+-- Take st's transport into a lingering close.
+local function linger(st)
+  local w = { conn = st.conn, fd = st.fd, on_ready = on_linger_ready }
+  st.conn, st.fd = nil, nil
+  w.conn:shutdown()
+  lingering[w] = true
+  loop.watch(w.fd, w, true, false)
+  w.timer = loop.timer(now() + LINGER, end_linger, w)
+end
+
 -- After our output drained: end the TCP connection when the protocol says so.
 local function after_flush(st)
   if st.state ~= CLOSING or not st.conn then return end
   if st.refusing then
+    linger(st)
     finish(st, 1006, "", false)
     return
   end
   local sent, received, failed = st.conn:state()
   if failed then
-    st.conn:shutdown()
+    linger(st)
     finish(st, 1006, "", false)
   elseif sent and received and st.role == "server" then
     -- RFC 6455 7.1.1: the server closes the TCP connection first.
-    st.conn:shutdown()
+    linger(st)
     finish(st, st.close_code, st.close_reason, true)
   end
   -- A client waits for the server's TCP close (bounded by close_timeout).
@@ -382,6 +419,7 @@ end
 function socket.opened(st, protocol, extensions)
   st.conn:handshake_done()
   st.state = OPEN
+  st.was_opened = true
   st.protocol, st.extensions = protocol or "", extensions or ""
   loop.cancel(st.connect_timer); st.connect_timer = nil
   st.on_ready = on_ready_open
