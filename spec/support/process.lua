@@ -40,8 +40,14 @@ end
 function process:stdout() return read_file(self.base .. ".out") end
 function process:stderr() return read_file(self.base .. ".err") end
 
+-- An exited process stays a zombie until PID 1 reaps it, which here can
+-- take a second, and `kill -0` would call it alive: ask /proc instead.
 function process:alive()
-  return os.execute("kill -0 " .. self.pid .. " 2>/dev/null") == true
+  local f = io.open("/proc/" .. self.pid .. "/stat", "r")
+  if not f then return false end
+  local stat = f:read("a") or ""
+  f:close()
+  return stat:match("^%d+ %b() (%a)") ~= "Z"
 end
 
 -- Wait until stdout has a line matching pattern; `idle(seconds)` is called

@@ -14,15 +14,18 @@ local rawpeer = {}
 local PEER = "spec/peers/raw_peer.py"
 local PYTHON = "/usr/bin/python3"
 
+local function start(argv, limit)
+  return process.start(argv, limit or 30)
+end
+
 -- A raw peer that listens: rawpeer.server(steps) -> process (p:port(idle)).
 function rawpeer.server(steps, limit)
-  return process.start({ PYTHON, PEER, "server", json.encode(steps) }, limit or 30)
+  return start({ PYTHON, PEER, "server", json.encode(steps) }, limit)
 end
 
 -- A raw peer that connects to 127.0.0.1:port.
 function rawpeer.client(port, steps, limit)
-  return process.start({ PYTHON, PEER, "client", "127.0.0.1", tostring(port),
-    json.encode(steps) }, limit or 30)
+  return start({ PYTHON, PEER, "client", "127.0.0.1", tostring(port), json.encode(steps) }, limit)
 end
 
 -- Every observation so far, in order (the PORT line is skipped).

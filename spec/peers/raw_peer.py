@@ -1,0 +1,449 @@
+#!/usr/bin/python3
+"""raw_peer.py -- a scriptable raw-TCP WebSocket peer for moonws's RFC 6455
+conformance specs.  It shares no code with moonws (nor with any WebSocket
+library): its own frame builder/parser and its own HTTP, standard library
+only, so it can send what a correct library never would.
+
+Usage:
+  raw_peer.py server SCRIPT          bind 127.0.0.1:0, print "PORT n", accept
+                                     ONE connection, run SCRIPT
+  raw_peer.py client HOST PORT SCRIPT
+                                     connect, run SCRIPT
+SCRIPT is JSON text (starting with '[' or '{') or the name of a file holding
+it: a list of steps, or {"steps": [...]}.  Each step is a one-key object:
+
+  {"handshake": {...}}   client: send an upgrade request and read the
+      response head.  Keys: method, path, http ("HTTP/1.1"), host, key,
+      version ("13"), protocol (Sec-WebSocket-Protocol), origin,
+      headers ([[name, value], ...] added; a dict replaces same-named
+      defaults), omit ([names] left out), pad (bytes of an X-Pad header),
+      raw (the whole request text instead), split (1 = one byte per write),
+      split_sleep (s), timeout (s).
+    server: read the request head, then answer.  Keys: status (101),
+      reason, accept ("wrong", a string, or null to omit; default the
+      right value), protocol, extensions, headers, omit, raw (whole
+      response text), body, frames ([send_frame specs] written in the SAME
+      write as the head), answer (false: read the request, answer nothing),
+      timeout (s).
+  {"send_frame": {...}}  opcode (1), fin (true), rsv (3-bit: 4=RSV1,
+      2=RSV2, 1=RSV3), mask (default: true as client, false as server),
+      mask_key_hex, payload_hex | payload_text | payload_size (n bytes
+      "a"), close_code + close_reason / close_reason_hex (close payload),
+      length_form ("7"|"16"|"64": force that encoding), len_override
+      (announced length, whatever the payload), split (1 = one byte per
+      write), split_sleep (s).
+  {"send_frames": [send_frame specs]}  all of them in ONE write
+  {"send_raw_hex": "..."}
+  {"read_frames": {"until": "close"|"eof"|"opcode"|"count", "opcode": n,
+      "count": n, "timeout": s}}  print every frame until the condition;
+      {"event":"timeout"} when it did not happen in time.
+  {"sleep": s}  {"shutdown_write": true}  {"close": true}  {"reset": true}
+  {"mark": "name"}
+
+Output: one JSON line per observation ("event": "request", "response",
+"frame", "eof", "reset", "timeout", "send_error", "mark", "done").  Frames
+are unmasked; "masked" tells whether they came masked and "mask_ok" whether
+that is right for the direction (RFC 6455 5.1: client frames masked, server
+frames not).  Close frames also carry close_code, close_reason and
+close_reason_hex.  Exit status 0 unless the script itself is malformed.
+"""
+
+import base64
+import hashlib
+import json
+import os
+import select
+import socket
+import struct
+import sys
+import time
+
+GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+def emit(obj):
+    sys.stdout.write(json.dumps(obj, sort_keys=True) + "\n")
+    sys.stdout.flush()
+
+
+def accept_for(key):
+    digest = hashlib.sha1((key + GUID).encode("latin-1")).digest()
+    return base64.b64encode(digest).decode("ascii")
+
+
+class Peer:
+    def __init__(self, sock, role):
+        self.sock = sock
+        self.role = role          # "client" or "server": what THIS peer is
+        self.buf = b""
+        self.eof = False
+        self.closed = False
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    # ---------------------------------------------------------- I/O
+
+    def write(self, data, split=0, split_sleep=0.005):
+        try:
+            if split:
+                for i in range(0, len(data), split):
+                    self.sock.sendall(data[i:i + split])
+                    time.sleep(split_sleep)
+            else:
+                self.sock.sendall(data)
+        except OSError as e:
+            emit({"event": "send_error", "error": e.__class__.__name__})
+
+    def fill(self, deadline):
+        """Read more bytes; False on timeout, EOF or reset (reported)."""
+        if self.eof:
+            return False
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        r, _, _ = select.select([self.sock], [], [], left)
+        if not r:
+            return False
+        try:
+            chunk = self.sock.recv(65536)
+        except ConnectionResetError:
+            self.eof = True
+            emit({"event": "reset"})
+            return False
+        except OSError as e:
+            self.eof = True
+            emit({"event": "reset", "error": e.__class__.__name__})
+            return False
+        if not chunk:
+            self.eof = True
+            emit({"event": "eof"})
+            return False
+        self.buf += chunk
+        return True
+
+    def read_head(self, timeout, limit=1 << 20):
+        deadline = time.monotonic() + timeout
+        while b"\r\n\r\n" not in self.buf:
+            if len(self.buf) > limit or not self.fill(deadline):
+                return None
+        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        return head.decode("latin-1")
+
+    # ---------------------------------------------------------- HTTP
+
+    @staticmethod
+    def parse_head(head):
+        lines = head.split("\r\n")
+        headers = []
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers.append([name.strip(), value.strip()])
+        return lines[0], headers
+
+    @staticmethod
+    def header_list(defaults, spec):
+        """defaults: [[name, value]]; spec's headers/omit adjust it."""
+        omit = {n.lower() for n in spec.get("omit", [])}
+        extra = spec.get("headers", [])
+        if isinstance(extra, dict):
+            replace = {k.lower(): v for k, v in extra.items()}
+            out = []
+            for n, v in defaults:
+                if n.lower() in replace:
+                    v = replace.pop(n.lower())
+                out.append([n, v])
+            extra = [[k, v] for k, v in extra.items() if k.lower() in replace]
+            defaults = out
+        out = [[n, v] for n, v in defaults if n.lower() not in omit]
+        return out + [list(p) for p in extra]
+
+    def client_handshake(self, spec, host, port):
+        key = spec.get("key") or base64.b64encode(os.urandom(16)).decode("ascii")
+        if "raw" in spec:
+            request = spec["raw"].encode("latin-1")
+        else:
+            defaults = [
+                ["Host", spec.get("host", "%s:%d" % (host, port))],
+                ["Upgrade", "websocket"],
+                ["Connection", "Upgrade"],
+                ["Sec-WebSocket-Key", key],
+                ["Sec-WebSocket-Version", spec.get("version", "13")],
+            ]
+            if "protocol" in spec:
+                defaults.append(["Sec-WebSocket-Protocol", spec["protocol"]])
+            if "origin" in spec:
+                defaults.append(["Origin", spec["origin"]])
+            headers = self.header_list(defaults, spec)
+            if spec.get("pad"):
+                headers.append(["X-Pad", "p" * spec["pad"]])
+            line = "%s %s %s\r\n" % (spec.get("method", "GET"), spec.get("path", "/"),
+                                     spec.get("http", "HTTP/1.1"))
+            request = (line + "".join("%s: %s\r\n" % (n, v) for n, v in headers)
+                       + "\r\n").encode("latin-1")
+        self.write(request, spec.get("split", 0), spec.get("split_sleep", 0.002))
+        head = self.read_head(spec.get("timeout", 5))
+        if head is None:
+            emit({"event": "response", "status": None})
+            return
+        status_line, headers = self.parse_head(head)
+        parts = status_line.split(" ", 2)
+        status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None
+        got = {n.lower(): v for n, v in headers}
+        body = None
+        if status != 101 and "content-length" in got:
+            deadline = time.monotonic() + 2
+            want = int(got["content-length"])
+            while len(self.buf) < want and self.fill(deadline):
+                pass
+            body, self.buf = self.buf[:want].decode("latin-1"), self.buf[want:]
+        emit({"event": "response", "status": status, "status_line": status_line,
+              "headers": headers, "key": key, "body": body,
+              "accept_ok": got.get("sec-websocket-accept") == accept_for(key)})
+
+    def server_handshake(self, spec):
+        head = self.read_head(spec.get("timeout", 5))
+        if head is None:
+            emit({"event": "request", "method": None})
+            return
+        request_line, headers = self.parse_head(head)
+        parts = request_line.split(" ")
+        emit({"event": "request", "request_line": request_line,
+              "method": parts[0], "target": parts[1] if len(parts) > 1 else None,
+              "version": parts[2] if len(parts) > 2 else None, "headers": headers})
+        if spec.get("answer") is False:
+            return
+        if "raw" in spec:
+            response = spec["raw"].encode("latin-1")
+        else:
+            key = next((v for n, v in headers if n.lower() == "sec-websocket-key"), "")
+            status = spec.get("status", 101)
+            reason = spec.get("reason", "Switching Protocols" if status == 101 else "Nope")
+            defaults = []
+            if status == 101:
+                defaults = [["Upgrade", "websocket"], ["Connection", "Upgrade"]]
+            accept = spec.get("accept", "right")
+            if accept == "wrong":
+                defaults.append(["Sec-WebSocket-Accept", accept_for(key + "x")])
+            elif accept == "right":
+                if status == 101:
+                    defaults.append(["Sec-WebSocket-Accept", accept_for(key)])
+            elif accept is not None:
+                defaults.append(["Sec-WebSocket-Accept", accept])
+            if "protocol" in spec:
+                defaults.append(["Sec-WebSocket-Protocol", spec["protocol"]])
+            if "extensions" in spec:
+                defaults.append(["Sec-WebSocket-Extensions", spec["extensions"]])
+            body = spec.get("body")
+            if body is not None:
+                defaults.append(["Content-Length", str(len(body))])
+            headers = self.header_list(defaults, spec)
+            response = ("HTTP/1.1 %d %s\r\n" % (status, reason)
+                        + "".join("%s: %s\r\n" % (n, v) for n, v in headers)
+                        + "\r\n" + (body or "")).encode("latin-1")
+        for f in spec.get("frames", []):
+            response += self.build_frame(f)
+        self.write(response)
+
+    # ---------------------------------------------------------- frames
+
+    def build_frame(self, spec):
+        if "payload_hex" in spec:
+            payload = bytes.fromhex(spec["payload_hex"])
+        elif "payload_text" in spec:
+            payload = spec["payload_text"].encode("utf-8")
+        elif "payload_size" in spec:
+            payload = b"a" * spec["payload_size"]
+        else:
+            payload = b""
+        if "close_code" in spec:
+            reason = (bytes.fromhex(spec["close_reason_hex"]) if "close_reason_hex" in spec
+                      else spec.get("close_reason", "").encode("utf-8"))
+            payload = struct.pack("!H", spec["close_code"]) + reason
+        opcode = spec.get("opcode", 1)
+        b0 = (0x80 if spec.get("fin", True) else 0) | ((spec.get("rsv", 0) & 7) << 4) | (opcode & 0xF)
+        mask = spec.get("mask", self.role == "client")
+        length = spec.get("len_override", len(payload))
+        form = str(spec.get("length_form", ""))
+        if not form:
+            form = "7" if length < 126 else ("16" if length < 65536 else "64")
+        mbit = 0x80 if mask else 0
+        if form == "7":
+            head = bytes([b0, mbit | length])
+        elif form == "16":
+            head = bytes([b0, mbit | 126]) + struct.pack("!H", length)
+        else:
+            head = bytes([b0, mbit | 127]) + struct.pack("!Q", length)
+        if mask:
+            key = bytes.fromhex(spec["mask_key_hex"]) if "mask_key_hex" in spec else os.urandom(4)
+            payload = bytes(b ^ key[i & 3] for i, b in enumerate(payload))
+            head += key
+        return head + payload
+
+    def parse_frame(self):
+        """One complete frame from buf as a dict, or None (need more)."""
+        b = self.buf
+        if len(b) < 2:
+            return None
+        b0, b1 = b[0], b[1]
+        masked = bool(b1 & 0x80)
+        length = b1 & 0x7F
+        pos = 2
+        if length == 126:
+            if len(b) < 4:
+                return None
+            length = struct.unpack("!H", b[2:4])[0]
+            pos = 4
+        elif length == 127:
+            if len(b) < 10:
+                return None
+            length = struct.unpack("!Q", b[2:10])[0]
+            pos = 10
+        key = b""
+        if masked:
+            if len(b) < pos + 4:
+                return None
+            key = b[pos:pos + 4]
+            pos += 4
+        if len(b) < pos + length:
+            return None
+        payload = b[pos:pos + length]
+        if masked:
+            payload = bytes(c ^ key[i & 3] for i, c in enumerate(payload))
+        self.buf = b[pos + length:]
+        opcode = b0 & 0xF
+        frame = {"event": "frame", "opcode": opcode, "fin": bool(b0 & 0x80),
+                 "rsv": (b0 >> 4) & 7, "masked": masked,
+                 "mask_ok": masked == (self.role == "server"),
+                 "mask_key_hex": key.hex(), "length": length,
+                 "payload_hex": payload.hex()}
+        if opcode == 8:
+            if len(payload) >= 2:
+                frame["close_code"] = struct.unpack("!H", payload[:2])[0]
+                frame["close_reason_hex"] = payload[2:].hex()
+                frame["close_reason"] = payload[2:].decode("utf-8", "replace")
+            else:
+                frame["close_code"] = None
+                frame["close_reason"] = ""
+                frame["close_reason_hex"] = ""
+        return frame
+
+    def read_frames(self, spec):
+        until = spec.get("until", "close")
+        deadline = time.monotonic() + spec.get("timeout", 5)
+        count = 0
+        while True:
+            frame = self.parse_frame()
+            if frame is not None:
+                emit(frame)
+                count += 1
+                if until == "close" and frame["opcode"] == 8:
+                    return
+                if until == "opcode" and frame["opcode"] == spec.get("opcode"):
+                    return
+                if until == "count" and count >= spec.get("count", 1):
+                    return
+                continue
+            if self.eof:
+                if self.buf:
+                    emit({"event": "partial", "hex": self.buf.hex()})
+                    self.buf = b""
+                return
+            if not self.fill(deadline):
+                if not self.eof:
+                    emit({"event": "timeout", "during": "read_frames", "until": until})
+                    return
+
+    # ---------------------------------------------------------- endings
+
+    def shutdown_write(self):
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def close(self):
+        if not self.closed:
+            self.closed = True
+            self.sock.close()
+
+    def reset(self):
+        if not self.closed:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.close()
+
+
+def run(peer, steps, host=None, port=None):
+    for step in steps:
+        if len(step) != 1:
+            raise ValueError("a step has exactly one key: %r" % (step,))
+        (name, arg), = step.items()
+        if name == "handshake":
+            arg = arg or {}
+            if peer.role == "client":
+                peer.client_handshake(arg, host, port)
+            else:
+                peer.server_handshake(arg)
+        elif name == "send_frame":
+            peer.write(peer.build_frame(arg), arg.get("split", 0), arg.get("split_sleep", 0.005))
+        elif name == "send_frames":
+            peer.write(b"".join(peer.build_frame(f) for f in arg))
+        elif name == "send_raw_hex":
+            peer.write(bytes.fromhex(arg))
+        elif name == "read_frames":
+            peer.read_frames(arg or {})
+        elif name == "sleep":
+            time.sleep(arg)
+        elif name == "shutdown_write":
+            peer.shutdown_write()
+        elif name == "close":
+            peer.close()
+        elif name == "reset":
+            peer.reset()
+        elif name == "mark":
+            emit({"event": "mark", "name": arg})
+        else:
+            raise ValueError("unknown step %r" % name)
+
+
+def load_script(text):
+    if not text.lstrip().startswith(("[", "{")):
+        with open(text, encoding="utf-8") as f:
+            text = f.read()
+    else:
+        text = os.fsencode(text).decode("utf-8")  # the raw bytes, whatever the locale
+    script = json.loads(text)
+    if isinstance(script, dict):
+        script = script["steps"]
+    return script
+
+
+def main(argv):
+    if len(argv) >= 3 and argv[1] == "server":
+        steps = load_script(argv[2])
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        print("PORT %d" % listener.getsockname()[1], flush=True)
+        sock, _ = listener.accept()
+        listener.close()
+        peer = Peer(sock, "server")
+        run(peer, steps)
+        peer.close()
+        emit({"event": "done"})
+    elif len(argv) >= 5 and argv[1] == "client":
+        host, port = argv[2], int(argv[3])
+        steps = load_script(argv[4])
+        sock = socket.create_connection((host, port), timeout=5)
+        sock.settimeout(None)
+        peer = Peer(sock, "client")
+        run(peer, steps, host, port)
+        peer.close()
+        emit({"event": "done"})
+    else:
+        sys.stderr.write(__doc__)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
