@@ -32,8 +32,9 @@
 #define SCRATCH_SIZE (256 * 1024)
 #define HANDSHAKE_READ 4096
 #define MAX_EXTRA_FIELDS 64
-/* Output or message buffers larger than this are released once drained,
- * so one big message does not pin its memory for the connection's life. */
+/* An output buffer larger than this is released once drained, so one big
+ * message does not pin its memory for the connection's life (the core does
+ * the same for the message buffer). */
 #define KEEP_BUFFER 65536
 
 typedef struct lconn_shared {
@@ -701,8 +702,6 @@ static int conn_next_event(lua_State *L) {
     if (ws_buf_len(&c->in) == 0)
       ws_buf_free(&c->in);
   }
-  if (ev.type == WS_EV_TEXT || ev.type == WS_EV_BINARY)
-    ws_buf_trim(&c->ws.msg, KEEP_BUFFER);
   return nret;
 }
 
