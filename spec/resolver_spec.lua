@@ -3,16 +3,17 @@
 --
 -- The stalled lookup is real: the spec runs a child Lua process in its own
 -- mount namespace (unshare -m) where /etc/resolv.conf names a silent DNS
--- server on 127.0.0.77:53 that this spec starts and kills.  Only loopback
--- addresses are involved.
+-- server on port 53 of a random 127.x.y.z address (so runs side by side do
+-- not collide) that this spec starts and kills.  Only loopback addresses
+-- are involved.
 local helpers = require "spec.support.helpers"
 local moonws = helpers.moonws
 local process = require "spec.support.process"
 
 local SILENT_DNS = [[
-import socket, sys, time
+import socket, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(("127.0.0.77", 53))
+s.bind((sys.argv[1], 53))
 print("PORT 53", flush=True)
 while True:
     s.recvfrom(4096)   # read queries, never answer
@@ -59,12 +60,15 @@ describe("the resolver", function()
   end)
 
   it("keeps the loop running while a lookup hangs", function()
-    local dns = process.start({ "/usr/bin/python3", "-c", SILENT_DNS }, 30)
+    math.randomseed(os.time(), tonumber(tostring({}):match("0x(%x+)"), 16))
+    local address = ("127.%d.%d.%d"):format(math.random(1, 254), math.random(1, 254),
+      math.random(2, 254))
+    local dns = process.start({ "/usr/bin/python3", "-c", SILENT_DNS, address }, 30)
     finally(function() dns:cleanup() end)
     dns:port()
     local resolv = os.tmpname()
     local f = assert(io.open(resolv, "w"))
-    f:write("nameserver 127.0.0.77\noptions timeout:5 attempts:1\n")
+    f:write("nameserver " .. address .. "\noptions timeout:5 attempts:1\n")
     f:close()
     finally(function() os.remove(resolv) end)
     local child = process.start({ "unshare", "-m", "sh", "-c",

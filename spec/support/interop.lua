@@ -12,7 +12,8 @@
 --                                send the text "pong:P" (a moonws server
 --                                sends "pong:P" for every pong it gets)
 --     cmd:fragments:N:SIZE:TYPE  send gen(TYPE, N*SIZE) as N frames of SIZE
---                                bytes (a moonws server listens with
+--                                bytes (websockets adds an empty final
+--                                frame; a moonws server listens with
 --                                fragment_size = SIZE for this)
 --     cmd:frames                 (peers) "frames:K": the frame count of the
 --                                last message echoed
@@ -177,7 +178,6 @@ local function event_client(url, opts, on)
   ws.onmessage = function(e)
     note(t, "message")
     t.messages[#t.messages + 1] = e
-    if on.message then on.message(ws, e) end
   end
   ws.onping = function(e) note(t, "ping:" .. e.data) end
   ws.onpong = function(e) note(t, "pong:" .. e.data) end
@@ -190,6 +190,19 @@ local function event_client(url, opts, on)
     t.close = { code = e.code, reason = e.reason, wasClean = e.wasClean }
   end
   return t
+end
+
+-- Run fn in a moonws coroutine and step the loop until it returns;
+-- returns what it returned, or fails with its error.
+local function in_coroutine(fn, timeout)
+  local done, ok, result
+  moonws.spawn(function()
+    ok, result = pcall(fn)
+    done = true
+  end)
+  helpers.run_until(function() return done end, timeout or 20, "the coroutine")
+  assert.is_true(ok, tostring(result))
+  return result
 end
 
 local function describe_message(data, kind)
@@ -278,15 +291,16 @@ end
 -- E: the spec file's environment (describe, it, setup, finally ...);
 -- peer = { name = ..., argv = { program, script } }.
 function interop.run(E, peer)
-  local describe, it, setup, teardown, finally = E.describe, E.it, E.setup, E.teardown, E.finally
+  local describe, it, setup, teardown = E.describe, E.it, E.setup, E.teardown
+  local function finally(fn) return E.finally(fn) end -- exists only while a case runs
 
-  E.describe(peer.name .. ": moonws client -> peer server", function()
+  describe(peer.name .. ": moonws client -> peer server", function()
     local server, base
 
     setup(function()
       local argv = { table.unpack(peer.argv) }
       argv[#argv + 1] = "server"
-      server = process.start(argv, 300)
+      server = process.start(argv, 180)
       base = ("ws://127.0.0.1:%d"):format(server:port(helpers.idle))
     end)
 
@@ -343,10 +357,9 @@ function interop.run(E, peer)
     end)
 
     describe("fragmented messages", function()
-      it("peer's 4-frame text message arrives whole in one onmessage (event style)", function()
+      it("peer's fragmented text message (4 x 1000 bytes) arrives whole in one onmessage", function()
         local t = open_events(tag("frag"), nil, {
           open = function(ws) ws:send("cmd:fragments:4:1000:text") end,
-          message = function(ws, e) if #e.target == nil then end end,
         })
         helpers.run_until(function() return #t.messages > 0 end, 10, "the fragmented message")
         t.ws:send("after")
@@ -359,17 +372,15 @@ function interop.run(E, peer)
         assert.are.same({ "open", "message", "message", "close" }, t.events)
       end)
 
-      it("peer's 4-frame binary message arrives whole in one receive (moonws.spawn)", function()
-        local result
-        moonws.spawn(function()
+      it("peer's fragmented binary message (4 x 1000 bytes) arrives whole in one receive (spawn)", function()
+        local result = in_coroutine(function()
           local ws = assert(moonws.connect(base .. tag("frag"), CONNECT))
           ws:send("cmd:fragments:4:1000:binary")
           local d1, k1 = ws:receive(10)
           ws:send("after")
           local d2, k2 = ws:receive(10)
-          result = { d1 = d1, k1 = k1, d2 = d2, k2 = k2, closed = ws:close() }
+          return { d1 = d1, k1 = k1, d2 = d2, k2 = k2, closed = ws:close() }
         end)
-        helpers.run_until(function() return result ~= nil end, 20, "the coroutine")
         assert.are.equal("binary", result.k1)
         assert_bytes(gen("binary", 4000), result.d1, "reassembled binary")
         assert.are.same({ "after", "text" }, { result.d2, result.k2 })
@@ -377,7 +388,8 @@ function interop.run(E, peer)
       end)
 
       for _, kind in ipairs(KINDS) do
-        it(("fragment_size = 777: a 65536-byte %s message reaches the peer as 85 frames, whole"):format(kind), function()
+        local name = "fragment_size = 777: a 65536-byte %s message reaches the peer as 85 frames"
+        it(name:format(kind), function()
           local ws = connect(tag("fragsize"), { timeout = 10, fragment_size = 777 })
           local payload = gen(kind, 65536)
           assert.is_true(ws:send(payload, kind))
@@ -456,14 +468,12 @@ function interop.run(E, peer)
 
       it("moonws close(1000, 'done') in a coroutine -> the peer sees 1000 'done'", function()
         local path = tag("close")
-        local result
-        moonws.spawn(function()
+        local result = in_coroutine(function()
           local ws = assert(moonws.connect(base .. path, CONNECT))
           local ok, msg, name = ws:close(1000, "done")
-          result = { ok = ok, msg = msg, name = name, code = ws.closeCode,
+          return { ok = ok, msg = msg, name = name, code = ws.closeCode,
             reason = ws.closeReason, state = ws.readyState }
         end)
-        helpers.run_until(function() return result ~= nil end, 15, "the coroutine")
         assert.are.same({ ok = true, code = 1000, reason = "done", state = moonws.CLOSED }, result)
         local rec = peer_record(server, "closed", path)
         assert.are.same({ 1000, "done" }, { rec.code, rec.reason })
@@ -511,7 +521,7 @@ function interop.run(E, peer)
     end)
   end)
 
-  E.describe(peer.name .. ": peer client -> moonws server", function()
+  describe(peer.name .. ": peer client -> moonws server", function()
     -- Start a moonws server, run the peer client's steps against it, wait
     -- until the server saw the connection end; returns the peer's
     -- observations, the server's record of the connection and a transcript.
@@ -564,7 +574,8 @@ function interop.run(E, peer)
             len = c.messages[1].len, gen = c.messages[1].gen })
         end)
 
-        it(("moonws server with fragment_size = 777 sends %s as frames the peer joins"):format(kind), function()
+        local name = "moonws server with fragment_size = 777 sends %s as frames the peer joins"
+        it(name:format(kind), function()
           local obs, _, text = scenario("coroutine", { fragment_size = 777 }, "/fragsize", {
             ("send:cmd:fragments:4:777:%s"):format(kind), "recv", ("echo:%s:65536"):format(kind),
           })
@@ -595,11 +606,11 @@ function interop.run(E, peer)
     end)
 
     describe("closing handshake", function()
-      it("peer closes 4000 'bye' -> server onclose 4000 'bye' clean; the echo carries 4000 'bye'", function()
+      -- RFC 6455 5.5.1: the answering close frame "typically echos the
+      -- status code"; echoing the reason is optional, so only the code is checked.
+      it("peer closes 4000 'bye' -> server onclose 4000 'bye' clean; the echo carries 4000", function()
         local obs, c, text = scenario("events", nil, "/close", { "close:4000:bye" })
-        assert_script({
-          { ev = "open" }, { ev = "closed", code = 4000, reason = "bye" }, { ev = "done" },
-        }, obs, text)
+        assert_script({ { ev = "open" }, { ev = "closed", code = 4000 }, { ev = "done" } }, obs, text)
         assert.are.same({ code = 4000, reason = "bye", wasClean = true }, c.close)
         assert.are.same({ "close" }, c.events)
       end)
@@ -615,9 +626,7 @@ function interop.run(E, peer)
 
       it("peer closes 1000 'done' -> coroutine server: onclose 1000 'done', receive -> 'closed'", function()
         local obs, c, text = scenario("coroutine", nil, "/close", { "close:1000:done" })
-        assert_script({
-          { ev = "open" }, { ev = "closed", code = 1000, reason = "done" }, { ev = "done" },
-        }, obs, text)
+        assert_script({ { ev = "open" }, { ev = "closed", code = 1000 }, { ev = "done" } }, obs, text)
         assert.are.same({ code = 1000, reason = "done", wasClean = true }, c.close)
         assert.are.equal("closed", c.ended.name)
       end)
