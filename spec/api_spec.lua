@@ -172,3 +172,20 @@ describe("ws.url, protocol, extensions", function()
     srv:close()
   end)
 end)
+
+describe("addresses", function()
+  it("serve and connect over IPv6 ([::1])", function()
+    local srv = assert(moonws.listen { host = "::1", port = 0 })
+    local peer_url
+    srv.onconnection = function(s, request)
+      peer_url = s.url
+      s.onmessage = function(e) s:send(e.data) end
+    end
+    local ws = assert(moonws.connect("ws://[::1]:" .. srv.port .. "/v6"))
+    assert(ws:send("over IPv6"))
+    assert.equal("over IPv6", ws:receive(5))
+    assert.equal("ws://[::1]:" .. srv.port .. "/v6", peer_url)
+    ws:close()
+    srv:close()
+  end)
+end)

@@ -56,42 +56,45 @@ describe("keepalive", function()
   end)
 end)
 
+-- A server whose connection starts paused (reads nothing) and counts what
+-- it receives once resumed.  Returns the server and a state table with
+-- .ws (the server socket, once connected), .bytes and .messages.
+local function paused_server()
+  local srv = assert(moonws.listen { port = 0 })
+  local state = { bytes = 0, messages = 0 }
+  srv.onconnection = function(s)
+    state.ws = s
+    s:pause()
+    s.onmessage = function(e)
+      state.bytes = state.bytes + #e.data
+      state.messages = state.messages + 1
+    end
+  end
+  return srv, state
+end
+
 describe("backpressure", function()
   it("bufferedAmount grows when the peer stops reading, and drains after", function()
-    local srv = assert(moonws.listen { port = 0 })
-    local server_ws
-    local received = 0
-    srv.onconnection = function(s)
-      server_ws = s
-      s:pause()
-      s.onmessage = function(e) received = received + #e.data end
-    end
+    local srv, peer = paused_server()
     -- A high-water mark above what we queue, so send never waits here.
     local ws = assert(moonws.connect("ws://127.0.0.1:" .. srv.port,
       { send_buffer = 64 * 1024 * 1024 }))
-    helpers.run_until(function() return server_ws end, 5)
+    helpers.run_until(function() return peer.ws end, 5)
     local chunk = string.rep("b", 1024 * 1024)
     for _ = 1, 32 do assert(ws:send(chunk, "binary")) end
     helpers.idle(0.1)
     local stuck = ws.bufferedAmount
     -- Loopback kernel buffers take a few MiB at most; the rest waits in moonws.
     assert.is_true(stuck > 8 * 1024 * 1024, "bufferedAmount " .. stuck)
-    server_ws:resume()
-    helpers.run_until(function() return received == 32 * #chunk end, 20)
+    peer.ws:resume()
+    helpers.run_until(function() return peer.bytes == 32 * #chunk end, 20)
     assert.equal(0, ws.bufferedAmount)
     ws:close()
     srv:close()
   end)
 
   it("a coroutine send yields above send_buffer until the peer catches up", function()
-    local srv = assert(moonws.listen { port = 0 })
-    local server_ws
-    local received = 0
-    srv.onconnection = function(s)
-      server_ws = s
-      s:pause()
-      s.onmessage = function(e) received = received + 1 end
-    end
+    local srv, peer = paused_server()
     local sent, max_buffered = 0, 0
     local chunk = string.rep("c", 256 * 1024)
     moonws.spawn(function()
@@ -103,12 +106,12 @@ describe("backpressure", function()
       end
       ws:close()
     end)
-    helpers.run_until(function() return server_ws end, 5)
+    helpers.run_until(function() return peer.ws end, 5)
     helpers.idle(0.3)
     assert.is_true(sent < 100, "the sender should be waiting, sent " .. sent)
     assert.is_true(max_buffered <= 512 * 1024 + #chunk + 64, "buffered " .. max_buffered)
-    server_ws:resume()
-    helpers.run_until(function() return received == 100 end, 20)
+    peer.ws:resume()
+    helpers.run_until(function() return peer.messages == 100 end, 20)
     assert.equal(100, sent)
     srv:close()
     moonws.run()

@@ -5,6 +5,25 @@ local moonws = helpers.moonws
 local core = require "moonws.core"
 local process = require "spec.support.process"
 
+-- Run a Lua script in a fresh lua5.4 (moonws from the checkout), with
+-- environment assignments env (a list like { "MOONWS_POLL=poll" });
+-- returns its stdout and stderr.
+local function run_lua(script, env)
+  local argv = { "env" }
+  for _, assignment in ipairs(env or {}) do argv[#argv + 1] = assignment end
+  for _, a in ipairs { "lua5.4", "-e", [[
+      package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
+      package.cpath = "./?.so;" .. package.cpath
+    ]] .. script } do
+    argv[#argv + 1] = a
+  end
+  local p = process.start(argv, 20)
+  assert.is_true(p:wait_exit(15), "the script did not finish")
+  local out, err = p:stdout(), p:stderr()
+  p:cleanup()
+  return out, err
+end
+
 describe("moonws.step", function()
   it("step(0) never waits", function()
     local srv = assert(moonws.listen { port = 0 })
@@ -83,9 +102,7 @@ describe("host event loop integration", function()
 
   it("next_timeout() tells the seconds until the next timer", function()
     -- In a fresh process: earlier specs leave timers (lingering closes).
-    local script = [[
-      package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
-      package.cpath = "./?.so;" .. package.cpath
+    local out, err = run_lua [[
       local moonws = require "moonws"
       print(moonws.next_timeout())
       local woke = false
@@ -97,19 +114,13 @@ describe("host event loop integration", function()
       moonws.run()
       print(woke, moonws.next_timeout())
     ]]
-    local p = process.start({ "lua5.4", "-e", script }, 20)
-    assert.is_true(p:wait_exit(15))
-    local out, err = p:stdout(), p:stderr()
-    p:cleanup()
     assert.equal("nil\n0\ntrue\ntrue\tnil\n", out, err)
   end)
 end)
 
 describe("the poll() fallback", function()
   it("runs a full exchange when epoll is not used", function()
-    local script = [[
-      package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
-      package.cpath = "./?.so;" .. package.cpath
+    local out, err = run_lua([[
       local moonws = require "moonws"
       assert(require("moonws.loop").backend() == "poll")
       local srv = assert(moonws.listen { port = 0 })
@@ -119,11 +130,7 @@ describe("the poll() fallback", function()
       print(ws:receive(5))
       ws:close()
       srv:close()
-    ]]
-    local p = process.start({ "env", "MOONWS_POLL=poll", "lua5.4", "-e", script }, 20)
-    assert.is_true(p:wait_exit(15))
-    local out, err = p:stdout(), p:stderr()
-    p:cleanup()
+    ]], { "MOONWS_POLL=poll" })
     assert.equal("over poll\ttext\n", out, err)
   end)
 end)

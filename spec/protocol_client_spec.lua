@@ -12,32 +12,7 @@ local select_events = rawpeer.select
 
 ---------------------------------------------------------------- harness
 
-local function record(ws, log)
-  ws.onopen = function() log[#log + 1] = { kind = "open" } end
-  ws.onmessage = function(e)
-    log[#log + 1] = { kind = "message", data = e.data, binary = e.binary }
-  end
-  ws.onerror = function(e)
-    log[#log + 1] = { kind = "error", error = e.error, code = e.code, message = e.message }
-  end
-  ws.onclose = function(e)
-    log[#log + 1] = { kind = "close", code = e.code, reason = e.reason, wasClean = e.wasClean,
-      at = core.now() }
-  end
-  ws.onping = function(e) log[#log + 1] = { kind = "ping", data = e.data } end
-end
-
-local function kinds(log)
-  local out = {}
-  for i, e in ipairs(log) do out[i] = e.kind end
-  return out
-end
-
-local function count_closes(log)
-  local n = 0
-  for _, e in ipairs(log) do if e.kind == "close" then n = n + 1 end end
-  return n
-end
+local record, kinds, count_closes = rawpeer.record, rawpeer.kinds, rawpeer.count_closes
 
 -- Start a raw server with steps; call body(port, p) and clean up after it.
 local function with_peer(steps, body)

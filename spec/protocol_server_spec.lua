@@ -14,31 +14,7 @@ local select_events = rawpeer.select
 
 ---------------------------------------------------------------- harness
 
--- Record a socket's events into log, in order.
-local function record(ws, log)
-  ws.onmessage = function(e)
-    log[#log + 1] = { kind = "message", data = e.data, binary = e.binary }
-  end
-  ws.onerror = function(e)
-    log[#log + 1] = { kind = "error", error = e.error, code = e.code, message = e.message }
-  end
-  ws.onclose = function(e)
-    log[#log + 1] = { kind = "close", code = e.code, reason = e.reason, wasClean = e.wasClean }
-  end
-  ws.onping = function(e) log[#log + 1] = { kind = "ping", data = e.data } end
-end
-
-local function kinds(log)
-  local out = {}
-  for i, e in ipairs(log) do out[i] = e.kind end
-  return out
-end
-
-local function count_closes(log)
-  local n = 0
-  for _, e in ipairs(log) do if e.kind == "close" then n = n + 1 end end
-  return n
-end
+local record, kinds, count_closes = rawpeer.record, rawpeer.kinds, rawpeer.count_closes
 
 -- Run a raw client script against a fresh event-style moonws server with
 -- options opts; returns the peer's observations, the server socket's event

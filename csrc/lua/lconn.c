@@ -58,7 +58,7 @@ static const char shared_key = 'k';
 /* ---- lifecycle ---- */
 
 static lconn_shared *get_shared(lua_State *L) {
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &shared_key);
+  compat_registry_get(L, &shared_key);
   lconn_shared *sh = lua_touserdata(L, -1);
   return sh; /* left on the stack for the caller to anchor */
 }
@@ -544,6 +544,11 @@ static int conn_parse_request(lua_State *L) {
   }
   ws_handshake_verdict v;
   int status = ws_handshake_check_request(&req, &v);
+  if (status != 0) {
+    lua_pushboolean(L, 0);
+    lua_pushinteger(L, status);
+    lua_pushstring(L, v.message ? v.message : "bad request");
+  }
   push_request(L, &req);
   if (status == 0) {
     lua_pushlstring(L, v.key, v.key_len);
@@ -551,13 +556,7 @@ static int conn_parse_request(lua_State *L) {
   }
   /* Everything pushed is copied: the head may go. */
   ws_buf_consume(&c->in, (size_t)rc);
-  if (status == 0)
-    return 1;
-  lua_pushboolean(L, 0);
-  lua_pushinteger(L, status);
-  lua_pushstring(L, v.message ? v.message : "bad request");
-  lua_rotate(L, -4, -1); /* false, status, message, request */
-  return 4;
+  return status == 0 ? 1 : 4; /* request | false, status, message, request */
 }
 
 /* Server: respond_upgrade(key, protocol, extensions, headers). */
@@ -846,7 +845,7 @@ void lmoonws_open_conn(lua_State *L) {
   sh->scratch = malloc(SCRATCH_SIZE);
   if (!sh->scratch)
     luaL_error(L, "out of memory");
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &shared_key);
+  compat_registry_set(L, &shared_key);
 
   luaL_newmetatable(L, LCONN_TYPE);
   luaL_setfuncs(L, meta, 0);

@@ -24,8 +24,16 @@ int compat_getuservalue(lua_State *L, int idx, int n);
 
 #if LUA_VERSION_NUM < 502
 #define compat_rawlen(L, i) lua_objlen((L), (i))
+/* Registry slots keyed by the address of a C object. */
+#define compat_registry_get(L, key)                                            \
+  (lua_pushlightuserdata((L), (void *)(key)), lua_rawget((L), LUA_REGISTRYINDEX))
+#define compat_registry_set(L, key)                                            \
+  (lua_pushlightuserdata((L), (void *)(key)), lua_insert((L), -2),             \
+   lua_rawset((L), LUA_REGISTRYINDEX))
 #else
 #define compat_rawlen(L, i) lua_rawlen((L), (i))
+#define compat_registry_get(L, key) lua_rawgetp((L), LUA_REGISTRYINDEX, (key))
+#define compat_registry_set(L, key) lua_rawsetp((L), LUA_REGISTRYINDEX, (key))
 #endif
 
 #endif

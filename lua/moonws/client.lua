@@ -8,7 +8,6 @@ local options = require "moonws.options"
 local socket = require "moonws.socket"
 
 local now = loop.now
-local READ, WRITE = loop.READ, loop.WRITE
 
 local client = {}
 
@@ -73,21 +72,13 @@ end
 ---------------------------------------------------------------- handshake
 
 local function on_handshake_ready(st, events)
-  local conn = st.conn
-  if events & WRITE ~= 0 then
-    socket.flush(st)
-    if st.state ~= socket.CONNECTING then return end
+  local got, message, name = socket.handshake_read(st, events)
+  if got == nil then return end
+  if not got then
+    return fail_connect(st, message or "the server closed the connection during the handshake",
+      name or "handshake")
   end
-  if events & READ == 0 then return end
-  local n, message, name = conn:read()
-  if n == false then
-    return fail_connect(st, "the server closed the connection during the handshake", "handshake")
-  elseif n == nil then
-    return fail_connect(st, message, name)
-  elseif n == 0 then
-    return
-  end
-  local ok, a, b = conn:parse_response(st.opts.max_handshake, st.offered_protocols, false)
+  local ok, a, b = st.conn:parse_response(st.opts.max_handshake, st.offered_protocols, false)
   if ok == nil then return end
   if not ok then
     st.status = b

@@ -9,7 +9,6 @@ local options = require "moonws.options"
 local socket = require "moonws.socket"
 
 local now = loop.now
-local READ, WRITE = loop.READ, loop.WRITE
 
 local server = {}
 
@@ -69,19 +68,12 @@ local function hand_over(ss, st, req)
 end
 
 local function on_handshake_ready(st, events)
-  local ss = st.server_state
-  if events & WRITE ~= 0 then
-    socket.flush(st)
-    if st.state ~= socket.CONNECTING then return end
-  end
-  if events & READ == 0 then return end
-  local conn = st.conn
-  local n, message, name = conn:read()
-  if n == false or n == nil then
+  local got = socket.handshake_read(st, events)
+  if got == nil then return end
+  if not got then
     return socket.finish(st, 1006, "", false) -- the client left; no one to tell
-  elseif n == 0 then
-    return
   end
+  local ss, conn = st.server_state, st.conn
   local req, status, why = conn:parse_request(ss.opts.max_handshake)
   if req == nil then return end
   if req == false then return refuse(st, status, why) end

@@ -436,6 +436,23 @@ function socket.announce(st, fire_onopen)
   if st.state == OPEN then drain(st) end
 end
 
+-- What both sides' handshake watchers do first: send what is queued, then
+-- read.  Returns true when new bytes wait to be parsed; false, message,
+-- name when the stream ended (message nil at end of stream) or failed;
+-- nothing when there is nothing to parse yet.
+function socket.handshake_read(st, events)
+  if events & WRITE ~= 0 then
+    flush(st)
+    if st.state ~= CONNECTING then return nil end
+  end
+  if events & READ == 0 then return nil end
+  local n, message, name = st.conn:read()
+  if n == false then return false end
+  if n == nil then return false, message, name end
+  if n > 0 then return true end
+  return nil
+end
+
 -- The watcher interface: the loop calls st:on_ready(events).
 function socket.dispatch(st, events) return st.on_ready(st, events) end
 

@@ -94,4 +94,38 @@ function rawpeer.header(headers, name)
   end
 end
 
+---------------------------------------------------------------- event logs
+
+-- Record a socket's events into log, in order (kind plus the event's
+-- fields; closes are timestamped with core.now()).
+function rawpeer.record(ws, log)
+  local core = require "moonws.core"
+  ws.onopen = function() log[#log + 1] = { kind = "open" } end
+  ws.onmessage = function(e)
+    log[#log + 1] = { kind = "message", data = e.data, binary = e.binary }
+  end
+  ws.onerror = function(e)
+    log[#log + 1] = { kind = "error", error = e.error, code = e.code, message = e.message }
+  end
+  ws.onclose = function(e)
+    log[#log + 1] = { kind = "close", code = e.code, reason = e.reason, wasClean = e.wasClean,
+      at = core.now() }
+  end
+  ws.onping = function(e) log[#log + 1] = { kind = "ping", data = e.data } end
+end
+
+-- The kinds of a log's entries, in order.
+function rawpeer.kinds(log)
+  local out = {}
+  for i, e in ipairs(log) do out[i] = e.kind end
+  return out
+end
+
+-- How many close events a log has (onclose must fire exactly once).
+function rawpeer.count_closes(log)
+  local n = 0
+  for _, e in ipairs(log) do if e.kind == "close" then n = n + 1 end end
+  return n
+end
+
 return rawpeer
