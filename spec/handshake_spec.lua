@@ -117,6 +117,29 @@ local KEY = "dGhlIHNhbXBsZSBub25jZQ=="  -- RFC 6455 1.3's sample key
 
 ---------------------------------------------------------------- server side
 
+describe("handshake, server side: slow clients", function()
+  it("a request head that never completes is dropped after `timeout`", function()
+    local core = require "moonws.core"
+    local srv = assert(moonws.listen { host = "127.0.0.1", port = 0, timeout = 0.3 })
+    local connected = false
+    srv.onconnection = function() connected = true end
+    local p = rawpeer.client(srv.port, {
+      { send_raw_hex = rawpeer.hex("GET / HTTP/1.1\r\nHost: x\r\n") }, -- no blank line
+      { read_frames = { ["until"] = "eof", timeout = 5 } },
+    })
+    local t0 = core.now()
+    local ok, events = pcall(rawpeer.finish, p, 10, helpers.idle)
+    local elapsed = core.now() - t0
+    srv:close()
+    p:cleanup()
+    assert(ok, events)
+    assert.is_false(connected)
+    assert.equal(1, #rawpeer.select(events, "eof"))
+    assert.is_true(elapsed >= 0.25 and elapsed < 3, "dropped after " .. elapsed)
+  end)
+end)
+
+
 describe("handshake, server side: refusals (RFC 6455 4.2.1, 4.2.2)", function()
   it("Sec-WebSocket-Version 12 -> 426 with Sec-WebSocket-Version: 13", function()
     local res = expect_refusal(426, { version = "12" })

@@ -105,9 +105,11 @@ local function on_handshake_ready(st, events)
   hand_over(ss, st, req)
 end
 
+-- Bounds the whole server handshake, including sending a refusal to a
+-- client that does not read it.
 local function on_handshake_timeout(st)
   st.connect_timer = nil
-  if st.state == socket.CONNECTING then socket.finish(st, 1006, "", false) end
+  if not st.was_opened then socket.finish(st, 1006, "", false) end
 end
 
 local function forget(st)
