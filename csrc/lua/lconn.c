@@ -43,7 +43,7 @@ typedef struct lconn_shared {
   size_t pos, len;
 } lconn_shared;
 
-typedef struct lconn {
+struct lconn {
   ws_conn ws;
   net_transport *t;
   lconn_shared *sh;
@@ -51,7 +51,7 @@ typedef struct lconn {
   bool released;
   bool handshaking;
   char key[WS_KEY_LEN + 1]; /* client: the Sec-WebSocket-Key sent */
-} lconn;
+};
 
 static const char shared_key = 'k';
 
@@ -98,12 +98,19 @@ int lconn_new(lua_State *L, ws_role role, int fd) {
   return 1;
 }
 
-static lconn *check_conn(lua_State *L) {
-  lconn *c = luaL_checkudata(L, 1, LCONN_TYPE);
+lconn *lconn_check(lua_State *L, int idx) {
+  lconn *c = luaL_checkudata(L, idx, LCONN_TYPE);
   if (c->released)
     luaL_error(L, "attempt to use a closed websocket connection");
   return c;
 }
+
+static lconn *check_conn(lua_State *L) { return lconn_check(L, 1); }
+
+net_transport *lconn_transport(lconn *c) { return c->t; }
+void lconn_set_transport(lconn *c, net_transport *t) { c->t = t; }
+ws_buf *lconn_output(lconn *c) { return &c->ws.out; }
+ws_buf *lconn_input(lconn *c) { return &c->in; }
 
 static int conn_new(lua_State *L) {
   static const char *const roles[] = {"client", "server", NULL};
