@@ -5,12 +5,16 @@
  * read: unmasked in place when the message is whole in the caller's buffer
  * (the common case), else unmasked while being copied into conn->msg.
  * Outgoing frames are written, header and masked payload, straight into
- * conn->out with one reservation. */
+ * conn->out with one reservation; a compressed one is deflated straight
+ * into conn->out too, then slid down to meet its header.
+ * Compressed messages (permessage-deflate) are unmasked in place in the
+ * caller's buffer and inflated from there into conn->msg. */
 #include "ws_conn.h"
 
 #include <stdio.h>
 #include <string.h>
 
+#include "ws_deflate.h"
 #include "ws_mask.h"
 
 /* conn->msg above this capacity is released between messages, so one big
@@ -55,6 +59,10 @@ void ws_conn_free(ws_conn *c) {
   ws_buf_free(&c->out);
 }
 
+void ws_conn_set_deflate(ws_conn *c, struct ws_deflate *d) {
+  c->cfg.deflate = d;
+}
+
 /* Append one frame whose payload is a then b (the close code and reason).
  * Returns NULL, or why it failed (both mean WS_E_NOMEM to the caller). */
 static const char *queue_frame(ws_conn *c, bool fin, uint8_t op, const void *a,
@@ -85,6 +93,36 @@ static const char *queue_frame(ws_conn *c, bool fin, uint8_t op, const void *a,
   }
   ws_buf_commit(&c->out, hs + n);
   return NULL;
+}
+
+/* Append one frame whose payload is data deflated: compressed straight
+ * into out after room for the largest header, then slid down to meet the
+ * real one (a few bytes' move; deflating costs far more). */
+static enum ws_error queue_compressed(ws_conn *c, bool fin, uint8_t op,
+                                      uint8_t rsv, const void *data,
+                                      size_t len) {
+  bool masked = c->role == WS_ROLE_CLIENT;
+  uint8_t key[4];
+  size_t n, at = ws_buf_len(&c->out);
+  if (masked && c->cfg.random(c->cfg.random_ud, key, sizeof key) != 0)
+    return WS_E_NOMEM;
+  if (ws_buf_reserve(&c->out, WS_FRAME_HEADER_MAX) != 0)
+    return WS_E_NOMEM;
+  ws_buf_commit(&c->out, WS_FRAME_HEADER_MAX);
+  enum ws_error e = ws_deflate_compress(c->cfg.deflate, data, len, fin,
+                                        &c->out, &n);
+  if (e != WS_E_NONE) {
+    c->out.end -= WS_FRAME_HEADER_MAX;
+    return e;
+  }
+  uint8_t *f = ws_buf_data(&c->out) + at;
+  size_t hs = ws_frame_header_size(masked, n);
+  memmove(f + hs, f + WS_FRAME_HEADER_MAX, n);
+  ws_frame_header_encode(f, fin, rsv, op, masked ? key : NULL, n);
+  if (masked)
+    ws_mask_inplace(f + hs, n, key, 0);
+  c->out.end -= WS_FRAME_HEADER_MAX - hs;
+  return WS_E_NONE;
 }
 
 static enum ws_error error_for_code(uint16_t code) {
@@ -135,13 +173,21 @@ static const char *length_msg(const uint8_t *h) {
  * frames; control frames are capped at 125 bytes already. */
 static const char *header_check(const ws_conn *c, uint16_t *code) {
   const ws_frame_header *h = &c->frame;
-  uint8_t bad = h->rsv & (uint8_t)~c->cfg.rsv_allowed;
+  bool deflate = c->cfg.deflate != NULL;
+  uint8_t allowed = c->cfg.rsv_allowed | (deflate ? WS_RSV1 : 0);
+  uint8_t bad = h->rsv & (uint8_t)~allowed;
   bool control = WS_OPCODE_IS_CONTROL(h->opcode);
+  bool rsv1 = deflate && (h->rsv & WS_RSV1);
   *code = WS_CLOSE_PROTOCOL_ERROR;
   if (bad)
     return rsv_msg[bad & WS_RSV1 ? 0 : bad & WS_RSV2 ? 1 : 2];
   if (opcode_msg[h->opcode])
     return opcode_msg[h->opcode];
+  /* RFC 7692 6: only a message's first frame says "compressed". */
+  if (rsv1 && control)
+    return "RSV1 set on a control frame";
+  if (rsv1 && h->opcode == WS_OP_CONTINUATION)
+    return "RSV1 set on a continuation frame";
   if (control && !h->fin)
     return "control frame fragmented";
   if (control && h->payload_len > WS_CONTROL_MAX)
@@ -158,6 +204,9 @@ static const char *header_check(const ws_conn *c, uint16_t *code) {
   *code = WS_CLOSE_MESSAGE_TOO_BIG;
   if (h->payload_len > c->cfg.max_frame)
     return "frame over max_frame";
+  /* A compressed message's size is known only while it is inflated. */
+  if (rsv1 || (h->opcode == WS_OP_CONTINUATION && c->msg_compressed))
+    return NULL;
   uint64_t so_far = h->opcode == WS_OP_CONTINUATION ? ws_buf_len(&c->msg) : 0;
   if (so_far > c->cfg.max_payload ||
       h->payload_len > c->cfg.max_payload - so_far)
@@ -224,6 +273,31 @@ static size_t on_control(ws_conn *c, const uint8_t *p, size_t n, ws_event *ev,
   return pos;
 }
 
+/* The message assembled in msg is complete. */
+static size_t message_done(ws_conn *c, ws_event *ev, bool text, size_t pos,
+                           size_t len) {
+  if (text && !ws_utf8_complete(&c->utf8))
+    return conn_fail(c, ev, len, WS_CLOSE_INVALID_PAYLOAD, msg_cut_text);
+  c->msg_opcode = 0;
+  ev->type = text ? WS_EV_TEXT : WS_EV_BINARY;
+  ev->data = c->msg.base ? ws_buf_data(&c->msg) : (const uint8_t *)"";
+  ev->len = ws_buf_len(&c->msg);
+  return pos;
+}
+
+/* Inflating failed: 1009, 1007 (zlib's words kept in ctrl, free during a
+ * data frame, valid until the next call like any event data) or 1011. */
+static size_t inflate_fail(ws_conn *c, ws_event *ev, size_t len,
+                           enum ws_error e, const char *why) {
+  if (e == WS_E_TOO_BIG)
+    return conn_fail(c, ev, len, WS_CLOSE_MESSAGE_TOO_BIG, why);
+  if (e != WS_E_INVALID_DATA)
+    return conn_fail(c, ev, len, WS_CLOSE_INTERNAL_ERROR, msg_nomem);
+  snprintf((char *)c->ctrl, sizeof c->ctrl, "invalid compressed data: %s",
+           why ? why : "corrupt");
+  return conn_fail(c, ev, len, WS_CLOSE_INVALID_PAYLOAD, (const char *)c->ctrl);
+}
+
 size_t ws_conn_recv(ws_conn *c, uint8_t *data, size_t len, ws_event *ev) {
   memset(ev, 0, sizeof *ev);
   if (c->failed || c->close_received || len == 0)
@@ -274,6 +348,8 @@ size_t ws_conn_recv(ws_conn *c, uint8_t *data, size_t len, ws_event *ev) {
       c->frame_done = 0;
       if (c->frame.opcode == WS_OP_TEXT || c->frame.opcode == WS_OP_BINARY) {
         ws_utf8_init(&c->utf8);
+        c->msg_compressed =
+            c->cfg.deflate != NULL && (c->frame.rsv & WS_RSV1) != 0;
         if (!c->frame.fin)
           c->msg_opcode = c->frame.opcode;
       }
@@ -310,6 +386,34 @@ size_t ws_conn_recv(ws_conn *c, uint8_t *data, size_t len, ws_event *ev) {
 
     uint8_t op = h->opcode == WS_OP_CONTINUATION ? c->msg_opcode : h->opcode;
     bool text = op == WS_OP_TEXT;
+
+    if (c->msg_compressed) {
+      /* Unmask in place, inflate into msg, validate what came out. */
+      size_t take = avail < left ? avail : (size_t)left;
+      uint8_t *q = data + pos;
+      if (h->masked && take)
+        ws_mask_inplace(q, take, h->mask, (size_t)(c->frame_done & 3));
+      c->frame_done += take;
+      pos += take;
+      bool last = h->fin && c->frame_done == h->payload_len;
+      size_t before = ws_buf_len(&c->msg);
+      const char *why = NULL;
+      enum ws_error e = ws_deflate_decompress(
+          c->cfg.deflate, q, take, last, &c->msg, c->cfg.max_payload, &why);
+      if (e != WS_E_NONE)
+        return inflate_fail(c, ev, len, e, why);
+      size_t got = ws_buf_len(&c->msg) - before;
+      if (text && got &&
+          ws_utf8_feed(&c->utf8, ws_buf_data(&c->msg) + before, got) != 0)
+        return conn_fail(c, ev, len, WS_CLOSE_INVALID_PAYLOAD, msg_bad_text);
+      if (c->frame_done < h->payload_len)
+        return len;
+      c->in_frame = false;
+      if (!h->fin)
+        continue;
+      c->msg_compressed = false;
+      return message_done(c, ev, text, pos, len);
+    }
 
     if (h->fin && !c->msg_opcode && c->frame_done == 0 && avail >= left) {
       /* The whole message is in the caller's buffer: no copy. */
@@ -351,13 +455,7 @@ size_t ws_conn_recv(ws_conn *c, uint8_t *data, size_t len, ws_event *ev) {
     c->in_frame = false;
     if (!h->fin)
       continue;
-    if (text && !ws_utf8_complete(&c->utf8))
-      return conn_fail(c, ev, len, WS_CLOSE_INVALID_PAYLOAD, msg_cut_text);
-    c->msg_opcode = 0;
-    ev->type = text ? WS_EV_TEXT : WS_EV_BINARY;
-    ev->data = c->msg.base ? ws_buf_data(&c->msg) : (const uint8_t *)"";
-    ev->len = ws_buf_len(&c->msg);
-    return pos;
+    return message_done(c, ev, text, pos, len);
   }
 }
 
@@ -370,6 +468,8 @@ enum ws_error ws_conn_send(ws_conn *c, uint8_t opcode, const void *data,
   case WS_OP_BINARY:
     if (c->send_opcode)
       return WS_E_PROTOCOL;
+    if (ws_deflate_wants(c->cfg.deflate, len))
+      return queue_compressed(c, true, opcode, WS_RSV1, data, len);
     break;
   case WS_OP_PING:
   case WS_OP_PONG:
@@ -391,8 +491,19 @@ enum ws_error ws_conn_send_fragment(ws_conn *c, uint8_t opcode,
   if (first != WS_OP_TEXT && first != WS_OP_BINARY)
     return WS_E_PROTOCOL;
   uint8_t wire = c->send_opcode ? WS_OP_CONTINUATION : opcode;
-  if (queue_frame(c, fin, wire, data, len, NULL, 0))
+  /* Fragmented messages are large or streamed: compressed whenever
+   * compression works, decided at the first piece. */
+  bool z = c->send_opcode ? c->send_compressed
+                          : ws_deflate_wants(c->cfg.deflate, SIZE_MAX);
+  if (z) {
+    enum ws_error e = queue_compressed(c, fin, wire,
+                                       c->send_opcode ? 0 : WS_RSV1, data, len);
+    if (e != WS_E_NONE)
+      return e;
+  } else if (queue_frame(c, fin, wire, data, len, NULL, 0)) {
     return WS_E_NOMEM;
+  }
+  c->send_compressed = z && !fin;
   c->send_opcode = fin ? 0 : first;
   return WS_E_NONE;
 }

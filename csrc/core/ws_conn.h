@@ -36,8 +36,17 @@
  * assembled in conn->msg, grown as bytes arrive (never sized from a header
  * alone).
  *
- * Extensions (permessage-deflate): cfg.rsv_allowed lets negotiated RSV bits
- * through; the message-level transform hooks in where a message completes.
+ * Extensions: cfg.rsv_allowed lets negotiated RSV bits through untouched.
+ * permessage-deflate (RFC 7692) is cfg.deflate, a ws_deflate the caller
+ * creates after the handshake and frees after ws_conn_free (ws_conn only
+ * borrows it).  With it, RSV1 on the first frame of a data message marks
+ * it compressed: its payload is inflated into conn->msg (never zero-copy),
+ * text is validated after inflating, and max_payload bounds the inflated
+ * size (1009, checked while inflating: a deflate bomb never allocates much
+ * more than max_payload); corrupt data is 1007; RSV1 on a continuation or
+ * control frame is 1002.  Sending, whole messages of at least the
+ * threshold and every fragmented message go compressed with RSV1 on their
+ * first frame; control frames never are.
  */
 #ifndef MOONWS_WS_CONN_H
 #define MOONWS_WS_CONN_H
@@ -53,11 +62,15 @@
 
 typedef enum ws_role { WS_ROLE_CLIENT = 0, WS_ROLE_SERVER = 1 } ws_role;
 
+struct ws_deflate; /* ws_deflate.h */
+
 typedef struct ws_conn_config {
   uint64_t max_payload; /* bytes per message; 0 = WS_DEFAULT_MAX_PAYLOAD */
   uint64_t max_frame;   /* bytes per data frame payload (control frames are
                            capped at 125); 0 = WS_DEFAULT_MAX_FRAME */
   uint8_t rsv_allowed;  /* RSV bits an extension negotiated; 0 without */
+  struct ws_deflate *deflate; /* permessage-deflate agreed, or NULL;
+                                 borrowed, not freed by ws_conn_free */
   ws_random_fn random;  /* mask source; NULL = ws_random_default */
   void *random_ud;
 } ws_conn_config;
@@ -98,6 +111,8 @@ typedef struct ws_conn {
   uint8_t hdr_len;        /* bytes of a header split across reads */
   uint8_t msg_opcode;     /* TEXT/BINARY of the fragmented message, or 0 */
   uint8_t send_opcode;    /* TEXT/BINARY of a fragmented send, or 0 */
+  bool msg_compressed;    /* the message being received had RSV1 */
+  bool send_compressed;   /* the fragmented send in progress is */
   ws_utf8 utf8;           /* validator of the text message in progress */
   ws_buf msg;             /* a message spread over frames or reads */
   uint8_t ctrl[WS_CONTROL_MAX]; /* a control frame split across reads
@@ -106,8 +121,12 @@ typedef struct ws_conn {
 
 /* Set up a connection for role; cfg may be NULL for defaults. */
 void ws_conn_init(ws_conn *c, ws_role role, const ws_conn_config *cfg);
-/* Free its buffers (the struct itself is the caller's). */
+/* Free its buffers (the struct itself is the caller's; cfg.deflate too). */
 void ws_conn_free(ws_conn *c);
+
+/* Attach the agreed permessage-deflate state (NULL detaches), as if given
+ * in cfg at init: call it before any data frame is sent or received. */
+void ws_conn_set_deflate(ws_conn *c, struct ws_deflate *d);
 
 /* Consume bytes from data[0, len), which the call may modify (unmasking in
  * place).  Returns the number of bytes consumed and stops after the first
@@ -119,10 +138,12 @@ size_t ws_conn_recv(ws_conn *c, uint8_t *data, size_t len, ws_event *ev);
 
 /* Queue a whole message (TEXT or BINARY) or a control frame (PING, PONG;
  * payload <= 125 bytes) as one frame on out, masked if we are the client.
- * Text must already be valid UTF-8 (check with ws_utf8_valid).
+ * Text must already be valid UTF-8 (check with ws_utf8_valid).  With
+ * cfg.deflate, a message ws_deflate_wants is compressed (RSV1 set).
  * Returns WS_E_NONE, WS_E_CLOSED (a close frame was sent: nothing may
  * follow it), WS_E_TOO_BIG (control payload > 125), WS_E_NOMEM (no memory,
- * or cfg.random failed to give a client its mask key), or WS_E_PROTOCOL for
+ * or cfg.random failed to give a client its mask key; after one in a
+ * compressed send, later messages go uncompressed), or WS_E_PROTOCOL for
  * misuse: a TEXT/BINARY message while a fragmented send is in progress, or
  * an opcode other than TEXT, BINARY, PING, PONG.  Nothing is queued unless
  * the result is WS_E_NONE. */
@@ -133,8 +154,11 @@ enum ws_error ws_conn_send(ws_conn *c, uint8_t opcode, const void *data,
  * taken from the first fragment and ignored after; fin ends the message.
  * While one is in progress, control frames (ws_conn_send PING/PONG,
  * ws_conn_close) may go between fragments; whole messages may not.
+ * With cfg.deflate (and compression not abandoned) the message is
+ * compressed piece by piece, each flushed so the peer can inflate it.
  * Same results as ws_conn_send (WS_E_PROTOCOL: a first fragment whose
- * opcode is not TEXT or BINARY). */
+ * opcode is not TEXT or BINARY; WS_E_NOMEM in a compressed message leaves
+ * it unfinishable: fail the connection). */
 enum ws_error ws_conn_send_fragment(ws_conn *c, uint8_t opcode,
                                     const void *data, size_t len, bool fin);
 
