@@ -177,8 +177,8 @@ char *net_peer_format(int fd, char *out, size_t size) {
 /* ---- the plain-TCP transport ---- */
 
 /* strerror is not thread-safe and strerror_r has two signatures; the
- * errors a socket really meets are few. */
-static const char *errno_text(int e) {
+ * errors a socket (or a configuration file) really meets are few. */
+const char *net_errno_text(int e) {
   switch (e) {
   case ECONNRESET: return "connection reset by peer";
   case EPIPE: return "broken pipe";
@@ -195,13 +195,16 @@ static const char *errno_text(int e) {
   case ENOMEM: return "out of memory";
   case ENOBUFS: return "no buffer space available";
   case EACCES: return "permission denied";
+  case ENOENT: return "no such file";
+  case EISDIR: return "is a directory";
+  case EIO: return "input/output error";
   default: return "socket error";
   }
 }
 
 static ssize_t tcp_fail(net_transport *t, int e) {
   t->err = e;
-  t->message = errno_text(e);
+  t->message = net_errno_text(e);
   return NET_FAIL;
 }
 
@@ -262,6 +265,14 @@ static void tcp_destroy(net_transport *t) {
 static const net_transport_ops tcp_ops = {
     tcp_read, tcp_write, tcp_pending, tcp_shutdown, tcp_destroy,
 };
+
+int net_tcp_transport_release(net_transport *t) {
+  if (!t || t->ops != &tcp_ops)
+    return -1;
+  int fd = t->fd;
+  free(t);
+  return fd;
+}
 
 net_transport *net_tcp_transport_new(int fd) {
   net_transport *t = malloc(sizeof *t);

@@ -13,6 +13,8 @@
 #include <sys/socket.h>
 #include <sys/types.h>
 
+#include "net_transport.h"
+
 /* Start connecting to addr.  Returns the fd (connection in progress or
  * done: wait for writable, then net_tcp_connect_result) or -1. */
 int net_tcp_connect(const struct sockaddr *addr, socklen_t addrlen, int *err);
@@ -40,5 +42,14 @@ char *net_addr_format(const struct sockaddr *addr, char *out, size_t size);
 
 /* The peer address of a connected socket, formatted; "?" when unknown. */
 char *net_peer_format(int fd, char *out, size_t size);
+
+/* A short lower-case text for the errnos sockets and configuration files
+ * meet ("connection reset by peer", "no such file"); static, thread-safe. */
+const char *net_errno_text(int e);
+
+/* Take the fd back from a plain-TCP transport and free the transport
+ * without closing the fd (TLS then wraps the same socket).  Returns the fd,
+ * or -1 (nothing done) when t is NULL or not a plain-TCP transport. */
+int net_tcp_transport_release(net_transport *t);
 
 #endif
