@@ -12,7 +12,7 @@ WARNFLAGS = -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototy
 CPPFLAGS_ALL = -D_GNU_SOURCE -DOPENSSL_API_COMPAT=30000 -DOPENSSL_NO_DEPRECATED \
                -Icsrc/core -Icsrc/net -Icsrc/lua
 CFLAGS_ALL = -std=c11 $(WARNFLAGS) $(OPTFLAGS) -fPIC -fvisibility=hidden $(CPPFLAGS_ALL) $(CFLAGS)
-LIBS = -lcrypto -lpthread
+LIBS = -lssl -lcrypto -lpthread -lz
 
 BUILD = build
 CORE_SRC = $(wildcard csrc/core/*.c)

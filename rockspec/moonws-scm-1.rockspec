@@ -19,7 +19,8 @@ dependencies = {
   "lua >= 5.1",
 }
 external_dependencies = {
-  OPENSSL = { header = "openssl/evp.h", library = "crypto" },
+  OPENSSL = { header = "openssl/ssl.h", library = "ssl" },
+  ZLIB = { header = "zlib.h", library = "z" },
 }
 build = {
   type = "builtin",
@@ -28,6 +29,7 @@ build = {
       sources = {
         "csrc/core/ws_buf.c",
         "csrc/core/ws_conn.c",
+        "csrc/core/ws_deflate.c",
         "csrc/core/ws_frame.c",
         "csrc/core/ws_handshake.c",
         "csrc/core/ws_http.c",
@@ -39,22 +41,26 @@ build = {
         "csrc/lua/lmoonws.c",
         "csrc/lua/lnet.c",
         "csrc/lua/lpoller.c",
+        "csrc/lua/ltls.c",
         "csrc/net/net_poller.c",
         "csrc/net/net_resolver.c",
         "csrc/net/net_tcp.c",
         "csrc/net/net_timer.c",
+        "csrc/net/net_tls.c",
       },
       defines = { "_GNU_SOURCE", "OPENSSL_API_COMPAT=30000", "OPENSSL_NO_DEPRECATED" },
-      incdirs = { "csrc/core", "csrc/net", "csrc/lua", "$(OPENSSL_INCDIR)" },
-      libdirs = { "$(OPENSSL_LIBDIR)" },
-      libraries = { "crypto", "pthread" },
+      incdirs = { "csrc/core", "csrc/net", "csrc/lua", "$(OPENSSL_INCDIR)", "$(ZLIB_INCDIR)" },
+      libdirs = { "$(OPENSSL_LIBDIR)", "$(ZLIB_LIBDIR)" },
+      libraries = { "ssl", "crypto", "z", "pthread" },
     },
     ["moonws"] = "lua/moonws/init.lua",
     ["moonws.client"] = "lua/moonws/client.lua",
     ["moonws.loop"] = "lua/moonws/loop.lua",
     ["moonws.options"] = "lua/moonws/options.lua",
+    ["moonws.proxy"] = "lua/moonws/proxy.lua",
     ["moonws.server"] = "lua/moonws/server.lua",
     ["moonws.socket"] = "lua/moonws/socket.lua",
+    ["moonws.tls"] = "lua/moonws/tls.lua",
   },
 }
 test = {

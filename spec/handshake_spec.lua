@@ -327,7 +327,7 @@ describe("handshake, client side: checking the response (RFC 6455 4.1)", functio
   end)
 
   it("Sec-WebSocket-Extensions when none were offered -> 'handshake'", function()
-    expect_handshake_error { extensions = "permessage-deflate" }
+    expect_handshake_error({ extensions = "permessage-deflate" }, { compression = false })
   end)
 
   it("missing Upgrade -> 'handshake'", function()
@@ -376,6 +376,7 @@ describe("handshake, client side: the request moonws sends (RFC 6455 4.1)", func
         protocols = { "chat", "superchat" },
         headers = { ["X-Token"] = "abc", ["X-Trace"] = "1 2 3" },
         origin = "http://origin.example",
+        compression = false,
       }, "/chat/room?id=7&x=y", server_close_steps)
       local req = events[1]
       assert.equal("GET /chat/room?id=7&x=y HTTP/1.1", req.request_line)
@@ -396,6 +397,14 @@ describe("handshake, client side: the request moonws sends (RFC 6455 4.1)", func
       assert.truthy(results[1], results[2])
       assert.equal("chat", results[1].protocol)
     end)
+
+  it("offers permessage-deflate by default, and nothing with compression = false", function()
+    local _, events = to_client({}, {}, "/", server_close_steps)
+    assert.equal("permessage-deflate; client_max_window_bits",
+      header(events[1].headers, "Sec-WebSocket-Extensions"))
+    local _, plain = to_client({}, { compression = false }, "/", server_close_steps)
+    assert.is_nil(header(plain[1].headers, "Sec-WebSocket-Extensions"))
+  end)
 
   it("uses a fresh key for every connection", function()
     local _, e1 = to_client({}, nil, "/", server_close_steps)

@@ -93,6 +93,7 @@ bool ws_close_code_valid_for_app(unsigned code);
   X(INVALID_DATA, "invalid_data", "invalid UTF-8 in text or reason (1007)")    \
   X(TOO_BIG, "too_big", "a size limit was exceeded (close 1009)")              \
   X(TLS, "tls", "the TLS layer failed")                                        \
+  X(PROXY, "proxy", "the HTTP proxy refused or failed the tunnel")             \
   X(NOMEM, "nomem", "out of memory")                                           \
   X(HANDLER, "handler", "an event handler raised an error")
 

@@ -14,6 +14,14 @@
  *
  * feed() and take_output() replace the transport for fronts that own the
  * socket themselves (OpenResty cosockets, tests).
+ *
+ * permessage-deflate: set_compression() before the handshake makes the
+ * conn negotiate it itself -- the client's request() carries the offer and
+ * parse_response() judges the answer; the server keeps the request's
+ * Sec-WebSocket-Extensions from parse_request() and respond_upgrade()
+ * answers from it.  The conn owns the agreed ws_deflate (the core only
+ * borrows it) and frees it, with its zlib streams, once the connection can
+ * no longer use it: a close or error event, release(), or collection.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -23,7 +31,9 @@
 #include "lmoonws.h"
 #include "lconn.h"
 #include "net_tcp.h"
+#include "net_tls.h"
 #include "net_transport.h"
+#include "ws_deflate.h"
 #include "ws_handshake.h"
 #include "ws_http.h"
 
@@ -51,6 +61,10 @@ struct lconn {
   bool released;
   bool handshaking;
   char key[WS_KEY_LEN + 1]; /* client: the Sec-WebSocket-Key sent */
+  ws_deflate_options pmd;   /* set_compression(); enabled false = off */
+  ws_deflate *deflate;      /* agreed permessage-deflate, or NULL */
+  ws_buf ext; /* handshake only -- client: the offer sent; server: the
+                 request's Sec-WebSocket-Extensions, fields joined */
 };
 
 static const char shared_key = 'k';
@@ -74,7 +88,17 @@ static void release(lconn *c) {
     c->t = NULL;
   }
   ws_conn_free(&c->ws);
+  ws_deflate_free(c->deflate);
+  c->deflate = NULL;
   ws_buf_free(&c->in);
+  ws_buf_free(&c->ext);
+}
+
+/* The core borrows c->deflate: detach it before freeing. */
+static void drop_deflate(lconn *c) {
+  ws_conn_set_deflate(&c->ws, NULL);
+  ws_deflate_free(c->deflate);
+  c->deflate = NULL;
 }
 
 int lconn_new(lua_State *L, ws_role role, int fd) {
@@ -211,7 +235,8 @@ static int push_transport_failure(lua_State *L, net_transport *t,
     return lmoonws_fail_errno(L, what, t->err);
   lua_pushnil(L);
   lua_pushfstring(L, "%s: %s", what, t->message ? t->message : "failed");
-  lua_pushstring(L, ws_error_name(WS_E_IO));
+  /* Without an errno the TLS layer itself failed (a bad record, an alert). */
+  lua_pushstring(L, ws_error_name(net_tls_is_tls(t) ? WS_E_TLS : WS_E_IO));
   return 3;
 }
 
@@ -376,7 +401,74 @@ static int conn_limits(lua_State *L) {
   ws_role role = c->ws.role;
   ws_conn_free(&c->ws);
   ws_conn_init(&c->ws, role, &cfg);
+  ws_conn_set_deflate(&c->ws, c->deflate);
   c->ws.out = keep;
+  return 0;
+}
+
+/* Window bits from field name of the table at idx: nil, false or true
+ * (not asked, or for client_max_window_bits: offered without a value) or
+ * an integer 8..15. */
+static uint8_t opt_bits(lua_State *L, int idx, const char *name) {
+  lua_Integer v = 0;
+  lua_getfield(L, idx, name);
+  if (lua_isinteger(L, -1)) {
+    v = lua_tointeger(L, -1);
+    if (v < 8 || v > 15)
+      luaL_error(L, "compression.%s must be 8..15", name);
+  } else if (!lua_isnil(L, -1) && !lua_isboolean(L, -1)) {
+    luaL_error(L, "compression.%s must be an integer or a boolean", name);
+  }
+  lua_pop(L, 1);
+  return (uint8_t)v;
+}
+
+static lua_Integer opt_int(lua_State *L, int idx, const char *name,
+                           lua_Integer dflt, lua_Integer lo, lua_Integer hi) {
+  lua_getfield(L, idx, name);
+  lua_Integer v = dflt;
+  if (!lua_isnil(L, -1)) {
+    if (!lua_isinteger(L, -1))
+      luaL_error(L, "compression.%s must be an integer", name);
+    v = lua_tointeger(L, -1);
+    if (v < lo || v > hi)
+      luaL_error(L, "compression.%s out of range", name);
+  }
+  lua_pop(L, 1);
+  return v;
+}
+
+static bool opt_bool(lua_State *L, int idx, const char *name) {
+  lua_getfield(L, idx, name);
+  bool v = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  return v;
+}
+
+/* set_compression(t): before the handshake.  t nil or false: off; true:
+ * the defaults; a table: threshold, level, mem_level,
+ * server_no_context_takeover, client_no_context_takeover,
+ * server_max_window_bits, client_max_window_bits. */
+static int conn_set_compression(lua_State *L) {
+  lconn *c = check_conn(L);
+  ws_deflate_options o;
+  if (!c->handshaking || c->deflate)
+    return luaL_error(L, "compression can only be set before the handshake");
+  ws_deflate_options_init(&o);
+  if (lua_isnoneornil(L, 2) || (lua_isboolean(L, 2) && !lua_toboolean(L, 2))) {
+    o.enabled = false;
+  } else if (!lua_isboolean(L, 2)) {
+    luaL_checktype(L, 2, LUA_TTABLE);
+    o.server_no_context_takeover = opt_bool(L, 2, "server_no_context_takeover");
+    o.client_no_context_takeover = opt_bool(L, 2, "client_no_context_takeover");
+    o.server_max_window_bits = opt_bits(L, 2, "server_max_window_bits");
+    o.client_max_window_bits = opt_bits(L, 2, "client_max_window_bits");
+    o.threshold = (size_t)opt_int(L, 2, "threshold", WS_DEFLATE_DEFAULT_THRESHOLD,
+                                  0, LUA_MAXINTEGER);
+    o.level = (int)opt_int(L, 2, "level", o.level, -1, 9);
+    o.mem_level = (int)opt_int(L, 2, "mem_level", o.mem_level, 1, 9);
+  }
+  c->pmd = o;
   return 0;
 }
 
@@ -455,6 +547,18 @@ static int conn_request(lua_State *L) {
   };
   if (!spec.host || !spec.target)
     return luaL_error(L, "request needs host and target");
+  /* With compression set, the conn owns the extension offer: the answer
+   * could not name another extension it would understand. */
+  char offer[WS_DEFLATE_HEADER_MAX];
+  ws_buf_free(&c->ext);
+  if (c->pmd.enabled) {
+    int n = ws_deflate_offer(&c->pmd, offer, sizeof offer);
+    if (n < 0)
+      return luaL_error(L, "invalid compression options");
+    if (ws_buf_append(&c->ext, offer, (size_t)n))
+      return lmoonws_fail(L, WS_E_NOMEM, NULL);
+    spec.extensions = offer;
+  }
   int rc = ws_handshake_build_request(&c->ws.out, &spec);
   if (rc == WS_ERROR)
     return luaL_error(L, "invalid handshake request field");
@@ -524,6 +628,21 @@ static void push_request(lua_State *L, const ws_http_request *req) {
   lua_setfield(L, -2, "protocols");
 }
 
+/* Keep every Sec-WebSocket-Extensions field of req, joined with ", ",
+ * for respond_upgrade to negotiate from.  0 or -1 (no memory). */
+static int keep_extensions(lconn *c, const ws_http_request *req) {
+  ws_buf_free(&c->ext);
+  for (size_t i = 0; i < req->num_headers; i++) {
+    const ws_http_header *h = &req->headers[i];
+    if (!ws_http_header_find(h, 1, "sec-websocket-extensions", NULL))
+      continue;
+    if ((ws_buf_len(&c->ext) && ws_buf_append(&c->ext, ", ", 2)) ||
+        ws_buf_append(&c->ext, h->value, h->value_len))
+      return -1;
+  }
+  return 0;
+}
+
 /* Server: parse_request(max_handshake) ->
  *   nil                          the head is not complete yet
  *   request                      an acceptable upgrade (request.key set)
@@ -560,13 +679,18 @@ static int conn_parse_request(lua_State *L) {
   if (status == 0) {
     lua_pushlstring(L, v.key, v.key_len);
     lua_setfield(L, -2, "key");
+    if (keep_extensions(c, &req))
+      return lmoonws_fail(L, WS_E_NOMEM, NULL);
   }
   /* Everything pushed is copied: the head may go. */
   ws_buf_consume(&c->in, (size_t)rc);
   return status == 0 ? 1 : 4; /* request | false, status, message, request */
 }
 
-/* Server: respond_upgrade(key, protocol, extensions, headers). */
+/* Server: respond_upgrade(key, protocol, extensions, headers) -> true,
+ * extensions answered ("" for none).  With compression set, extensions is
+ * ignored: the answer is negotiated from the request's offer (kept by
+ * parse_request) and the agreed permessage-deflate takes effect. */
 static int conn_respond_upgrade(lua_State *L) {
   lconn *c = check_conn(L);
   size_t key_len;
@@ -575,14 +699,35 @@ static int conn_respond_upgrade(lua_State *L) {
   const char *extensions = luaL_optstring(L, 4, NULL);
   ws_handshake_field fields[MAX_EXTRA_FIELDS];
   size_t nfields = check_fields(L, 5, fields);
+  char answer[WS_DEFLATE_HEADER_MAX];
+  ws_deflate_params p;
+  int agreed = 0;
+  if (c->pmd.enabled) {
+    size_t n = ws_buf_len(&c->ext);
+    agreed = ws_deflate_accept(n ? (const char *)ws_buf_data(&c->ext) : NULL,
+                               n, &c->pmd, &p, answer, sizeof answer);
+    extensions = agreed == 1 ? answer : NULL;
+  }
+  size_t before = ws_buf_len(&c->ws.out);
   int rc = ws_handshake_build_response(&c->ws.out, key, key_len, protocol,
                                        extensions, fields, nfields);
   if (rc == WS_ERROR)
     return luaL_error(L, "invalid protocol, extension or header value");
   if (rc != 0)
     return lmoonws_fail(L, WS_E_NOMEM, NULL);
+  if (agreed == 1) {
+    drop_deflate(c);
+    c->deflate = ws_deflate_new(WS_ROLE_SERVER, &p, &c->pmd);
+    if (!c->deflate) {
+      c->ws.out.end = c->ws.out.start + before; /* take the 101 back */
+      return lmoonws_fail(L, WS_E_NOMEM, NULL);
+    }
+    ws_conn_set_deflate(&c->ws, c->deflate);
+  }
+  ws_buf_free(&c->ext);
   lua_pushboolean(L, 1);
-  return 1;
+  lua_pushstring(L, extensions ? extensions : "");
+  return 2;
 }
 
 /* Server: respond_refusal(status, reason, headers, body). */
@@ -633,9 +778,32 @@ static int conn_parse_response(lua_State *L) {
     return 2;
   }
   ws_handshake_answer a;
-  if (ws_handshake_check_response(&res, c->key, offered, offered_ext, &a)) {
+  bool pmd = c->pmd.enabled && ws_buf_len(&c->ext);
+  const char *why = NULL;
+  if (ws_handshake_check_response(&res, c->key, offered, offered_ext || pmd,
+                                  &a))
+    why = a.message ? a.message : "invalid handshake response";
+  char agreed_ext[WS_DEFLATE_HEADER_MAX] = "";
+  if (!why && pmd && a.extensions) {
+    ws_deflate_params p;
+    int r = ws_deflate_check_response(a.extensions, a.extensions_len,
+                                      (const char *)ws_buf_data(&c->ext),
+                                      ws_buf_len(&c->ext), &p, &why);
+    if (r == 1) {
+      drop_deflate(c);
+      c->deflate = ws_deflate_new(WS_ROLE_CLIENT, &p, &c->pmd);
+      if (!c->deflate)
+        return lmoonws_fail(L, WS_E_NOMEM, NULL);
+      ws_conn_set_deflate(&c->ws, c->deflate);
+      ws_deflate_format(&p, agreed_ext, sizeof agreed_ext);
+    }
+  }
+  if (why) {
     lua_pushboolean(L, 0);
-    lua_pushstring(L, a.message ? a.message : "invalid handshake response");
+    if (a.message)
+      lua_pushstring(L, why);
+    else
+      lua_pushfstring(L, "invalid permessage-deflate answer: %s", why);
     lua_pushinteger(L, res.status);
     push_headers(L, res.headers, res.num_headers);
     ws_buf_consume(&c->in, (size_t)rc);
@@ -643,7 +811,11 @@ static int conn_parse_response(lua_State *L) {
   }
   lua_pushboolean(L, 1);
   lua_pushlstring(L, a.protocol ? a.protocol : "", a.protocol_len);
-  lua_pushlstring(L, a.extensions ? a.extensions : "", a.extensions_len);
+  if (pmd)
+    lua_pushstring(L, agreed_ext);
+  else
+    lua_pushlstring(L, a.extensions ? a.extensions : "", a.extensions_len);
+  ws_buf_free(&c->ext);
   ws_buf_consume(&c->in, (size_t)rc);
   return 3;
 }
@@ -701,6 +873,9 @@ static int conn_next_event(lua_State *L) {
     nret = 4;
     break;
   }
+  /* Nothing can be inflated or sent compressed after these. */
+  if ((ev.type == WS_EV_CLOSE || ev.type == WS_EV_ERROR) && c->deflate)
+    drop_deflate(c);
   if (from_scratch) {
     c->sh->pos += used;
   } else {
@@ -814,6 +989,7 @@ void lmoonws_open_conn(lua_State *L) {
       {"peer", conn_peer},
       {"connect_result", conn_connect_result},
       {"limits", conn_limits},
+      {"set_compression", conn_set_compression},
       {"read", conn_read},
       {"flush", conn_flush},
       {"buffered", conn_buffered},

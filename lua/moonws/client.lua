@@ -1,11 +1,14 @@
--- moonws.client -- opening a connection: URL, name lookup off the loop
--- thread, nonblocking TCP connect (each resolved address in turn), and the
--- client side of the opening handshake, all bounded by options.timeout.
+-- moonws.client -- opening a connection, all bounded by options.timeout:
+--   name lookup (off the loop thread) -> nonblocking TCP connect (each
+--   address in turn) -> [HTTP CONNECT tunnel through a proxy] -> [TLS,
+--   verified against the URL's host] -> the opening handshake -> OPEN.
 
 local core = require "moonws.core"
 local loop = require "moonws.loop"
 local options = require "moonws.options"
+local proxy = require "moonws.proxy"
 local socket = require "moonws.socket"
+local tls = require "moonws.tls"
 
 local now = loop.now
 
@@ -35,7 +38,7 @@ function resolver_watcher.on_ready()
         st.addrs, st.addr_index = addrs, 0
         try_next_address(st)
       else
-        fail_connect(st, ("cannot resolve host '%s': %s"):format(st.u.host,
+        fail_connect(st, ("cannot resolve host '%s': %s"):format(st.dial_host,
           message or "no address"), "resolve")
       end
     end
@@ -52,7 +55,7 @@ local function cancel_lookup(st)
 end
 
 local function start_lookup(st)
-  local host, port = st.u.host, st.u.port
+  local host, port = st.dial_host, st.dial_port
   local addr = core.numeric_address(host, port)
   if addr then
     st.addrs, st.addr_index = { addr }, 0
@@ -96,6 +99,11 @@ local function host_header(u)
   return host
 end
 
+-- "host:port" as CONNECT wants it (RFC 7231 4.3.6: always with the port).
+local function authority(u)
+  return (u.ipv6 and "[" .. u.host .. "]" or u.host) .. ":" .. u.port
+end
+
 local function send_request(st)
   local opts, u = st.opts, st.u
   local headers = opts.headers
@@ -117,6 +125,56 @@ local function send_request(st)
   socket.set_interest(st, true, st.i_write or false)
 end
 
+---------------------------------------------------------------- TLS
+
+local function on_tls_ready(st)
+  local ok, want = core.tls_handshake(st.conn)
+  if ok == true then return send_request(st) end
+  if ok == nil then
+    -- 1015 is reported, never sent (RFC 6455 7.4.1).
+    return socket.abort(st, ("TLS handshake with %s failed: %s"):format(st.u.host, want),
+      "tls", 1015)
+  end
+  socket.set_interest(st, want == "read", want == "write")
+end
+
+local function start_tls(st)
+  local servername = st.opts.tls and st.opts.tls.servername or st.u.host
+  core.tls_start(st.conn, st.tls_ctx, servername)
+  st.on_ready = on_tls_ready
+  on_tls_ready(st) -- sends the ClientHello
+end
+
+local function after_tunnel(st)
+  if st.u.secure then start_tls(st) else send_request(st) end
+end
+
+---------------------------------------------------------------- proxies
+
+local function on_proxy_ready(st, events)
+  local got, message, name = socket.handshake_read(st, events)
+  if got == nil then return end
+  if not got then
+    return fail_connect(st, message or ("the proxy %s closed the connection"):format(st.proxy.url),
+      name or "proxy")
+  end
+  local ok, status, why = core.proxy_response(st.conn, st.opts.max_handshake)
+  if ok == nil then return end
+  if not ok then
+    st.status = status
+    return fail_connect(st, ("proxy %s refused the tunnel to %s: %s"):format(st.proxy.url,
+      authority(st.u), why), "proxy")
+  end
+  after_tunnel(st)
+end
+
+local function start_tunnel(st)
+  core.proxy_request(st.conn, authority(st.u), st.proxy.authorization)
+  st.on_ready = on_proxy_ready
+  socket.flush(st)
+  socket.set_interest(st, true, st.i_write or false)
+end
+
 ---------------------------------------------------------------- connecting
 
 local function on_connect_ready(st, events)
@@ -130,7 +188,7 @@ local function on_connect_ready(st, events)
     st.conn, st.fd = nil, nil
     return try_next_address(st)
   end
-  send_request(st)
+  if st.proxy then start_tunnel(st) else after_tunnel(st) end
 end
 
 function try_next_address(st)
@@ -138,11 +196,13 @@ function try_next_address(st)
     st.addr_index = st.addr_index + 1
     local addr = st.addrs[st.addr_index]
     if not addr then
-      return fail_connect(st, ("cannot connect to %s: %s"):format(st.url,
+      local target = st.proxy and "proxy " .. st.proxy.url or st.url
+      return fail_connect(st, ("cannot connect to %s: %s"):format(target,
         st.last_error or "no address"), st.last_error_name or "refused")
     end
     local conn, message, name = core.connect(addr)
     if conn then
+      conn:set_compression(st.opts.compression)
       socket.attach(st, conn, on_connect_ready, false, true)
       return
     end
@@ -159,7 +219,9 @@ local function on_connect_timeout(st)
 end
 
 local function start(st)
-  if st.state == socket.CONNECTING then start_lookup(st) end
+  if st.state ~= socket.CONNECTING then return end
+  if st.setup_error then return fail_connect(st, st.setup_error, st.setup_error_name) end
+  start_lookup(st)
 end
 
 -- moonws.new(url [, options]): returns at once; connects in the loop.
@@ -172,13 +234,18 @@ function client.new(url, opts, caller)
   if not u then
     error(("bad argument #1 to '%s' (%s: %s)"):format(caller, why, url), 3)
   end
-  if u.secure then
-    error(("bad argument #1 to '%s' (wss:// needs TLS, which this build of moonws "
-      .. "does not have yet)"):format(caller), 3)
-  end
   opts = options.client(opts, caller)
   local ws, st = socket.new("client", opts, url)
   st.u = u
+  st.proxy = proxy.choose(u, opts)
+  local dial = st.proxy or u
+  st.dial_host, st.dial_port = dial.host, dial.port
+  if u.secure then
+    -- A bad CA file is a runtime condition: reported as an error event.
+    local ctx, message, name = tls.client_context(opts.tls)
+    st.tls_ctx = ctx
+    if not ctx then st.setup_error, st.setup_error_name = message, name end
+  end
   if opts.protocols then
     local list = type(opts.protocols) == "string" and { opts.protocols } or opts.protocols
     st.offered_protocols = table.concat(list, ", ")

@@ -17,7 +17,6 @@ options.defaults = {
   max_payload = core.DEFAULT_MAX_PAYLOAD,
   max_frame = core.DEFAULT_MAX_FRAME,
   max_handshake = core.DEFAULT_MAX_HANDSHAKE,
-  compression = false,
   ping_interval = nil,                -- keepalive off unless asked
   ping_timeout = 30,
   send_buffer = 1 * MiB,              -- high-water mark for a waiting send
@@ -74,12 +73,63 @@ local function func(name, v)
   end
 end
 
-local function not_yet(issue)
+-- A table option whose fields each pass a check of their own.
+local function fields_of(known)
   return function(name, v)
-    if v ~= nil and v ~= false then
-      error(("option '%s' is not supported by this build of moonws yet (%s)")
-        :format(name, issue), 4)
+    if type(v) ~= "table" then
+      error(("option '%s' must be a table"):format(name), 4)
     end
+    for k, fv in pairs(v) do
+      local check = known[k]
+      if not check then
+        error(("unknown field '%s' in option '%s'"):format(tostring(k), name), 4)
+      end
+      if not check(fv) then
+        error(("option '%s': bad value for '%s'"):format(name, k), 4)
+      end
+    end
+  end
+end
+
+local function is_boolean(v) return type(v) == "boolean" end
+local function is_string(v) return type(v) == "string" end
+local function is_window_bits(v)
+  return v == true or (math.type(v) == "integer" and v >= 8 and v <= 15)
+end
+
+-- permessage-deflate (RFC 7692): true, false, or a table of parameters.
+local compression_table = fields_of {
+  threshold = function(v) return math.type(v) == "integer" and v >= 0 end,
+  level = function(v) return math.type(v) == "integer" and v >= -1 and v <= 9 end,
+  mem_level = function(v) return math.type(v) == "integer" and v >= 1 and v <= 9 end,
+  server_no_context_takeover = is_boolean,
+  client_no_context_takeover = is_boolean,
+  server_max_window_bits = is_window_bits,
+  client_max_window_bits = is_window_bits,
+}
+local function compression(name, v)
+  if type(v) ~= "boolean" then compression_table(name, v) end
+end
+
+local client_tls = fields_of {
+  verify = is_boolean, cafile = is_string, capath = is_string, cert = is_string,
+  key = is_string, servername = is_string, ciphers = is_string,
+}
+
+local server_tls_fields = fields_of {
+  cert = is_string, key = is_string, cafile = is_string, capath = is_string,
+  verify_client = is_boolean, ciphers = is_string,
+}
+local function server_tls(name, v)
+  server_tls_fields(name, v)
+  if not v.cert or not v.key then
+    error("option 'tls' needs cert and key (PEM file names)", 4)
+  end
+end
+
+local function proxy_option(name, v)
+  if v ~= false and type(v) ~= "string" then
+    error("option 'proxy' must be a URL string or false", 4)
   end
 end
 
@@ -96,13 +146,13 @@ local checks = {
   fragment_size = positive_integer,
   headers = header_table,
   origin = text,
-  compression = not_yet("permessage-deflate"),
-  tls = not_yet("TLS"),
-  proxy = not_yet("HTTP proxies"),
+  compression = compression,
 }
 
 local client_checks = setmetatable({
   protocols = string_list,
+  tls = client_tls,
+  proxy = proxy_option,
 }, { __index = checks })
 
 local server_checks = setmetatable({
@@ -117,14 +167,16 @@ local server_checks = setmetatable({
     if type(v) ~= "function" then string_list(name, v) end
   end,
   handshake = func,
+  tls = server_tls,
 }, { __index = checks })
 
-local function merge(given, which, caller)
+local function merge(given, which, caller, role_defaults)
   if given ~= nil and type(given) ~= "table" then
     error(("bad options to '%s' (table expected, got %s)"):format(caller, type(given)), 3)
   end
   local result = {}
   for k, v in pairs(options.defaults) do result[k] = v end
+  for k, v in pairs(role_defaults) do result[k] = v end
   for k, v in pairs(given or {}) do
     local check = which[k]
     if not check then
@@ -138,13 +190,19 @@ local function merge(given, which, caller)
 end
 
 -- Validated client options with defaults filled in.
+-- Compression defaults as in Node's ws: a client offers permessage-deflate
+-- (the server decides), a server only accepts it when asked, since each
+-- compressed connection costs the server zlib state (README, "Compression").
+local client_defaults = { compression = true }
+local server_defaults = { compression = false }
+
 function options.client(given, caller)
-  return merge(given, client_checks, caller or "new")
+  return merge(given, client_checks, caller or "new", client_defaults)
 end
 
 -- Validated server options with defaults filled in.
 function options.server(given, caller)
-  return merge(given, server_checks, caller or "listen")
+  return merge(given, server_checks, caller or "listen", server_defaults)
 end
 
 return options

@@ -7,6 +7,7 @@ local core = require "moonws.core"
 local loop = require "moonws.loop"
 local options = require "moonws.options"
 local socket = require "moonws.socket"
+local tls = require "moonws.tls"
 
 local now = loop.now
 
@@ -92,15 +93,16 @@ local function on_handshake_ready(st, events)
     end
     if type(a) == "table" then extra_headers = a end
   end
-  local ok, err = pcall(conn.respond_upgrade, conn, req.key, protocol, nil, extra_headers)
+  local ok, err, extensions = pcall(conn.respond_upgrade, conn, req.key, protocol, nil,
+    extra_headers)
   if not ok then
     loop.report("handshake callback returned bad headers: " .. tostring(err))
     return refuse(st, 500, "internal error")
   end
   req.key = nil
   st.request = req
-  st.url = "ws://" .. (req.headers.host or "") .. req.path
-  socket.opened(st, protocol, "")
+  st.url = (ss.tls_ctx and "wss://" or "ws://") .. (req.headers.host or "") .. req.path
+  socket.opened(st, protocol, extensions)
   socket.flush(st)
   hand_over(ss, st, req)
 end
@@ -118,6 +120,20 @@ local function forget(st)
   if ss then ss.clients[st] = nil end
 end
 
+---------------------------------------------------------------- TLS
+
+-- The TLS handshake of an accepted connection, then the HTTP one.  A
+-- failure has no one to tell (no socket was handed over): it just ends.
+local function on_tls_ready(st)
+  local ok, want = core.tls_handshake(st.conn)
+  if ok == nil then return socket.finish(st, 1015, "", false) end
+  if ok == 0 then return socket.set_interest(st, want == "read", want == "write") end
+  st.on_ready = on_handshake_ready
+  socket.set_interest(st, true, false)
+  -- The request may already sit decrypted inside TLS, where epoll cannot see it.
+  if st.conn:pending() then on_handshake_ready(st, loop.READ) end
+end
+
 ---------------------------------------------------------------- accepting
 
 local function on_accept_ready(ss)
@@ -129,11 +145,17 @@ local function on_accept_ready(ss)
       return
     end
     local _, st = socket.new("server", ss.opts, "")
+    conn:set_compression(ss.opts.compression)
     st.server_state = ss
     st.peer = peer
     st.on_finish = forget
     handshaking[st] = true
-    socket.attach(st, conn, on_handshake_ready, true, false)
+    if ss.tls_ctx then
+      core.tls_start(conn, ss.tls_ctx, nil)
+      socket.attach(st, conn, on_tls_ready, true, false)
+    else
+      socket.attach(st, conn, on_handshake_ready, true, false)
+    end
     st.connect_timer = loop.timer(now() + ss.opts.timeout, on_handshake_timeout, st)
   end
 end
@@ -145,10 +167,17 @@ function server.listen(opts)
   local host = opts.host or "127.0.0.1"
   if host == "localhost" then host = "127.0.0.1" end
   if host == "*" then host = nil end
-  local listener, message, name = core.listen(host, opts.port or 0, opts.backlog)
+  -- Certificate problems show here, at listen, not at the first client.
+  local tls_ctx, message, name
+  if opts.tls then
+    tls_ctx, message, name = tls.server_context(opts.tls)
+    if not tls_ctx then return nil, message, name end
+  end
+  local listener
+  listener, message, name = core.listen(host, opts.port or 0, opts.backlog)
   if not listener then return nil, message, name end
   local ss = {
-    listener = listener, opts = opts,
+    listener = listener, opts = opts, tls_ctx = tls_ctx,
     clients = setmetatable({}, { __mode = "k" }),
     on_ready = on_accept_ready,
   }

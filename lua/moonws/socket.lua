@@ -116,6 +116,8 @@ end
 local function finish(st, code, reason, clean)
   if st.state == CLOSED then return end
   cancel_timers(st)
+  -- After a closing handshake, end TLS properly too (one nonblocking try).
+  if clean and st.conn then st.conn:shutdown() end
   release_transport(st)
   st.state = CLOSED
   st.close_code, st.close_reason, st.was_clean = code, reason or "", clean
@@ -134,11 +136,12 @@ local function error_event(st, message, name, code)
 end
 socket.error_event = error_event
 
--- A failure that ends the connection at once (no closing handshake).
-local function abort(st, message, name)
+-- A failure that ends the connection at once (no closing handshake);
+-- onclose gets code (default 1006; 1015 for TLS failures).
+local function abort(st, message, name, code)
   if st.state == CLOSED then return end
   if message then error_event(st, message, name) end
-  finish(st, 1006, "", false)
+  finish(st, code or 1006, "", false)
 end
 socket.abort = abort
 
@@ -349,14 +352,18 @@ function handle_event(st, kind, a, b, c)
   end
 end
 
+-- Read and dispatch; TLS may hold decrypted bytes the poller cannot see
+-- (SSL_has_pending), so keep reading while the transport has some.
 local function on_readable(st)
-  local conn = st.conn
-  local n, want, name = conn:read()
-  if n == false then return on_eof(st) end
-  if n == nil then return on_io_error(st, want, name) end
-  if n == 0 then return end
-  st.awaiting_pong = false -- any byte from the peer proves it is alive
-  drain(st)
+  repeat
+    local conn = st.conn
+    local n, want, name = conn:read()
+    if n == false then return on_eof(st) end
+    if n == nil then return on_io_error(st, want, name) end
+    if n == 0 then return end
+    st.awaiting_pong = false -- any byte from the peer proves it is alive
+    drain(st)
+  until not (st.conn and reading_wanted(st) and st.conn:pending())
 end
 
 -- The watcher method for an open (or closing) socket.
@@ -433,7 +440,10 @@ end
 function socket.announce(st, fire_onopen)
   if fire_onopen then fire(st, "onopen", { type = "open" }) end
   if #st.waiters > 0 then loop.wake_all(st.waiters) end
-  if st.state == OPEN then drain(st) end
+  if st.state == OPEN then
+    drain(st)
+    if st.conn and st.conn:pending() then loop.defer(on_readable, st) end
+  end
 end
 
 -- What both sides' handshake watchers do first: send what is queued, then
@@ -446,11 +456,14 @@ function socket.handshake_read(st, events)
     if st.state ~= CONNECTING then return nil end
   end
   if events & READ == 0 then return nil end
-  local n, message, name = st.conn:read()
-  if n == false then return false end
-  if n == nil then return false, message, name end
-  if n > 0 then return true end
-  return nil
+  local got = nil
+  repeat -- TLS may hold more decrypted bytes than one read takes
+    local n, message, name = st.conn:read()
+    if n == false then return false end
+    if n == nil then return false, message, name end
+    if n > 0 then got = true end
+  until n == 0 or not st.conn:pending()
+  return got
 end
 
 -- The watcher interface: the loop calls st:on_ready(events).
