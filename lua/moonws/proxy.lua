@@ -50,7 +50,10 @@ function proxy.parse(url, level)
   if not u or u.secure then
     error(("bad proxy '%s' (%s)"):format(url, why or "only http:// proxies are supported"), level)
   end
-  local p = { host = u.host, port = u.port_explicit and u.port or 8080, ipv6 = u.ipv6, url = url }
+  local port = u.port_explicit and u.port or 8080
+  -- p.url is for messages and logs: it never carries the credentials.
+  local p = { host = u.host, port = port, ipv6 = u.ipv6,
+    url = ("http://%s:%d"):format(u.ipv6 and "[" .. u.host .. "]" or u.host, port) }
   if u.userinfo then
     p.authorization = "Basic " .. core.base64(unescape(u.userinfo))
   end
