@@ -27,7 +27,7 @@ TEST_BIN = $(TEST_SRC:csrc/test/%.c=$(BUILD)/test/%)
 
 MODULE = moonws/core.so
 
-.PHONY: all deps deps-test test test-c test-lua example rock clean
+.PHONY: all deps deps-test test test-c test-lua test-asan test-valgrind c-tests example rock clean
 
 all: deps $(MODULE)
 
@@ -60,8 +60,17 @@ $(BUILD)/test/%: csrc/test/%.c $(CORE_OBJ) $(NET_OBJ) $(HEADERS)
 test: deps-test $(MODULE) $(TEST_BIN)
 	@spec/run_all
 
+c-tests: $(TEST_BIN)
+
 test-c: $(TEST_BIN)
 	@spec/run_all c
+
+# The suite under memory checkers (see spec/run_sanitized).
+test-asan: deps-test
+	@spec/run_sanitized asan
+
+test-valgrind: deps-test $(MODULE) $(TEST_BIN)
+	@spec/run_sanitized valgrind
 
 test-lua: $(MODULE)
 	@spec/run_all lua
