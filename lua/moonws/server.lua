@@ -136,14 +136,31 @@ end
 
 ---------------------------------------------------------------- accepting
 
+-- When accept fails (EMFILE/ENFILE: out of descriptors, ENOMEM) the
+-- pending connection stays queued and the listener stays readable, so
+-- retrying at once would spin: stop watching it for a moment instead.
+local ACCEPT_BACKOFF = 0.1
+
+local function resume_accepting(ss)
+  ss.backoff_timer = nil
+  if listening[ss] then loop.watch(ss.listener:fd(), ss, true, false) end
+end
+
 local function on_accept_ready(ss)
   for _ = 1, ACCEPTS_PER_ROUND do
     local conn, peer, name = ss.listener:accept()
     if conn == false then return end
     if not conn then
-      loop.report("accept failed: " .. tostring(peer) .. " (" .. tostring(name) .. ")")
+      if not ss.accept_failing then
+        loop.report(("accept failed: %s (%s); retrying every %gs"):format(tostring(peer),
+          tostring(name), ACCEPT_BACKOFF))
+      end
+      ss.accept_failing = true
+      loop.unwatch(ss.listener:fd())
+      ss.backoff_timer = loop.timer(loop.now() + ACCEPT_BACKOFF, resume_accepting, ss)
       return
     end
+    ss.accept_failing = false
     local _, st = socket.new("server", ss.opts, "")
     conn:set_compression(ss.opts.compression)
     st.server_state = ss
@@ -217,6 +234,7 @@ function server_methods.close(srv)
   local ss = server_state(srv)
   if not listening[ss] then return end
   listening[ss] = nil
+  loop.cancel(ss.backoff_timer)
   loop.unwatch(ss.listener:fd())
   ss.listener:close()
   loop.unref()
