@@ -1,10 +1,8 @@
 -- spec/interop_node_spec.lua -- the shared interop cases (spec/support/
--- interop.lua) against Node ws 8.18.0 (spec/peers/node_peer.js).
+-- interop.lua) against Node ws 8.18.0 (spec/peers/node_peer.js), over ws://.
 local helpers = require "spec.support.helpers"
 local moonws = helpers.moonws
 local process = require "spec.support.process"
+local interop = require "spec.support.interop"
 
-require("spec.support.interop").run(_ENV, {
-  name = "Node ws 8.18.0",
-  argv = { "node", "spec/peers/node_peer.js" },
-})
+interop.run(_ENV, interop.peers.node)
