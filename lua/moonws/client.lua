@@ -22,8 +22,11 @@ local resolver_watcher = {}
 
 local try_next_address -- forward
 
+-- Setting up failed: onerror, then onclose with 1006 -- or 1015 when TLS
+-- failed, even when TLS 1.3 lets the server's refusal (a client
+-- certificate it rejects) arrive only after our side of the handshake.
 local function fail_connect(st, message, name)
-  socket.abort(st, message, name)
+  socket.abort(st, message, name, name == "tls" and 1015 or nil)
 end
 
 function resolver_watcher.on_ready()
@@ -132,8 +135,7 @@ local function on_tls_ready(st)
   if ok == true then return send_request(st) end
   if ok == nil then
     -- 1015 is reported, never sent (RFC 6455 7.4.1).
-    return socket.abort(st, ("TLS handshake with %s failed: %s"):format(st.u.host, want),
-      "tls", 1015)
+    return fail_connect(st, ("TLS handshake with %s failed: %s"):format(st.u.host, want), "tls")
   end
   socket.set_interest(st, want == "read", want == "write")
 end
