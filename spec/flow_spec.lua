@@ -117,6 +117,34 @@ describe("backpressure", function()
     moonws.run()
   end)
 
+  it("sends past send_limit are refused while the peer does not read", function()
+    local srv, peer = paused_server()
+    local MiB = 1024 * 1024
+    local ws = assert(moonws.connect("ws://127.0.0.1:" .. srv.port,
+      { send_buffer = 64 * MiB, send_limit = 4 * MiB }))
+    helpers.run_until(function() return peer.ws end, 5)
+    local chunk = string.rep("q", MiB)
+    local accepted, refusal = 0, nil
+    for _ = 1, 64 do
+      local ok, message, name = ws:send(chunk, "binary")
+      helpers.idle(0.01)
+      if not ok then refusal = { message, name }; break end
+      accepted = accepted + 1
+    end
+    assert.is_table(refusal, "a send was refused")
+    assert.equal("too_big", refusal[2])
+    assert.matches("send_limit", refusal[1])
+    -- What waits is bounded: the limit plus at most one message.
+    assert.is_true(ws.bufferedAmount <= 5 * MiB, "bufferedAmount " .. ws.bufferedAmount)
+    assert.equal(moonws.OPEN, ws.readyState)
+    peer.ws:resume()
+    helpers.run_until(function() return peer.messages == accepted end, 20)
+    assert.is_true(ws:send(chunk, "binary"))
+    helpers.run_until(function() return peer.messages == accepted + 1 end, 20)
+    ws:close()
+    srv:close()
+  end)
+
   it("pause()/resume() stop and restart reading toward the peer", function()
     local srv = assert(moonws.listen { port = 0 })
     srv.onconnection = function(s) s.onmessage = function(e) s:send(e.data) end end

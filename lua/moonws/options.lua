@@ -20,6 +20,7 @@ options.defaults = {
   ping_interval = nil,                -- keepalive off unless asked
   ping_timeout = 30,
   send_buffer = 1 * MiB,              -- high-water mark for a waiting send
+  send_limit = 64 * MiB,              -- hard bound on queued bytes (peer not reading)
   max_queue = 1024,                   -- messages held for receive()
   fragment_size = nil,                -- split outgoing messages into frames
 }
@@ -142,6 +143,7 @@ local checks = {
   ping_interval = positive_number,
   ping_timeout = positive_number,
   send_buffer = positive_integer,
+  send_limit = positive_integer,
   max_queue = positive_integer,
   fragment_size = positive_integer,
   headers = header_table,

@@ -508,6 +508,12 @@ function methods.send(ws, data, kind)
     error("send while CONNECTING: wait for onopen (or use moonws.connect)", 2)
   end
   if st.state ~= OPEN then return nil, "closed", "closed" end
+  -- Event-style sends never wait, so a peer that stops reading would make
+  -- the queue grow without end: past send_limit, refuse (queue nothing).
+  if st.conn:buffered() >= st.opts.send_limit then
+    return nil, ("send queue full: %d bytes wait for a peer that is not reading (send_limit)")
+      :format(st.conn:buffered()), "too_big"
+  end
   local size = st.opts.fragment_size
   local ok, msg, name
   if size and #data > size then
