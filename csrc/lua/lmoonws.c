@@ -9,6 +9,9 @@
 
 #include <openssl/evp.h>
 #include <stdlib.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 #include "lmoonws.h"
 #include "ws_http.h"
@@ -134,6 +137,20 @@ static int is_token(lua_State *L) {
   return 1;
 }
 
+/* core.heap_in_use() -> bytes the C heap holds for the process (malloc'd
+ * and not freed), or nil where the C library cannot say.  For diagnostics
+ * and leak tests: unlike RSS it does not count what the allocator keeps
+ * around after frees. */
+static int heap_in_use(lua_State *L) {
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33))
+  struct mallinfo2 mi = mallinfo2();
+  lua_pushinteger(L, (lua_Integer)(mi.uordblks + mi.hblkhd));
+  return 1;
+#else
+  return 0;
+#endif
+}
+
 LMOONWS_API int luaopen_moonws_core(lua_State *L);
 
 LMOONWS_API int luaopen_moonws_core(lua_State *L) {
@@ -155,6 +172,7 @@ LMOONWS_API int luaopen_moonws_core(lua_State *L) {
   static const luaL_Reg functions[] = {{"parse_url", parse_url},
                                        {"base64", base64},
                                        {"is_token", is_token},
+                                       {"heap_in_use", heap_in_use},
                                        {NULL, NULL}};
   luaL_setfuncs(L, functions, 0);
   lmoonws_open_conn(L);
