@@ -58,3 +58,118 @@ describe("out of file descriptors (EMFILE on accept)", function()
       for _, ws in ipairs(clients) do ws:terminate() end
     end)
 end)
+
+---------------------------------------------------------------- bad peers
+
+local rawpeer = require "spec.support.rawpeer"
+local core = require "moonws.core"
+
+-- A server whose sockets log their events, and a healthy client echoing on
+-- it meanwhile; returns the server, its logs and a function that runs one
+-- echo round trip on the healthy connection and returns its duration.
+local function server_with_witness(opts)
+  opts = opts or {}
+  opts.host, opts.port = "127.0.0.1", 0
+  local srv = assert(moonws.listen(opts))
+  local logs = {}
+  srv.onconnection = function(ws)
+    local log = {}
+    logs[#logs + 1] = log
+    rawpeer.record(ws, log)
+    ws.onmessage = function(e) log[#log + 1] = { kind = "message" }; ws:send(e.data) end
+  end
+  local witness = assert(moonws.connect("ws://127.0.0.1:" .. srv.port))
+  local function echo()
+    local t0 = core.now()
+    assert(witness:send("still fine?"))
+    assert.equal("still fine?", witness:receive(5))
+    return core.now() - t0
+  end
+  return srv, logs, echo, witness
+end
+
+local FRAME_HEADER = { send_frame = { opcode = 2, payload_size = 10, len_override = 1000 } }
+
+describe("peers that misbehave", function()
+  it("a client that resets TCP mid-frame: onerror then 1006, nothing delivered", function()
+    local srv, logs, echo, witness = server_with_witness()
+    local p = rawpeer.client(srv.port, { { handshake = {} }, FRAME_HEADER, { reset = true } })
+    rawpeer.finish(p, 10, helpers.idle)
+    p:cleanup()
+    helpers.run_until(function() return logs[2] and rawpeer.count_closes(logs[2]) == 1 end, 5)
+    local log = logs[2]
+    assert.same({ "error", "close" }, rawpeer.kinds(log))
+    assert.equal("io", log[1].error)
+    assert.same({ 1006, false }, { log[2].code, log[2].wasClean })
+    assert.is_true(echo() < 1)
+    witness:close()
+    srv:close()
+  end)
+
+  it("a client that half-closes without a close frame: onerror then 1006", function()
+    local srv, logs, echo, witness = server_with_witness()
+    local p = rawpeer.client(srv.port, {
+      { handshake = {} },
+      { shutdown_write = true },
+      { read_frames = { ["until"] = "eof", timeout = 5 } },
+    })
+    rawpeer.finish(p, 10, helpers.idle)
+    p:cleanup()
+    helpers.run_until(function() return logs[2] and rawpeer.count_closes(logs[2]) == 1 end, 5)
+    assert.same({ "error", "close" }, rawpeer.kinds(logs[2]))
+    assert.same({ 1006, false }, { logs[2][2].code, logs[2][2].wasClean })
+    assert.is_true(echo() < 1)
+    witness:close()
+    srv:close()
+  end)
+
+  it("a handshake sent slowly, byte by byte, is dropped after `timeout`; others unaffected",
+    function()
+      local srv, logs, echo, witness = server_with_witness { timeout = 1 }
+      local request = "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+        .. "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+        .. "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+      local steps = {}
+      for i = 1, 30 do -- 3 s of trickle: the head never completes within 1 s
+        steps[#steps + 1] = { send_raw_hex = rawpeer.hex(request:sub(i, i)) }
+        steps[#steps + 1] = { sleep = 0.1 }
+      end
+      steps[#steps + 1] = { read_frames = { ["until"] = "eof", timeout = 15 } }
+      local p = rawpeer.client(srv.port, steps)
+      local t0 = core.now()
+      -- While it trickles in, the healthy connection keeps echoing promptly.
+      local slowest = 0
+      while core.now() - t0 < 0.8 do
+        slowest = math.max(slowest, echo())
+        helpers.idle(0.05)
+      end
+      local ok, events = pcall(rawpeer.finish, p, 20, helpers.idle)
+      p:cleanup()
+      assert(ok, events)
+      assert.is_true(slowest < 0.5, "an echo took " .. slowest .. "s")
+      assert.equal(1, #logs) -- only the witness was ever handed over
+      local eof_or_reset = rawpeer.select(events, "eof")[1] or rawpeer.select(events, "reset")[1]
+      assert.is_table(eof_or_reset, "the server ended the slow connection")
+      witness:close()
+      srv:close()
+    end)
+
+  it("connections that open TCP and never speak are dropped after `timeout`", function()
+    local srv, logs, echo, witness = server_with_witness { timeout = 0.5 }
+    local silent = {}
+    for i = 1, 20 do
+      silent[i] = rawpeer.client(srv.port, { { read_frames = { ["until"] = "eof", timeout = 10 } } })
+    end
+    local slowest = 0
+    for _ = 1, 5 do slowest = math.max(slowest, echo()) end
+    for i = 1, 20 do
+      local events = rawpeer.finish(silent[i], 15, helpers.idle)
+      silent[i]:cleanup()
+      assert.equal(1, #rawpeer.select(events, "eof"), "silent client " .. i .. " was dropped")
+    end
+    assert.is_true(slowest < 0.5, "an echo took " .. slowest .. "s")
+    assert.equal(1, #logs)
+    witness:close()
+    srv:close()
+  end)
+end)
