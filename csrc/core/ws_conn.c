@@ -259,11 +259,13 @@ static size_t on_control(ws_conn *c, const uint8_t *p, size_t n, ws_event *ev,
   if (c->frame.opcode == WS_OP_CLOSE)
     return on_close(c, p, n, ev, pos, len);
   if (c->frame.opcode == WS_OP_PING) {
-    if (!c->close_sent) {
-      const char *err = queue_frame(c, true, WS_OP_PONG, p, n, NULL, 0);
-      if (err)
-        return conn_fail(c, ev, len, WS_CLOSE_INTERNAL_ERROR, err);
-    }
+    /* RFC 6455 5.5.2: answer unless a close was *received* (we ignore all
+     * input after one).  Our own close frame does not excuse us: 5.5.1
+     * forbids only data frames after it, and the peer may still be
+     * pinging before it reads our close. */
+    const char *err = queue_frame(c, true, WS_OP_PONG, p, n, NULL, 0);
+    if (err)
+      return conn_fail(c, ev, len, WS_CLOSE_INTERNAL_ERROR, err);
     ev->type = WS_EV_PING;
   } else {
     ev->type = WS_EV_PONG;

@@ -157,7 +157,8 @@ static int request_line(scan *s, ws_http_request *req) {
     r = eol(s, "malformed request line");
   if (r != 0)
     return r;
-  if (major != '1' || minor > '1')
+  /* RFC 7230 2.6: a higher 1.x minor version is handled as 1.1. */
+  if (major != '1')
     return fail(s, 505, "unsupported HTTP version");
   req->version_minor = minor - '0';
   return 0;
@@ -172,7 +173,7 @@ static int status_line(scan *s, ws_http_response *res) {
     return WS_INCOMPLETE;
   if (*s->p != ' ')
     return fail(s, 400, "malformed status line");
-  if (major != '1' || minor > '1')
+  if (major != '1')
     return fail(s, 505, "unsupported HTTP version");
   res->version_minor = minor - '0';
   s->p++;

@@ -1059,17 +1059,22 @@ static void test_close_echo(void) {
     ws_conn_free(&c);
   }
 
-  /* We closed first: the peer's close is reported, nothing more sent. */
+  /* We closed first: a ping that comes before the peer's close is still
+   * answered (RFC 6455 5.5.2 excuses only a *received* close), the peer's
+   * close is reported, and no close is echoed. */
   ws_conn_init(&c, SRV, NULL);
   CHECK_EQ_INT(ws_conn_close(&c, 1001, "going", 5), WS_E_NONE);
   CHECK_EQ_INT(ws_conn_close(&c, 1000, "", 0), WS_E_CLOSED);
   b.n = 0;
-  put_frame(&b, true, 0, WS_OP_PING, true, "p", 1); /* no pong after close */
+  put_frame(&b, true, 0, WS_OP_PING, true, "p", 1);
   put_frame(&b, true, 0, WS_OP_CLOSE, true, "\x03\xE9", 2);
   feed_copy(&c, b.d, b.n, &l);
   CHECK_EVENTS(&l, EV(WS_EV_PING, "p"), EV_CLOSE(1001, ""));
-  CHECK_EQ_INT(out_frames(&c.out, f, 4), 1);
+  CHECK_EQ_INT(out_frames(&c.out, f, 4), 2);
   check_close_frame(&f[0], 1001, "going", false);
+  CHECK_EQ_INT(f[1].op, WS_OP_PONG);
+  CHECK_EQ_INT(f[1].len, 1);
+  CHECK_MEM(f[1].payload, "p", 1);
   evlist_free(&l);
   ws_conn_free(&c);
 
