@@ -27,7 +27,7 @@ TEST_BIN = $(TEST_SRC:csrc/test/%.c=$(BUILD)/test/%)
 
 MODULE = moonws/core.so
 
-.PHONY: all deps deps-test test test-c test-lua test-asan test-valgrind c-tests example rock clean
+.PHONY: all deps deps-test test test-c test-lua conformance test-asan test-valgrind c-tests example rock clean
 
 all: deps $(MODULE)
 
@@ -74,6 +74,10 @@ test-valgrind: deps-test $(MODULE) $(TEST_BIN)
 
 test-lua: $(MODULE)
 	@spec/run_all lua
+
+# The protocol case suite; writes its results to spec/conformance/README.md.
+conformance: deps-test $(MODULE)
+	@spec/run_all conformance
 
 example: deps $(MODULE)
 	@examples/run_demo

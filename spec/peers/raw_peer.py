@@ -18,25 +18,38 @@ it: a list of steps, or {"steps": [...]}.  Each step is a one-key object:
       headers ([[name, value], ...] added; a dict replaces same-named
       defaults), omit ([names] left out), pad (bytes of an X-Pad header),
       raw (the whole request text instead), split (1 = one byte per write),
-      split_sleep (s), timeout (s).
+      split_sleep (s), timeout (s), pad_to (n: an X-Pad header sized so
+      the whole head, blank line included, is exactly n bytes), frames
+      ([send_frame specs] written in the SAME write as the request).
     server: read the request head, then answer.  Keys: status (101),
       reason, accept ("wrong", a string, or null to omit; default the
       right value), protocol, extensions, headers, omit, raw (whole
       response text), body, frames ([send_frame specs] written in the SAME
       write as the head), answer (false: read the request, answer nothing),
-      timeout (s).
+      timeout (s), pad (bytes of an X-Pad header), pad_to (as for the
+      client: the response head is exactly n bytes), http ("HTTP/1.1").
   {"send_frame": {...}}  opcode (1), fin (true), rsv (3-bit: 4=RSV1,
       2=RSV2, 1=RSV3), mask (default: true as client, false as server),
       mask_key_hex, payload_hex | payload_text | payload_size (n bytes
       "a"), close_code + close_reason / close_reason_hex (close payload),
       length_form ("7"|"16"|"64": force that encoding), len_override
       (announced length, whatever the payload), split (1 = one byte per
-      write), split_sleep (s).
+      write), split_at ([offsets]: write the frame in pieces cut at these
+      byte offsets), split_sleep (s).
   {"send_frames": [send_frame specs]}  all of them in ONE write
   {"send_raw_hex": "..."}
   {"read_frames": {"until": "close"|"eof"|"opcode"|"count", "opcode": n,
-      "count": n, "timeout": s}}  print every frame until the condition;
-      {"event":"timeout"} when it did not happen in time.
+      "count": n, "timeout": s, "messages": false}}  print every frame
+      until the condition; {"event":"timeout"} when it did not happen in
+      time.  With "messages": true, also print {"event": "message",
+      "opcode", "payload_hex", "frames", "compressed"} after the last frame
+      of each data message: the payload reassembled and, when its first
+      frame had RSV1, inflated (RFC 7692 7.2.2, one context kept across
+      messages; an inflate failure prints {"event": "inflate_error"}).
+      "inflate_bits": n inflates with a 2^n window (default 15), and
+      "inflate_reset": true with a fresh context for every message: a
+      sender that breaks its agreed window or no_context_takeover makes
+      the inflate fail.
   {"sleep": s}  {"shutdown_write": true}  {"close": true}  {"reset": true}
   {"mark": "name"}
   {"send_client_hello": {"fraction": f, "server_name": name}}  the first
@@ -49,6 +62,13 @@ it: a list of steps, or {"steps": [...]}.  Each step is a one-key object:
       made in chunks of c bytes (default 1 MiB) so n can be far larger than
       memory: a compression bomb.  Use it after a handshake that negotiated
       permessage-deflate (headers: [["Sec-WebSocket-Extensions", ...]]).
+  {"send_deflated": {"opcode": 1, payload_hex | payload_text |
+      payload_size, "fragments": 1, "rsv": "first"|"all"|"none",
+      "reset": false, "mask": ...}}  one message compressed with this
+      peer's own deflate context (kept across messages unless reset: a
+      fresh one for this message), the 00 00 ff ff tail removed, cut into
+      `fragments` frames (RSV1 on the first only, unless "rsv" says
+      otherwise), all in ONE write.
 
 Steps that send a generated payload print {"event": "sent", "what": ...,
 "bytes": n} with the bytes written.
@@ -67,7 +87,6 @@ import json
 import os
 import select
 import socket
-import ssl
 import struct
 import sys
 import time
@@ -102,13 +121,23 @@ class Peer:
         self.buf = b""
         self.eof = False
         self.closed = False
+        self.msg = None           # a data message being reassembled
+        self.inflater = None      # RFC 7692 context for received messages
+        self.inflate_bits = 15
+        self.inflate_reset = False
+        self.deflater = None      # ... and for the ones this peer sends
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     # ---------------------------------------------------------- I/O
 
-    def write(self, data, split=0, split_sleep=0.005):
+    def write(self, data, split=0, split_sleep=0.005, split_at=None):
         try:
-            if split:
+            if split_at:
+                cuts = [0] + sorted(c for c in split_at if 0 < c < len(data)) + [len(data)]
+                for a, b in zip(cuts, cuts[1:]):
+                    self.sock.sendall(data[a:b])
+                    time.sleep(split_sleep)
+            elif split:
                 for i in range(0, len(data), split):
                     self.sock.sendall(data[i:i + split])
                     time.sleep(split_sleep)
@@ -180,6 +209,15 @@ class Peer:
         out = [[n, v] for n, v in defaults if n.lower() not in omit]
         return out + [list(p) for p in extra]
 
+    @staticmethod
+    def pad_head(head, size):
+        """head (ending in the blank line) with an X-Pad header making it
+        exactly size bytes."""
+        fill = size - len(head) - len("X-Pad: \r\n")
+        if fill < 0:
+            raise ValueError("pad_to %d: the head is already %d bytes" % (size, len(head)))
+        return head[:-2] + b"X-Pad: " + b"p" * fill + b"\r\n\r\n"
+
     def client_handshake(self, spec, host, port):
         key = spec.get("key") or base64.b64encode(os.urandom(16)).decode("ascii")
         if "raw" in spec:
@@ -203,6 +241,10 @@ class Peer:
                                      spec.get("http", "HTTP/1.1"))
             request = (line + "".join("%s: %s\r\n" % (n, v) for n, v in headers)
                        + "\r\n").encode("latin-1")
+            if spec.get("pad_to"):
+                request = self.pad_head(request, spec["pad_to"])
+        for f in spec.get("frames", []):
+            request += self.build_frame(f)
         self.write(request, spec.get("split", 0), spec.get("split_sleep", 0.002))
         head = self.read_head(spec.get("timeout", 5))
         if head is None:
@@ -260,9 +302,14 @@ class Peer:
             if body is not None:
                 defaults.append(["Content-Length", str(len(body))])
             headers = self.header_list(defaults, spec)
-            response = ("HTTP/1.1 %d %s\r\n" % (status, reason)
-                        + "".join("%s: %s\r\n" % (n, v) for n, v in headers)
-                        + "\r\n" + (body or "")).encode("latin-1")
+            if spec.get("pad"):
+                headers.append(["X-Pad", "p" * spec["pad"]])
+            head = ("%s %d %s\r\n" % (spec.get("http", "HTTP/1.1"), status, reason)
+                    + "".join("%s: %s\r\n" % (n, v) for n, v in headers)
+                    + "\r\n").encode("latin-1")
+            if spec.get("pad_to"):
+                head = self.pad_head(head, spec["pad_to"])
+            response = head + (body or "").encode("latin-1")
         for f in spec.get("frames", []):
             response += self.build_frame(f)
         self.write(response)
@@ -353,14 +400,58 @@ class Peer:
                 frame["close_reason_hex"] = ""
         return frame
 
+    def inflate(self, data, step=256):
+        """Inflate in small output steps: zlib only notices a reference
+        past its window (a sender breaking the agreed window bits) when
+        the referenced bytes are no longer in the current output."""
+        parts, tail = [], data
+        while True:
+            chunk = self.inflater.decompress(tail, step)
+            parts.append(chunk)
+            tail = self.inflater.unconsumed_tail
+            if not chunk and not tail:
+                return b"".join(parts)
+
+    def track_message(self, frame):
+        """Reassemble data messages; print each one whole (inflated when
+        its first frame had RSV1)."""
+        opcode = frame["opcode"]
+        if opcode >= 8:
+            return
+        payload = bytes.fromhex(frame["payload_hex"])
+        if opcode != 0 or self.msg is None:
+            self.msg = {"opcode": opcode, "parts": [], "frames": 0,
+                        "compressed": bool(frame["rsv"] & 4)}
+        self.msg["parts"].append(payload)
+        self.msg["frames"] += 1
+        if not frame["fin"]:
+            return
+        msg, self.msg = self.msg, None
+        data = b"".join(msg["parts"])
+        if msg["compressed"]:
+            if self.inflater is None or self.inflate_reset:
+                self.inflater = zlib.decompressobj(-self.inflate_bits)
+            try:
+                data = self.inflate(data + b"\x00\x00\xff\xff")
+            except zlib.error as e:
+                emit({"event": "inflate_error", "error": str(e)})
+                return
+        emit({"event": "message", "opcode": msg["opcode"], "payload_hex": data.hex(),
+              "frames": msg["frames"], "compressed": msg["compressed"]})
+
     def read_frames(self, spec):
         until = spec.get("until", "close")
         deadline = time.monotonic() + spec.get("timeout", 5)
         count = 0
+        messages = spec.get("messages", False)
+        self.inflate_bits = spec.get("inflate_bits", 15)
+        self.inflate_reset = spec.get("inflate_reset", False)
         while True:
             frame = self.parse_frame()
             if frame is not None:
                 emit(frame)
+                if messages:
+                    self.track_message(frame)
                 count += 1
                 if until == "close" and frame["opcode"] == 8:
                     return
@@ -382,6 +473,7 @@ class Peer:
     # ---------------------------------------------------------- generated
 
     def send_client_hello(self, spec):
+        import ssl  # only here: it costs a third of the start-up time
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
@@ -417,6 +509,31 @@ class Peer:
         emit({"event": "sent", "what": "deflated_zeros", "bytes": len(payload),
               "inflated": total})
 
+    def send_deflated(self, spec):
+        if "payload_hex" in spec:
+            data = bytes.fromhex(spec["payload_hex"])
+        elif "payload_text" in spec:
+            data = spec["payload_text"].encode("utf-8")
+        else:
+            data = b"a" * spec.get("payload_size", 0)
+        if self.deflater is None or spec.get("reset"):
+            self.deflater = zlib.compressobj(spec.get("level", 6), zlib.DEFLATED, -15)
+        payload = self.deflater.compress(data) + self.deflater.flush(zlib.Z_SYNC_FLUSH)
+        payload = payload[:-4]  # RFC 7692 7.2.1: drop 00 00 ff ff
+        n = max(1, spec.get("fragments", 1))
+        size = -(-len(payload) // n)  # ceiling; the last pieces may be empty
+        rsv = spec.get("rsv", "first")
+        out = b""
+        for i in range(n):
+            piece = payload[i * size:(i + 1) * size]
+            on = rsv == "all" or (rsv == "first" and i == 0)
+            out += self.build_frame({"opcode": spec.get("opcode", 1) if i == 0 else 0,
+                                     "fin": i == n - 1, "rsv": 4 if on else 0,
+                                     "mask": spec.get("mask", self.role == "client")}, piece)
+        self.write(out)
+        emit({"event": "sent", "what": "deflated", "bytes": len(payload),
+              "inflated": len(data), "frames": n})
+
     # ---------------------------------------------------------- endings
 
     def shutdown_write(self):
@@ -448,7 +565,8 @@ def run(peer, steps, host=None, port=None):
             else:
                 peer.server_handshake(arg)
         elif name == "send_frame":
-            peer.write(peer.build_frame(arg), arg.get("split", 0), arg.get("split_sleep", 0.005))
+            peer.write(peer.build_frame(arg), arg.get("split", 0), arg.get("split_sleep", 0.005),
+                       arg.get("split_at"))
         elif name == "send_frames":
             peer.write(b"".join(peer.build_frame(f) for f in arg))
         elif name == "send_raw_hex":
@@ -467,6 +585,8 @@ def run(peer, steps, host=None, port=None):
             emit({"event": "mark", "name": arg})
         elif name == "send_client_hello":
             peer.send_client_hello(arg or {})
+        elif name == "send_deflated":
+            peer.send_deflated(arg or {})
         elif name == "send_deflated_zeros":
             peer.send_deflated_zeros(arg or {})
         else:
