@@ -173,3 +173,47 @@ describe("peers that misbehave", function()
     srv:close()
   end)
 end)
+
+---------------------------------------------------------------- memory
+
+describe("out of memory", function()
+  it("a message the server cannot allocate closes that connection with 1011; others go on",
+    function()
+      local shim = os.tmpname() .. ".so"
+      assert(os.execute(("cc -shared -fPIC -O2 -o %q spec/support/failmalloc.c"):format(shim)))
+      local script = [[
+        package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
+        package.cpath = "./?.so;" .. package.cpath
+        local moonws = require "moonws"
+        local srv = assert(moonws.listen { port = 0 })
+        srv.onconnection = function(ws)
+          ws.onmessage = function(e) ws:send(e.data, e.binary and "binary" or "text") end
+          ws.onerror = function(e) io.stderr:write("server error: ", e.error, "\n") end
+        end
+        print("PORT " .. srv.port)
+        io.stdout:flush()
+        moonws.run()
+      ]]
+      -- Buffers of 4 MiB or more fail; the scratch and small ones do not.
+      local server = process.start({ "env", "LD_PRELOAD=" .. shim,
+        "MOONWS_FAIL_ALLOC_ABOVE=" .. 4 * 1024 * 1024, "lua5.4", "-e", script }, 60)
+      finally(function() -- busted keeps one finally per test
+        server:cleanup()
+        os.remove(shim)
+      end)
+      local port = server:port(helpers.idle)
+      local big = assert(moonws.connect("ws://127.0.0.1:" .. port, { compression = false }))
+      local closed
+      big.onclose = function(e) closed = e.code end
+      assert(big:send(string.rep("m", 8 * 1024 * 1024), "binary"))
+      helpers.run_until(function() return closed end, 10, "the big connection to close")
+      assert.equal(1011, closed)
+      -- The server is alive and serving.
+      local ws = assert(moonws.connect("ws://127.0.0.1:" .. port))
+      assert(ws:send("after the failure"))
+      assert.equal("after the failure", ws:receive(5))
+      ws:close()
+      assert.is_true(server:alive())
+      assert.matches("server error: nomem", server:stderr())
+    end)
+end)

@@ -64,16 +64,19 @@ describe("the resolver", function()
     local address = ("127.%d.%d.%d"):format(math.random(1, 254), math.random(1, 254),
       math.random(2, 254))
     local dns = process.start({ "/usr/bin/python3", "-c", SILENT_DNS, address }, 30)
-    finally(function() dns:cleanup() end)
-    dns:port()
+    local child
     local resolv = os.tmpname()
+    finally(function() -- busted keeps one finally per test
+      dns:cleanup()
+      if child then child:cleanup() end
+      os.remove(resolv)
+    end)
+    dns:port()
     local f = assert(io.open(resolv, "w"))
     f:write("nameserver " .. address .. "\noptions timeout:5 attempts:1\n")
     f:close()
-    finally(function() os.remove(resolv) end)
-    local child = process.start({ "unshare", "-m", "sh", "-c",
+    child = process.start({ "unshare", "-m", "sh", "-c",
       'mount --bind "$1" /etc/resolv.conf && exec lua5.4 -e "$2"', "sh", resolv, CHILD }, 30)
-    finally(function() child:cleanup() end)
     assert.is_true(child:wait_exit(20), "child did not finish")
     local out = child:stdout()
     assert.equal("", child:stderr())
