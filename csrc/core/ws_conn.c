@@ -402,12 +402,17 @@ size_t ws_conn_recv(ws_conn *c, uint8_t *data, size_t len, ws_event *ev) {
       const char *why = NULL;
       enum ws_error e = ws_deflate_decompress(
           c->cfg.deflate, q, take, last, &c->msg, c->cfg.max_payload, &why);
-      if (e != WS_E_NONE)
-        return inflate_fail(c, ev, len, e, why);
+      /* Before reporting the size limit, check the text inflated up to it:
+       * read whole, a message both too big and bad early would otherwise
+       * get 1009, and read in pieces 1007.  zlib yields the same bytes up
+       * to the limit either way, so now the verdict does not depend on the
+       * split.  (Corrupt data is reported as such: its output is garbage.) */
       size_t got = ws_buf_len(&c->msg) - before;
-      if (text && got &&
+      if (text && got && (e == WS_E_NONE || e == WS_E_TOO_BIG) &&
           ws_utf8_feed(&c->utf8, ws_buf_data(&c->msg) + before, got) != 0)
         return conn_fail(c, ev, len, WS_CLOSE_INVALID_PAYLOAD, msg_bad_text);
+      if (e != WS_E_NONE)
+        return inflate_fail(c, ev, len, e, why);
       if (c->frame_done < h->payload_len)
         return len;
       c->in_frame = false;
