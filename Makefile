@@ -27,7 +27,7 @@ TEST_BIN = $(TEST_SRC:csrc/test/%.c=$(BUILD)/test/%)
 
 MODULE = moonws/core.so
 
-.PHONY: all deps deps-test test test-c test-lua conformance test-asan test-valgrind c-tests example rock clean
+.PHONY: all deps deps-test test test-c test-lua conformance fuzz test-asan test-valgrind c-tests example rock clean
 
 all: deps $(MODULE)
 
@@ -64,6 +64,12 @@ c-tests: $(TEST_BIN)
 
 test-c: $(TEST_BIN)
 	@spec/run_all c
+
+# Every libFuzzer target (csrc/fuzz/) for FUZZ_SECONDS each (default 60);
+# make test runs a 10-second pass.
+FUZZ_SECONDS ?= 60
+fuzz: deps-test
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) spec/run_all fuzz
 
 # The suite under memory checkers (see spec/run_sanitized).
 test-asan: deps-test
