@@ -19,8 +19,9 @@ local function run_lua(script, env)
   end
   local p = process.start(argv, 20)
   assert.is_true(p:wait_exit(15), "the script did not finish")
-  local out, err = p:stdout(), p:stderr()
+  local out, err, status = p:stdout(), p:stderr(), p:exit_status()
   p:cleanup()
+  assert.equal(0, status, err)
   return out, err
 end
 

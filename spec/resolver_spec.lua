@@ -59,6 +59,31 @@ describe("the resolver", function()
     srv:close()
   end)
 
+  it("a script that looked a name up exits cleanly (the resolver's threads outlive it)",
+    function()
+      local script = [[
+        package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
+        package.cpath = "./?.so;" .. package.cpath
+        local moonws = require "moonws"
+        local srv = assert(moonws.listen { port = 0 })
+        srv.onconnection = function(ws) ws.onmessage = function(e) ws:send(e.data) end end
+        local ws = assert(moonws.connect("ws://localhost:" .. srv.port))
+        assert(ws:send("x"))
+        assert(ws:receive(5) == "x")
+        ws:close()
+        srv:close()
+      ]]
+      -- Exiting right after a lookup raced idle worker threads against
+      -- the module being unloaded: an occasional crash, so try often.
+      for run = 1, 20 do
+        local p = process.start({ "lua5.4", "-e", script }, 20)
+        assert.is_true(p:wait_exit(15), "run " .. run .. " did not finish")
+        local status, err = p:exit_status(), p:stderr()
+        p:cleanup()
+        assert.equal(0, status, ("run %d: %s"):format(run, err))
+      end
+    end)
+
   it("keeps the loop running while a lookup hangs", function()
     math.randomseed(os.time(), tonumber(tostring({}):match("0x(%x+)"), 16))
     local address = ("127.%d.%d.%d"):format(math.random(1, 254), math.random(1, 254),
@@ -80,6 +105,9 @@ describe("the resolver", function()
     assert.is_true(child:wait_exit(20), "child did not finish")
     local out = child:stdout()
     assert.equal("", child:stderr())
+    -- It exits with the lookup's worker thread still inside getaddrinfo:
+    -- closing the Lua state must not pull the module's code from under it.
+    assert.equal(0, child:exit_status())
     local echo_at = tonumber(out:match("([%d.]+)\techo done"))
     local err_at, err_name = out:match("([%d.]+)\tstalled error\t(%w+)")
     assert.is_number(echo_at, out)

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <dlfcn.h>
 #include <openssl/evp.h>
 #include <stdlib.h>
 #ifdef __GLIBC__
@@ -153,7 +154,18 @@ static int heap_in_use(lua_State *L) {
 
 LMOONWS_API int luaopen_moonws_core(lua_State *L);
 
+/* Resolver threads may outlive the Lua state: one inside getaddrinfo
+ * cannot be stopped, so it is detached and finishes on its own.  lua_close
+ * unloads C modules (dlclose), which would unmap the code such a thread is
+ * still running; keep this library mapped until the process ends. */
+static void keep_module_loaded(void) {
+  Dl_info info;
+  if (dladdr((void *)&luaopen_moonws_core, &info) && info.dli_fname)
+    dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
+}
+
 LMOONWS_API int luaopen_moonws_core(lua_State *L) {
+  keep_module_loaded();
   lua_newtable(L);
   push_codes(L);
   lua_setfield(L, -2, "codes");

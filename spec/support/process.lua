@@ -22,14 +22,21 @@ local function read_file(path)
   return s
 end
 
+-- The program runs under a small shell that records its exit status (so
+-- a crash at exit is seen) and passes termination on to it.
+local RECORDER = 'status=$1; shift; "$@" & pid=$!; '
+  .. 'trap \'kill $pid 2>/dev/null\' TERM INT; wait $pid; code=$?; '
+  .. 'echo $code >"$status"; exit $code'
+
 -- Start argv (a list) in the background; limit: seconds before `timeout`
 -- kills it (default 120).  Returns a process object.
 function process.start(argv, limit)
   local base = os.tmpname()
   local quoted = {}
   for i, a in ipairs(argv) do quoted[i] = shell_quote(a) end
-  local cmd = ("timeout -k 2 %d %s >%s 2>%s </dev/null & echo $!"):format(
-    limit or 120, table.concat(quoted, " "), shell_quote(base .. ".out"), shell_quote(base .. ".err"))
+  local cmd = ("timeout -k 2 %d sh -c %s sh %s %s >%s 2>%s </dev/null & echo $!"):format(
+    limit or 120, shell_quote(RECORDER), shell_quote(base .. ".status"),
+    table.concat(quoted, " "), shell_quote(base .. ".out"), shell_quote(base .. ".err"))
   local pipe = assert(io.popen(cmd))
   local pid = tonumber(pipe:read("l"))
   pipe:close()
@@ -38,6 +45,12 @@ function process.start(argv, limit)
 end
 
 function process:stdout() return read_file(self.base .. ".out") end
+
+-- The program's exit status once it ended (128 + N when killed by signal
+-- N, as the shell says), else nil.
+function process:exit_status()
+  return tonumber(read_file(self.base .. ".status"):match("%d+"))
+end
 function process:stderr() return read_file(self.base .. ".err") end
 
 -- An exited process stays a zombie until PID 1 reaps it, which here can
@@ -99,6 +112,7 @@ function process:cleanup()
   self:kill()
   os.remove(self.base .. ".out")
   os.remove(self.base .. ".err")
+  os.remove(self.base .. ".status")
   os.remove(self.base)
 end
 
