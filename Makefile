@@ -27,7 +27,7 @@ TEST_BIN = $(TEST_SRC:csrc/test/%.c=$(BUILD)/test/%)
 
 MODULE = moonws/core.so
 
-.PHONY: all deps deps-test test test-c test-lua conformance fuzz test-asan test-valgrind c-tests example rock clean
+.PHONY: all luajit deps deps-test test test-c test-lua conformance fuzz test-asan test-valgrind c-tests example rock clean
 
 all: deps $(MODULE)
 
@@ -45,6 +45,14 @@ $(BUILD)/%.o: csrc/%.c $(HEADERS)
 	@$(if $(V),,echo "  CC      $<")
 	$(Q)$(CC) $(CFLAGS_ALL) -I$(LUA_INCDIR) -c $< -o $@
 
+# The same C for LuaJIT 2.1 (OpenResty, LÖVE, Defold): the Lua 5.1 C API,
+# its own objects and output folder, no -lluajit (the host has the symbols).
+LUAJIT_INCDIR ?= /usr/include/luajit-2.1
+LUAJIT_MODULE = $(BUILD)/luajit/moonws/core.so
+luajit: deps
+	@$(MAKE) --no-print-directory BUILD=$(BUILD)/luajit-obj LUA_INCDIR=$(LUAJIT_INCDIR) \
+	  MODULE=$(LUAJIT_MODULE) $(LUAJIT_MODULE)
+
 $(MODULE): $(CORE_OBJ) $(NET_OBJ) $(BIND_OBJ)
 	@mkdir -p $(dir $@)
 	@$(if $(V),,echo "  LD      $@")
@@ -57,7 +65,7 @@ $(BUILD)/test/%: csrc/test/%.c $(CORE_OBJ) $(NET_OBJ) $(HEADERS)
 
 # The whole suite: C unit tests, busted specs (with the real peers), the
 # LuaRocks install check; spec/run_all prints the closing summary line.
-test: deps-test $(MODULE) $(TEST_BIN)
+test: deps-test $(MODULE) $(TEST_BIN) luajit
 	@spec/run_all
 
 c-tests: $(TEST_BIN)

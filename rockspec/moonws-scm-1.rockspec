@@ -55,6 +55,7 @@ build = {
     },
     ["moonws"] = "lua/moonws/init.lua",
     ["moonws.client"] = "lua/moonws/client.lua",
+    ["moonws.compat"] = "lua/moonws/compat.lua",
     ["moonws.loop"] = "lua/moonws/loop.lua",
     ["moonws.options"] = "lua/moonws/options.lua",
     ["moonws.proxy"] = "lua/moonws/proxy.lua",

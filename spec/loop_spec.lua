@@ -55,6 +55,36 @@ describe("moonws.step", function()
   end)
 end)
 
+describe("bounded work per step", function()
+  it("a flood is dispatched at most max_step_events per socket per step, in order", function()
+    local srv = assert(moonws.listen { port = 0 })
+    srv.onconnection = function(s)
+      s.onmessage = function() for i = 1, 2000 do s:send(tostring(i)) end end
+    end
+    local ws = assert(moonws.connect("ws://127.0.0.1:" .. srv.port,
+      { max_step_events = 100, max_step_bytes = 4096 }))
+    local got = {}
+    ws.onmessage = function(e) got[#got + 1] = tonumber(e.data) end
+    ws:send("flood me")
+    local per_step, steps = 0, 0
+    local deadline = core.now() + 10
+    while #got < 2000 and core.now() < deadline do
+      local before = #got
+      moonws.step(0.01)
+      per_step = math.max(per_step, #got - before)
+      if #got > before then steps = steps + 1 end
+    end
+    ws:close()
+    srv:close()
+    assert.equal(2000, #got)
+    for i = 1, 2000 do
+      if got[i] ~= i then error(("message %d arrived as %s"):format(i, tostring(got[i]))) end
+    end
+    assert.is_true(per_step <= 100, "one step dispatched " .. per_step)
+    assert.is_true(steps >= 20, "only " .. steps .. " steps")
+  end)
+end)
+
 describe("moonws.run and moonws.stop", function()
   it("run returns when no socket, server, timer or coroutine is left", function()
     local done = false

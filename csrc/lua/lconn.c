@@ -260,10 +260,13 @@ static size_t unparsed(const lconn *c) {
   return n;
 }
 
-/* read() -> n bytes now waiting to be parsed (> 0); 0, "read"|"write" when
- * the transport would block; false at end of stream; nil, message, name. */
+/* read([max]) -> n bytes now waiting to be parsed (> 0); 0, "read"|"write"
+ * when the transport would block; false at end of stream; nil, message,
+ * name.  max bounds the bytes taken from the transport in this call. */
 static int conn_read(lua_State *L) {
   lconn *c = check_conn(L);
+  lua_Integer max = luaL_optinteger(L, 2, SCRATCH_SIZE);
+  luaL_argcheck(L, max > 0, 2, "max must be positive");
   if (!c->t)
     return lmoonws_fail(L, WS_E_CLOSED, "socket closed");
   size_t waiting = unparsed(c);
@@ -284,6 +287,8 @@ static int conn_read(lua_State *L) {
     dst = c->sh->scratch;
     room = SCRATCH_SIZE;
   }
+  if ((size_t)max < room)
+    room = (size_t)max;
   ssize_t r = c->t->ops->read(c->t, dst, room);
   if (r > 0) {
     if (c->handshaking) {
@@ -412,7 +417,7 @@ static int conn_limits(lua_State *L) {
 static uint8_t opt_bits(lua_State *L, int idx, const char *name) {
   lua_Integer v = 0;
   lua_getfield(L, idx, name);
-  if (lua_isinteger(L, -1)) {
+  if (compat_isinteger(L, -1)) {
     v = lua_tointeger(L, -1);
     if (v < 8 || v > 15)
       luaL_error(L, "compression.%s must be 8..15", name);
@@ -428,7 +433,7 @@ static lua_Integer opt_int(lua_State *L, int idx, const char *name,
   lua_getfield(L, idx, name);
   lua_Integer v = dflt;
   if (!lua_isnil(L, -1)) {
-    if (!lua_isinteger(L, -1))
+    if (!compat_isinteger(L, -1))
       luaL_error(L, "compression.%s must be an integer", name);
     v = lua_tointeger(L, -1);
     if (v < lo || v > hi)
@@ -464,7 +469,7 @@ static int conn_set_compression(lua_State *L) {
     o.server_max_window_bits = opt_bits(L, 2, "server_max_window_bits");
     o.client_max_window_bits = opt_bits(L, 2, "client_max_window_bits");
     o.threshold = (size_t)opt_int(L, 2, "threshold", WS_DEFLATE_DEFAULT_THRESHOLD,
-                                  0, LUA_MAXINTEGER);
+                                  0, COMPAT_MAXINTEGER);
     o.level = (int)opt_int(L, 2, "level", o.level, -1, 9);
     o.mem_level = (int)opt_int(L, 2, "mem_level", o.mem_level, 1, 9);
   }

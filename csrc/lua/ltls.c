@@ -292,7 +292,7 @@ static int proxy_response(lua_State *L) {
   luaL_argcheck(L, max > 0, 2, "max must be positive");
   ws_buf *in = lconn_input(c);
   size_t len = ws_buf_len(in);
-  size_t limit = (lua_Unsigned)max < len ? (size_t)max : len;
+  size_t limit = (size_t)max < len ? (size_t)max : len;
   ws_http_response res;
   int rc = ws_http_parse_response((const char *)ws_buf_data(in), limit, &res);
   if (rc == WS_INCOMPLETE) {

@@ -11,15 +11,57 @@
 #include <lauxlib.h>
 #include <lua.h>
 
+#include <math.h>
+#include <stdint.h>
+
 #if LUA_VERSION_NUM >= 504
 #define compat_newuserdata(L, size, nuv) lua_newuserdatauv((L), (size), (nuv))
 #define compat_setuservalue(L, idx, n) lua_setiuservalue((L), (idx), (n))
 #define compat_getuservalue(L, idx, n) lua_getiuservalue((L), (idx), (n))
 #else
 /* LuaJIT: one environment table per userdata stands in for user values. */
-void *compat_newuserdata(lua_State *L, size_t size, int nuv);
-int compat_setuservalue(lua_State *L, int idx, int n);
-int compat_getuservalue(lua_State *L, int idx, int n);
+static inline int compat_absindex(lua_State *L, int idx) {
+  return (idx < 0 && idx > LUA_REGISTRYINDEX) ? lua_gettop(L) + idx + 1 : idx;
+}
+static inline void *compat_newuserdata(lua_State *L, size_t size, int nuv) {
+  void *p = lua_newuserdata(L, size);
+  if (nuv > 0) {
+    lua_createtable(L, nuv, 0);
+    lua_setfenv(L, -2);
+  }
+  return p;
+}
+/* Pops a value and stores it as user value n of the userdata at idx. */
+static inline int compat_setuservalue(lua_State *L, int idx, int n) {
+  idx = compat_absindex(L, idx);
+  lua_getfenv(L, idx);
+  lua_insert(L, -2);
+  lua_rawseti(L, -2, n);
+  lua_pop(L, 1);
+  return 1;
+}
+static inline int compat_getuservalue(lua_State *L, int idx, int n) {
+  idx = compat_absindex(L, idx);
+  lua_getfenv(L, idx);
+  lua_rawgeti(L, -1, n);
+  lua_remove(L, -2);
+  return lua_type(L, -1);
+}
+#endif
+
+#if LUA_VERSION_NUM >= 503
+#define compat_isinteger(L, idx) lua_isinteger((L), (idx))
+#define COMPAT_MAXINTEGER LUA_MAXINTEGER
+#else
+/* Lua 5.1 numbers are doubles: an integer is a number with no fraction,
+ * and the largest is the largest exactly representable one. */
+static inline int compat_isinteger(lua_State *L, int idx) {
+  if (lua_type(L, idx) != LUA_TNUMBER)
+    return 0;
+  lua_Number n = lua_tonumber(L, idx);
+  return n == floor(n) && fabs(n) <= 9007199254740992.0;
+}
+#define COMPAT_MAXINTEGER ((lua_Integer)9007199254740992LL)
 #endif
 
 #if LUA_VERSION_NUM < 502

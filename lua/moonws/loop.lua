@@ -17,6 +17,7 @@
 -- socket nobody references can be collected; socket.lua pins what must
 -- live (handlers set, coroutines waiting).
 
+local compat = require "moonws.compat"
 local core = require "moonws.core"
 
 local now = core.now
@@ -29,8 +30,11 @@ local poller = assert(core.poller(os.getenv("MOONWS_POLL") == "poll"))
 local timers = core.timers()
 local ready_fds, ready_events = {}, {}
 
+-- Readiness from the poller: 1 readable, 2 writable, 3 both.
 local READ, WRITE = 1, 2
 loop.READ, loop.WRITE = READ, WRITE
+function loop.readable(events) return events % 2 == 1 end
+function loop.writable(events) return events >= 2 end
 
 -- fd -> watcher; a watcher is a table with on_ready(watcher, events).
 local watchers = setmetatable({}, { __mode = "v" })
@@ -191,8 +195,8 @@ function loop.spawn(fn, ...)
   if type(fn) ~= "function" then
     error("bad argument #1 to 'spawn' (function expected, got " .. type(fn) .. ")", 2)
   end
-  local args = table.pack(...)
-  local co = co_create(function() return fn(table.unpack(args, 1, args.n)) end)
+  local args = compat.pack(...)
+  local co = co_create(function() return fn(compat.unpack(args, 1, args.n)) end)
   ours[co] = true
   loop.ref()
   ready[#ready + 1] = co
@@ -256,7 +260,13 @@ end
 
 ---------------------------------------------------------------- the round
 
+-- Rounds are numbered so per-round budgets (socket.lua's drain) can tell
+-- a new round from more work in the same one.
+local round = 0
+function loop.round() return round end
+
 local function step_once(timeout)
+  round = round + 1
   -- Work done before waiting may be what the caller waits for (a deferred
   -- drain filling a receive queue): then look at I/O without blocking.
   local worked = run_deferred()

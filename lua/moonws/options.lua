@@ -4,7 +4,10 @@
 -- option raises at the call that received it (misuse is an error, not a
 -- runtime condition), so a typo cannot silently fall back to a default.
 
+local compat = require "moonws.compat"
 local core = require "moonws.core"
+
+local is_integer = compat.is_integer
 
 local options = {}
 
@@ -23,6 +26,8 @@ options.defaults = {
   send_limit = 64 * MiB,              -- hard bound on queued bytes (peer not reading)
   max_queue = 1024,                   -- messages held for receive()
   fragment_size = nil,                -- split outgoing messages into frames
+  max_step_events = 256,              -- events one socket dispatches per round
+  max_step_bytes = 256 * 1024,        -- bytes one socket reads per round
 }
 
 local function positive_number(name, v)
@@ -32,7 +37,7 @@ local function positive_number(name, v)
 end
 
 local function positive_integer(name, v)
-  if math.type(v) ~= "integer" or v <= 0 then
+  if not is_integer(v) or v <= 0 then
     error(("option '%s' must be a positive integer"):format(name), 4)
   end
 end
@@ -95,14 +100,14 @@ end
 local function is_boolean(v) return type(v) == "boolean" end
 local function is_string(v) return type(v) == "string" end
 local function is_window_bits(v)
-  return v == true or (math.type(v) == "integer" and v >= 8 and v <= 15)
+  return v == true or (is_integer(v) and v >= 8 and v <= 15)
 end
 
 -- permessage-deflate (RFC 7692): true, false, or a table of parameters.
 local compression_table = fields_of {
-  threshold = function(v) return math.type(v) == "integer" and v >= 0 end,
-  level = function(v) return math.type(v) == "integer" and v >= -1 and v <= 9 end,
-  mem_level = function(v) return math.type(v) == "integer" and v >= 1 and v <= 9 end,
+  threshold = function(v) return is_integer(v) and v >= 0 end,
+  level = function(v) return is_integer(v) and v >= -1 and v <= 9 end,
+  mem_level = function(v) return is_integer(v) and v >= 1 and v <= 9 end,
   server_no_context_takeover = is_boolean,
   client_no_context_takeover = is_boolean,
   server_max_window_bits = is_window_bits,
@@ -146,6 +151,8 @@ local checks = {
   send_limit = positive_integer,
   max_queue = positive_integer,
   fragment_size = positive_integer,
+  max_step_events = positive_integer,
+  max_step_bytes = positive_integer,
   headers = header_table,
   origin = text,
   compression = compression,
@@ -160,7 +167,7 @@ local client_checks = setmetatable({
 local server_checks = setmetatable({
   host = text,
   port = function(name, v)
-    if math.type(v) ~= "integer" or v < 0 or v > 65535 then
+    if not is_integer(v) or v < 0 or v > 65535 then
       error("option 'port' must be an integer 0..65535", 4)
     end
   end,

@@ -3,6 +3,7 @@
 -- handshake callback for origin/auth decisions, then the open socket is
 -- handed to server.onconnection (or to a coroutine by moonws.serve).
 
+local compat = require "moonws.compat"
 local core = require "moonws.core"
 local loop = require "moonws.loop"
 local options = require "moonws.options"
@@ -89,7 +90,7 @@ local function on_handshake_ready(st, events)
       return refuse(st, 500, "internal error")
     end
     if verdict == false then
-      return refuse(st, math.type(a) == "integer" and a or 403, b or "forbidden")
+      return refuse(st, compat.is_integer(a) and a or 403, b or "forbidden")
     end
     if type(a) == "table" then extra_headers = a end
   end

@@ -14,11 +14,12 @@
 -- were exchanged before the TCP connection ended; code is the peer's close
 -- code (1005 when its frame had none) or 1006 when no close frame came.
 
+local compat = require "moonws.compat"
 local core = require "moonws.core"
 local loop = require "moonws.loop"
 
 local now = loop.now
-local READ, WRITE = loop.READ, loop.WRITE
+local readable, writable = loop.readable, loop.writable
 
 local CONNECTING, OPEN, CLOSING, CLOSED = 0, 1, 2, 3
 
@@ -278,17 +279,45 @@ local function queue_message(st, data, kind)
   end
 end
 
-local handle_event -- forward
+local handle_event, drain, on_readable -- forward
 
--- Parse and dispatch every complete event waiting in the conn.
-local function drain(st)
+-- The next round's share of a drain cut short by its budget; TLS may also
+-- hold decrypted bytes the poller cannot see.
+local function drain_later(st)
+  st.drain_deferred = false
+  if st.conn and drain(st) and st.conn and reading_wanted(st) and st.conn:pending() then
+    on_readable(st)
+  end
+end
+
+-- Parse and dispatch the complete events waiting in the conn, at most
+-- max_step_events of them: a flood must not stall one round of the loop
+-- (a game frame).  The rest is dispatched in the next round.  Returns
+-- false when it stopped for the budget.
+function drain(st)
   local conn = st.conn
+  if st.budget_round ~= loop.round() then
+    st.budget_round, st.budget = loop.round(), st.opts.max_step_events
+  end
+  local budget = st.budget
+  local finished = true
   while conn and st.conn == conn and not st.paused and not st.queue_paused do
+    if budget == 0 then
+      finished = false
+      if not st.drain_deferred then
+        st.drain_deferred = true
+        loop.defer(drain_later, st)
+      end
+      break
+    end
     local kind, a, b, c = conn:next_event()
     if not kind then break end
+    budget = budget - 1
     handle_event(st, kind, a, b, c)
   end
+  st.budget = budget
   if st.conn and st.conn:buffered() > 0 then loop.dirty(st) end
+  return finished
 end
 socket.drain = drain
 
@@ -298,7 +327,7 @@ local function pop_message(st)
   st.queue[head], st.kinds[head] = nil, nil
   st.qhead = head + 1
   if st.qhead > st.qtail then st.qhead, st.qtail = 1, 0 end
-  if st.queue_paused and st.qtail - st.qhead + 1 <= st.opts.max_queue // 2 then
+  if st.queue_paused and st.qtail - st.qhead + 1 <= math.floor(st.opts.max_queue / 2) then
     st.queue_paused = false
     refresh_interest(st)
     if st.conn then loop.defer(drain, st) end
@@ -354,22 +383,22 @@ end
 
 -- Read and dispatch; TLS may hold decrypted bytes the poller cannot see
 -- (SSL_has_pending), so keep reading while the transport has some.
-local function on_readable(st)
+function on_readable(st)
   repeat
     local conn = st.conn
-    local n, want, name = conn:read()
+    local n, want, name = conn:read(st.opts.max_step_bytes)
     if n == false then return on_eof(st) end
     if n == nil then return on_io_error(st, want, name) end
     if n == 0 then return end
     st.awaiting_pong = false -- any byte from the peer proves it is alive
-    drain(st)
+    if not drain(st) then return end -- out of budget for this round
   until not (st.conn and reading_wanted(st) and st.conn:pending())
 end
 
 -- The watcher method for an open (or closing) socket.
 local function on_ready_open(st, events)
-  if events & WRITE ~= 0 then flush(st) end
-  if st.conn and events & READ ~= 0 then on_readable(st) end
+  if writable(events) then flush(st) end
+  if st.conn and readable(events) then on_readable(st) end
 end
 
 ---------------------------------------------------------------- keepalive
@@ -407,6 +436,7 @@ function socket.new(role, opts, url)
     flush = flush,
   }
   local ws = setmetatable({ [PRIV] = st }, mt)
+  compat.on_collect(ws, mt.__gc)
   st.ws = ws
   st.counted = true
   loop.ref()
@@ -451,11 +481,11 @@ end
 -- name when the stream ended (message nil at end of stream) or failed;
 -- nothing when there is nothing to parse yet.
 function socket.handshake_read(st, events)
-  if events & WRITE ~= 0 then
+  if writable(events) then
     flush(st)
     if st.state ~= CONNECTING then return nil end
   end
-  if events & READ == 0 then return nil end
+  if not readable(events) then return nil end
   local got = nil
   repeat -- TLS may hold more decrypted bytes than one read takes
     local n, message, name = st.conn:read()
@@ -557,7 +587,7 @@ function methods.pong(ws, data) return control("pong", ws, data) end
 
 local function check_close_args(code, reason)
   if code ~= nil then
-    if math.type(code) ~= "integer" then
+    if not compat.is_integer(code) then
       error("bad argument #1 to 'close' (integer code expected)", 3)
     end
     if code ~= 1000 and (code < 3000 or code > 4999) then

@@ -1,8 +1,10 @@
 -- spec/support/helpers.lua -- what many specs share: loading moonws from
 -- the checkout, and running the loop until a condition holds (bounded).
 
+-- MOONWS_CPATH picks another build of moonws.core (the LuaJIT one:
+-- build/luajit/?.so); default: the Lua 5.4 build in the checkout.
 package.path = "lua/?.lua;lua/?/init.lua;spec/?.lua;" .. package.path
-package.cpath = "./?.so;" .. package.cpath
+package.cpath = (os.getenv("MOONWS_CPATH") or "./?.so") .. ";" .. package.cpath
 
 local moonws = require "moonws"
 
