@@ -149,6 +149,41 @@ describe("host event loop integration", function()
   end)
 end)
 
+describe("signals", function()
+  it("onsignal runs handlers in the loop; removing the last restores the default action",
+    function()
+      local script = [[
+        package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
+        package.cpath = "./?.so;" .. package.cpath
+        local moonws = require "moonws"
+        local pid = io.open("/proc/self/stat"):read("n")
+        local srv = assert(moonws.listen { port = 0 })
+        local seen = {}
+        local off_usr1 = moonws.onsignal("USR1", function(name) seen[#seen + 1] = name end)
+        local off_term
+        off_term = moonws.onsignal("SIGTERM", function(name)
+          seen[#seen + 1] = name
+          srv:close() -- a clean shutdown: run() ends once nothing is left
+        end)
+        os.execute("kill -USR1 " .. pid .. "; (sleep 0.2; kill -TERM " .. pid .. ") &")
+        moonws.run()
+        print(table.concat(seen, ","))
+        io.stdout:flush()
+        off_usr1()
+        off_term()
+        os.execute("kill -TERM " .. pid) -- the default action again: the process dies
+        moonws.sleep(2)
+        print("still alive")
+      ]]
+      local p = process.start({ "lua5.4", "-e", script }, 20)
+      assert.is_true(p:wait_exit(15))
+      local out, status = p:stdout(), p:exit_status()
+      p:cleanup()
+      assert.equal("USR1,TERM\n", out)
+      assert.equal(128 + 15, status)
+    end)
+end)
+
 describe("the poll() fallback", function()
   it("runs a full exchange when epoll is not used", function()
     local out, err = run_lua([[

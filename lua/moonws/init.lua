@@ -50,6 +50,19 @@ function moonws.sleep(seconds)
   loop.wait_until(function() return false end, loop.now() + seconds, nil, "sleep")
 end
 
+-- onsignal(name, handler): run handler(name) in the loop when the process
+-- gets signal name ("INT", "TERM", "HUP", "USR1", ...); returns a function
+-- that removes it.  For clean shutdowns: close sockets, then let run() end.
+function moonws.onsignal(name, handler)
+  if type(name) ~= "string" then
+    error("bad argument #1 to 'onsignal' (signal name expected, got " .. type(name) .. ")", 2)
+  end
+  if type(handler) ~= "function" then
+    error("bad argument #2 to 'onsignal' (function expected, got " .. type(handler) .. ")", 2)
+  end
+  return loop.onsignal(name, handler)
+end
+
 -- moonws.onerror: errors no socket handler took (handler failures in
 -- coroutines, accept failures); default: print to stderr.
 setmetatable(moonws, {

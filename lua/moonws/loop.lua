@@ -87,6 +87,57 @@ function loop.unwatch(fd)
   poller:set(fd, false, false)
 end
 
+---------------------------------------------------------------- signals
+
+-- Caught signals arrive as bytes on a pipe (see csrc/net/net_signal.h);
+-- handlers run in the loop like any event.  They do not keep run() going.
+local signal_handlers = {} -- name -> list of functions
+local signal_watcher = {}
+local signals_watched = false
+
+function signal_watcher.on_ready()
+  while true do
+    local name = core.signal_next()
+    if not name then return end
+    local list = signal_handlers[name]
+    if list then
+      local snapshot = { compat.unpack(list) } -- a handler may remove itself
+      for i = 1, #snapshot do
+        local ok, err = xpcall(snapshot[i], debug.traceback, name)
+        if not ok then loop.report("error in " .. name .. " signal handler: " .. tostring(err)) end
+      end
+    end
+  end
+end
+
+-- Call fn(name) whenever signal name ("INT", "TERM", "HUP", ...) arrives.
+-- Returns a function that removes the handler; the signal's previous
+-- action comes back once its last handler is gone.
+function loop.onsignal(name, fn)
+  local canonical = name:gsub("^SIG", "")
+  local called, ok, message = pcall(core.signal_catch, canonical)
+  if not called then
+    error(("bad argument #1 to 'onsignal' (unknown signal '%s')"):format(name), 3)
+  end
+  if not ok then error(message, 3) end
+  if not signals_watched then
+    loop.watch(assert(core.signal_fd()), signal_watcher, true, false)
+    signals_watched = true
+  end
+  local list = signal_handlers[canonical] or {}
+  signal_handlers[canonical] = list
+  list[#list + 1] = fn
+  return function()
+    for i = #list, 1, -1 do
+      if list[i] == fn then table.remove(list, i) end
+    end
+    if #list == 0 then
+      signal_handlers[canonical] = nil
+      core.signal_release(canonical)
+    end
+  end
+end
+
 ---------------------------------------------------------------- timers
 
 -- Call fn(obj, handle) at deadline (seconds on core.now()'s clock).  obj is

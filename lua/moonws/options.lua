@@ -176,6 +176,7 @@ local server_checks = setmetatable({
     if type(v) ~= "function" then string_list(name, v) end
   end,
   handshake = func,
+  request = func,
   tls = server_tls,
 }, { __index = checks })
 

@@ -24,13 +24,39 @@ local server_mt = { __name = "moonws.server", __index = server_methods }
 
 ---------------------------------------------------------------- refusing
 
-local function refuse(st, status, message, headers)
-  local body = message and message .. "\n" or nil
+-- Answer with a plain HTTP response and end the connection.
+local function answer(st, status, headers, body)
   local ok = pcall(st.conn.respond_refusal, st.conn, status, nil, headers, body)
   if not ok then st.conn:respond_refusal(status, nil, nil, body) end
   st.refusing = true
   st.state = socket.CLOSING
   socket.flush(st)
+end
+
+local function refuse(st, status, message, headers)
+  answer(st, status, headers, message and message .. "\n" or nil)
+end
+
+-- A plain HTTP request (no Upgrade: websocket) goes to the `request`
+-- option when set, which returns status, headers, body -- a chat page
+-- served by its own WebSocket server.  Without it: 426 Upgrade Required.
+local function plain_http(ss, st, req, status, why)
+  local handler = ss.opts.request
+  if not handler or status ~= 426 or not req or req.headers.upgrade then
+    return refuse(st, status, why)
+  end
+  local ok, code, headers, body = xpcall(handler, debug.traceback, req)
+  if not ok then
+    loop.report("error in request callback: " .. tostring(code))
+    return refuse(st, 500, "internal error")
+  end
+  if code == nil then return refuse(st, status, why) end -- not handled
+  if not compat.is_integer(code) or code < 200 or code > 599 then
+    loop.report("request callback returned a bad status: " .. tostring(code))
+    return refuse(st, 500, "internal error")
+  end
+  if headers ~= nil and type(headers) ~= "table" then headers = nil end
+  answer(st, code, headers, body ~= nil and tostring(body) or nil)
 end
 
 local function choose_protocol(ss, req)
@@ -76,9 +102,9 @@ local function on_handshake_ready(st, events)
     return socket.finish(st, 1006, "", false) -- the client left; no one to tell
   end
   local ss, conn = st.server_state, st.conn
-  local req, status, why = conn:parse_request(ss.opts.max_handshake)
+  local req, status, why, request = conn:parse_request(ss.opts.max_handshake)
   if req == nil then return end
-  if req == false then return refuse(st, status, why) end
+  if req == false then return plain_http(ss, st, request, status, why) end
 
   local protocol, perr = choose_protocol(ss, req)
   if perr then return refuse(st, 500, perr) end
