@@ -171,7 +171,7 @@ static const char *length_msg(const uint8_t *h) {
 /* Why the header in c->frame is refused, with its close code, or NULL.
  * The order is the documented one.  max_frame/max_payload apply to data
  * frames; control frames are capped at 125 bytes already. */
-static const char *header_check(const ws_conn *c, uint16_t *code) {
+static const char *header_check(ws_conn *c, uint16_t *code) {
   const ws_frame_header *h = &c->frame;
   bool deflate = c->cfg.deflate != NULL;
   uint8_t allowed = c->cfg.rsv_allowed | (deflate ? WS_RSV1 : 0);
@@ -201,16 +201,30 @@ static const char *header_check(const ws_conn *c, uint16_t *code) {
     return "continuation frame without a message to continue";
   if (h->opcode != WS_OP_CONTINUATION && c->msg_opcode)
     return "new data frame inside a fragmented message";
+  /* Size refusals say the sizes (they are also the close reason the peer
+   * reads, well under 123 bytes); the text goes in ctrl, which no
+   * control frame is using while a data frame's header is checked. */
   *code = WS_CLOSE_MESSAGE_TOO_BIG;
-  if (h->payload_len > c->cfg.max_frame)
-    return "frame over max_frame";
+  char *text = (char *)c->ctrl;
+  if (h->payload_len > c->cfg.max_frame) {
+    snprintf(text, sizeof c->ctrl, "frame of %llu bytes over max_frame (%llu)",
+             (unsigned long long)h->payload_len,
+             (unsigned long long)c->cfg.max_frame);
+    return text;
+  }
   /* A compressed message's size is known only while it is inflated. */
   if (rsv1 || (h->opcode == WS_OP_CONTINUATION && c->msg_compressed))
     return NULL;
   uint64_t so_far = h->opcode == WS_OP_CONTINUATION ? ws_buf_len(&c->msg) : 0;
   if (so_far > c->cfg.max_payload ||
-      h->payload_len > c->cfg.max_payload - so_far)
-    return "message over max_payload";
+      h->payload_len > c->cfg.max_payload - so_far) {
+    /* so_far <= max_payload and payload_len < 2^63: the sum fits. */
+    snprintf(text, sizeof c->ctrl,
+             "message of %llu bytes over max_payload (%llu)",
+             (unsigned long long)(so_far + h->payload_len),
+             (unsigned long long)c->cfg.max_payload);
+    return text;
+  }
   return NULL;
 }
 
@@ -291,8 +305,13 @@ static size_t message_done(ws_conn *c, ws_event *ev, bool text, size_t pos,
  * data frame, valid until the next call like any event data) or 1011. */
 static size_t inflate_fail(ws_conn *c, ws_event *ev, size_t len,
                            enum ws_error e, const char *why) {
-  if (e == WS_E_TOO_BIG)
-    return conn_fail(c, ev, len, WS_CLOSE_MESSAGE_TOO_BIG, why);
+  if (e == WS_E_TOO_BIG) {
+    snprintf((char *)c->ctrl, sizeof c->ctrl,
+             "message over max_payload (%llu) once decompressed",
+             (unsigned long long)c->cfg.max_payload);
+    return conn_fail(c, ev, len, WS_CLOSE_MESSAGE_TOO_BIG,
+                     (const char *)c->ctrl);
+  }
   if (e != WS_E_INVALID_DATA)
     return conn_fail(c, ev, len, WS_CLOSE_INTERNAL_ERROR, msg_nomem);
   snprintf((char *)c->ctrl, sizeof c->ctrl, "invalid compressed data: %s",
