@@ -58,6 +58,7 @@ build = {
     ["moonws"] = "lua/moonws/init.lua",
     ["moonws.client"] = "lua/moonws/client.lua",
     ["moonws.compat"] = "lua/moonws/compat.lua",
+    ["moonws.log"] = "lua/moonws/log.lua",
     ["moonws.loop"] = "lua/moonws/loop.lua",
     ["moonws.options"] = "lua/moonws/options.lua",
     ["moonws.proxy"] = "lua/moonws/proxy.lua",

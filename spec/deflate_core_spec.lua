@@ -232,7 +232,7 @@ describe("permessage-deflate in moonws.core", function()
     assert.is_true(cli:send(string.rep("a", 1000000))) -- ~1 KB on the wire
     local events, wire = deliver(cli, srv)
     assert.is_true(#wire < 10000)
-    assert.same({ "error", "message over max_payload (10000) once decompressed", "too_big", 1009,
+    assert.same({ "error", "payload exceeds max_payload 10000 bytes once decompressed", "too_big", 1009,
                   n = 4 },
                 events[1])
     local state = table.pack(srv:state())

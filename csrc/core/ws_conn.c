@@ -41,6 +41,18 @@ static const char msg_random[] = "random source failed (no frame mask)";
 static const char msg_bad_text[] = "invalid UTF-8 in text message";
 static const char msg_cut_text[] = "text message ends inside a UTF-8 sequence";
 
+/* A size for people: "2 MiB" or "64 KiB" when exact, else "1001 bytes".
+ * out holds 32 bytes. */
+static const char *size_text(char out[32], uint64_t n) {
+  if (n && n % (1024 * 1024) == 0)
+    snprintf(out, 32, "%llu MiB", (unsigned long long)(n >> 20));
+  else if (n && n % 1024 == 0)
+    snprintf(out, 32, "%llu KiB", (unsigned long long)(n >> 10));
+  else
+    snprintf(out, 32, "%llu bytes", (unsigned long long)n);
+  return out;
+}
+
 void ws_conn_init(ws_conn *c, ws_role role, const ws_conn_config *cfg) {
   memset(c, 0, sizeof *c);
   c->role = role;
@@ -206,23 +218,23 @@ static const char *header_check(ws_conn *c, uint16_t *code) {
    * control frame is using while a data frame's header is checked. */
   *code = WS_CLOSE_MESSAGE_TOO_BIG;
   char *text = (char *)c->ctrl;
-  if (h->payload_len > c->cfg.max_frame) {
-    snprintf(text, sizeof c->ctrl, "frame of %llu bytes over max_frame (%llu)",
-             (unsigned long long)h->payload_len,
-             (unsigned long long)c->cfg.max_frame);
+  char got[32], limit[32];
+  /* The message limit is named first: it is the one users set (max_frame
+   * defaults to it).  A compressed message's size is known only while it
+   * is inflated. */
+  bool compressed = rsv1 || (h->opcode == WS_OP_CONTINUATION && c->msg_compressed);
+  uint64_t so_far = h->opcode == WS_OP_CONTINUATION ? ws_buf_len(&c->msg) : 0;
+  if (!compressed && (so_far > c->cfg.max_payload ||
+                      h->payload_len > c->cfg.max_payload - so_far)) {
+    /* so_far <= max_payload and payload_len < 2^63: the sum fits. */
+    snprintf(text, sizeof c->ctrl, "payload of %s exceeds max_payload %s",
+             size_text(got, so_far + h->payload_len),
+             size_text(limit, c->cfg.max_payload));
     return text;
   }
-  /* A compressed message's size is known only while it is inflated. */
-  if (rsv1 || (h->opcode == WS_OP_CONTINUATION && c->msg_compressed))
-    return NULL;
-  uint64_t so_far = h->opcode == WS_OP_CONTINUATION ? ws_buf_len(&c->msg) : 0;
-  if (so_far > c->cfg.max_payload ||
-      h->payload_len > c->cfg.max_payload - so_far) {
-    /* so_far <= max_payload and payload_len < 2^63: the sum fits. */
-    snprintf(text, sizeof c->ctrl,
-             "message of %llu bytes over max_payload (%llu)",
-             (unsigned long long)(so_far + h->payload_len),
-             (unsigned long long)c->cfg.max_payload);
+  if (h->payload_len > c->cfg.max_frame) {
+    snprintf(text, sizeof c->ctrl, "payload of %s exceeds max_frame %s",
+             size_text(got, h->payload_len), size_text(limit, c->cfg.max_frame));
     return text;
   }
   return NULL;
@@ -306,9 +318,10 @@ static size_t message_done(ws_conn *c, ws_event *ev, bool text, size_t pos,
 static size_t inflate_fail(ws_conn *c, ws_event *ev, size_t len,
                            enum ws_error e, const char *why) {
   if (e == WS_E_TOO_BIG) {
+    char limit[32];
     snprintf((char *)c->ctrl, sizeof c->ctrl,
-             "message over max_payload (%llu) once decompressed",
-             (unsigned long long)c->cfg.max_payload);
+             "payload exceeds max_payload %s once decompressed",
+             size_text(limit, c->cfg.max_payload));
     return conn_fail(c, ev, len, WS_CLOSE_MESSAGE_TOO_BIG,
                      (const char *)c->ctrl);
   }

@@ -778,7 +778,7 @@ static void test_fail_limits(void) {
   memset(&cfg, 0, sizeof cfg);
   cfg.max_frame = 100;
   put_frame(&b, true, 0, WS_OP_BINARY, true, pay, 101);
-  expect_fail_cfg(SRV, &cfg, &b, P1009, "frame of 101 bytes over max_frame (100)");
+  expect_fail_cfg(SRV, &cfg, &b, P1009, "payload of 101 bytes exceeds max_frame 100 bytes");
   b.n = 0;
   put_frame(&b, true, 0, WS_OP_BINARY, true, pay, 100);
   put_frame(&b, false, 0, WS_OP_TEXT, true, pay, 100);
@@ -798,12 +798,12 @@ static void test_fail_limits(void) {
   b.n = 0;
   put_frame(&b, true, 0, WS_OP_TEXT, true, pay, 101);
   expect_fail_cfg(SRV, &cfg, &b, P1009,
-                  "message of 101 bytes over max_payload (100)");
+                  "payload of 101 bytes exceeds max_payload 100 bytes");
   b.n = 0;
   put_frame(&b, false, 0, WS_OP_BINARY, true, pay, 60);
   put_frame(&b, true, 0, WS_OP_CONTINUATION, true, pay, 41);
   expect_fail_cfg(SRV, &cfg, &b, P1009,
-                  "message of 101 bytes over max_payload (100)");
+                  "payload of 101 bytes exceeds max_payload 100 bytes");
   b.n = 0;
   put_frame(&b, false, 0, WS_OP_BINARY, true, pay, 60);
   put_frame(&b, true, 0, WS_OP_CONTINUATION, true, pay, 40);
@@ -817,7 +817,8 @@ static void test_fail_limits(void) {
     evlist_free(&l);
     ws_conn_free(&c);
   }
-  /* Protocol rules come before limits; max_frame before max_payload. */
+  /* Protocol rules come before limits; max_payload (the limit users set)
+   * is named before max_frame. */
   b.n = 0;
   put_frame(&b, true, 0, WS_OP_CONTINUATION, true, pay, 101);
   expect_fail_cfg(SRV, &cfg, &b, P1002,
@@ -825,7 +826,11 @@ static void test_fail_limits(void) {
   cfg.max_frame = 50;
   b.n = 0;
   put_frame(&b, true, 0, WS_OP_BINARY, true, pay, 101);
-  expect_fail_cfg(SRV, &cfg, &b, P1009, "frame of 101 bytes over max_frame (50)");
+  expect_fail_cfg(SRV, &cfg, &b, P1009,
+                  "payload of 101 bytes exceeds max_payload 100 bytes");
+  b.n = 0;
+  put_frame(&b, true, 0, WS_OP_BINARY, true, pay, 51);
+  expect_fail_cfg(SRV, &cfg, &b, P1009, "payload of 51 bytes exceeds max_frame 50 bytes");
   free(b.d);
 }
 
@@ -862,7 +867,7 @@ static void test_limits_before_allocation(void) {
   CHECK_EQ_INT(ev.code, 1009);
   {
     const char *want =
-        "frame of 4611686018427387904 bytes over max_frame (1073741824)";
+        "payload of 4398046511104 MiB exceeds max_payload 1 KiB";
     CHECK_EQ_INT(ev.len, strlen(want));
     CHECK_MEM(ev.data, want, ev.len);
   }
@@ -879,7 +884,7 @@ static void test_limits_before_allocation(void) {
   RAW(&b, "\x80\x7E\x01\x91"); /* 401 announced, none sent */
   evlist l = {0};
   feed_copy(&c, b.d, b.n, &l);
-  CHECK_EVENTS(&l, EV_ERR(P1009, "message of 1001 bytes over max_payload (1000)"));
+  CHECK_EVENTS(&l, EV_ERR(P1009, "payload of 1001 bytes exceeds max_payload 1000 bytes"));
   evlist_free(&l);
   ws_conn_free(&c);
   free(b.d);

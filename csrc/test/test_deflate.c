@@ -942,7 +942,7 @@ static void test_max_payload(void) {
   CHECK(l.n == 1 && l.ev[0].type == WS_EV_ERROR && l.ev[0].code == 1009 &&
         l.ev[0].error == WS_E_TOO_BIG &&
         strcmp((const char *)l.ev[0].data,
-               "message over max_payload (10000) once decompressed") == 0);
+               "payload exceeds max_payload 10000 bytes once decompressed") == 0);
   evlist_free(&l);
   /* Fragmented: the limit counts every piece. */
   pair_close(&p);

@@ -4,6 +4,7 @@
 --   verified against the URL's host] -> the opening handshake -> OPEN.
 
 local core = require "moonws.core"
+local log = require "moonws.log"
 local loop = require "moonws.loop"
 local options = require "moonws.options"
 local proxy = require "moonws.proxy"
@@ -88,7 +89,7 @@ local function on_handshake_ready(st, events)
   if ok == nil then return end
   if not ok then
     st.status = b
-    return fail_connect(st, "handshake failed: " .. a, "handshake")
+    return fail_connect(st, "handshake: " .. a, "handshake")
   end
   socket.opened(st, a, b)
   socket.announce(st, true)
@@ -132,7 +133,11 @@ end
 
 local function on_tls_ready(st)
   local ok, want = core.tls_handshake(st.conn)
-  if ok == true then return send_request(st) end
+  if ok == true then
+    if st.opts.log then log.emit(st, "tls", "handshake done, verified " .. tostring(
+      not (st.opts.tls and st.opts.tls.verify == false))) end
+    return send_request(st)
+  end
   if ok == nil then
     -- 1015 is reported, never sent (RFC 6455 7.4.1).
     return fail_connect(st, ("TLS handshake with %s failed: %s"):format(st.u.host, want), "tls")
@@ -190,6 +195,10 @@ local function on_connect_ready(st, events)
     st.conn, st.fd = nil, nil
     return try_next_address(st)
   end
+  if st.opts.log then
+    st.peer = conn:peer()
+    log.emit(st, "connected", st.proxy and "to proxy " .. st.proxy.url or "tcp")
+  end
   if st.proxy then start_tunnel(st) else after_tunnel(st) end
 end
 
@@ -223,6 +232,7 @@ end
 local function start(st)
   if st.state ~= socket.CONNECTING then return end
   if st.setup_error then return fail_connect(st, st.setup_error, st.setup_error_name) end
+  if st.opts.log then log.emit(st, "connecting", st.url) end
   start_lookup(st)
 end
 

@@ -6,6 +6,7 @@
 
 local compat = require "moonws.compat"
 local core = require "moonws.core"
+local log = require "moonws.log"
 
 local is_integer = compat.is_integer
 
@@ -139,7 +140,14 @@ local function proxy_option(name, v)
   end
 end
 
+local function log_option(name, v)
+  if type(v) ~= "boolean" and type(v) ~= "function" then
+    error("option 'log' must be true, false or a function(line, record)", 4)
+  end
+end
+
 local checks = {
+  log = log_option,
   timeout = positive_number,
   close_timeout = positive_number,
   max_payload = positive_integer,
@@ -172,6 +180,9 @@ local server_checks = setmetatable({
     end
   end,
   backlog = positive_integer,
+  reuseport = function(name, v)
+    if type(v) ~= "boolean" then error("option 'reuseport' must be a boolean", 4) end
+  end,
   protocols = function(name, v)
     if type(v) ~= "function" then string_list(name, v) end
   end,
@@ -196,6 +207,7 @@ local function merge(given, which, caller, role_defaults)
     result[k] = v
   end
   if result.max_frame > result.max_payload then result.max_frame = result.max_payload end
+  result.log = log.sink(result.log)
   return result
 end
 

@@ -5,6 +5,7 @@
 
 local compat = require "moonws.compat"
 local core = require "moonws.core"
+local log = require "moonws.log"
 local loop = require "moonws.loop"
 local options = require "moonws.options"
 local socket = require "moonws.socket"
@@ -34,6 +35,10 @@ local function answer(st, status, headers, body)
 end
 
 local function refuse(st, status, message, headers)
+  if st.opts.log then
+    log.emit(st, "refused", ("answered %d%s"):format(status, message and ": " .. message or ""),
+      { code = status })
+  end
   answer(st, status, headers, message and message .. "\n" or nil)
 end
 
@@ -56,6 +61,10 @@ local function plain_http(ss, st, req, status, why)
     return refuse(st, 500, "internal error")
   end
   if headers ~= nil and type(headers) ~= "table" then headers = nil end
+  if st.opts.log then
+    log.emit(st, "http", ("%s %s -> %d"):format(req.method or "GET", req.path or "?", code),
+      { code = code })
+  end
   answer(st, code, headers, body ~= nil and tostring(body) or nil)
 end
 
@@ -153,7 +162,10 @@ end
 -- failure has no one to tell (no socket was handed over): it just ends.
 local function on_tls_ready(st)
   local ok, want = core.tls_handshake(st.conn)
-  if ok == nil then return socket.finish(st, 1015, "", false) end
+  if ok == nil then
+    if st.opts.log then log.emit(st, "error", "tls: handshake failed: " .. tostring(want)) end
+    return socket.finish(st, 1015, "", false)
+  end
   if ok == 0 then return socket.set_interest(st, want == "read", want == "write") end
   st.on_ready = on_handshake_ready
   socket.set_interest(st, true, false)
@@ -192,6 +204,7 @@ local function on_accept_ready(ss)
     conn:set_compression(ss.opts.compression)
     st.server_state = ss
     st.peer = peer
+    if ss.opts.log then log.emit(st, "accepted", "on port " .. tostring(ss.listener:port())) end
     st.on_finish = forget
     handshaking[st] = true
     if ss.tls_ctx then

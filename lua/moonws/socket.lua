@@ -16,6 +16,7 @@
 
 local compat = require "moonws.compat"
 local core = require "moonws.core"
+local log = require "moonws.log"
 local loop = require "moonws.loop"
 
 local now = loop.now
@@ -124,6 +125,11 @@ local function finish(st, code, reason, clean)
   st.close_code, st.close_reason, st.was_clean = code, reason or "", clean
   if st.counted then st.counted = false; loop.unref() end
   if st.on_finish then st.on_finish(st) end
+  if st.opts.log then
+    log.emit(st, "closed", ("code %d%s, %s"):format(code,
+      st.close_reason ~= "" and (" %q"):format(st.close_reason) or "",
+      clean and "clean" or "not clean"), { code = code, reason = st.close_reason, clean = clean })
+  end
   fire(st, "onclose", { type = "close", code = code, reason = st.close_reason, wasClean = clean })
   pinned[st] = nil
   loop.wake_all(st.waiters)
@@ -131,7 +137,11 @@ end
 socket.finish = finish
 
 -- Record an error and fire onerror (before the onclose that follows).
+-- With a code (a close frame carrying it goes to the peer), the message
+-- says so: what the application reads matches what the peer sees.
 local function error_event(st, message, name, code)
+  if code then message = ("%s; closing with %d"):format(message, code) end
+  if st.opts.log then log.emit(st, "error", message, { error = name, code = code }) end
   st.err_message, st.err_name = message, name
   fire(st, "onerror", { type = "error", message = message, error = name, code = code })
 end
@@ -376,7 +386,7 @@ function handle_event(st, kind, a, b, c)
     loop.dirty(st) -- our echo, or the wake-up that ends a completed handshake
   elseif kind == "error" then
     enter_closing(st)
-    error_event(st, a, b, c)
+    error_event(st, "frame: " .. a, b, c)
     loop.dirty(st) -- the close frame carrying code c
   end
 end
@@ -463,6 +473,10 @@ function socket.opened(st, protocol, extensions)
   refresh_interest(st)
   if st.opts.ping_interval then
     st.ping_timer = loop.timer(now() + st.opts.ping_interval, on_ping_timer, st)
+  end
+  if st.opts.log then
+    log.emit(st, "open", ("%s protocol %q extensions %q"):format(st.url, st.protocol,
+      st.extensions))
   end
 end
 
@@ -621,6 +635,8 @@ local function start_close(st, code, reason)
     loop.dirty(st)
   end
 end
+
+socket.start_close = start_close -- server:shutdown closes with 1001, which close() refuses
 
 function methods.close(ws, code, reason)
   local st = priv(ws)
