@@ -65,7 +65,7 @@ $(BUILD)/test/%: csrc/test/%.c $(CORE_OBJ) $(NET_OBJ) $(HEADERS)
 
 # The whole suite: C unit tests, busted specs (with the real peers), the
 # LuaRocks install check; spec/run_all prints the closing summary line.
-test: deps-test $(MODULE) $(TEST_BIN) luajit
+test: deps-test $(MODULE) $(TEST_BIN) luajit $(BUILD)/embed/host
 	@spec/run_all
 
 c-tests: $(TEST_BIN)
@@ -95,6 +95,14 @@ conformance: deps-test $(MODULE)
 
 example: deps $(MODULE)
 	@examples/run_demo
+
+# The game-engine example: a C host that embeds Lua 5.4 (luaL_newstate) and
+# calls a game script once a frame (examples/embed/, spec/embed_spec.lua).
+$(BUILD)/embed/host: examples/embed/host.c
+	@mkdir -p $(dir $@)
+	@$(if $(V),,echo "  CC      $<")
+	$(Q)$(CC) -std=c11 $(WARNFLAGS) $(OPTFLAGS) $(CFLAGS) -I$(LUA_INCDIR) -o $@ $< \
+	  $(LDFLAGS) -llua$(LUA_VERSION) -lm
 
 rock: deps-test
 	@spec/run_all rock
