@@ -13,7 +13,8 @@
 --   <!-- sample: file PATH --> an excerpt: appears verbatim in PATH (a
 --                              file the other specs run)
 -- Ports 8080 and 8443 in a sample are replaced by free ports; samples run
--- with moonws on the paths, bounded in time.
+-- with moonws on the paths, bounded in time.  Lines of a `run` sample
+-- that start with "--> " are what it must print, in that order.
 local helpers = require "spec.support.helpers"
 local moonws = helpers.moonws
 local process = require "spec.support.process"
@@ -92,12 +93,21 @@ end
 local checks = {}
 
 function checks.run(sample)
-  local p = start_lua(sample.code, free_port())
+  local port = free_port()
+  local p = start_lua(sample.code, port)
   local exited = p:wait_exit(15)
-  local status, out = p:exit_status(), output(p)
+  local status, out, stdout = p:exit_status(), output(p), p:stdout()
   finish(p)
   assert.is_true(exited, "the sample did not finish\n" .. out)
   assert.equal(0, status, out)
+  local code = sample.code:gsub("8080", tostring(port))
+  local expected = {}
+  for line in code:gmatch("[^\n]+") do
+    expected[#expected + 1] = line:match("^%-%-> (.*)$")
+  end
+  local printed = {}
+  for line in stdout:gmatch("[^\n]+") do printed[#printed + 1] = line end
+  assert.same(expected, printed)
 end
 
 function checks.tls(sample)
