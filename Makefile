@@ -65,7 +65,7 @@ $(BUILD)/test/%: csrc/test/%.c $(CORE_OBJ) $(NET_OBJ) $(HEADERS)
 
 # The whole suite: C unit tests, busted specs (with the real peers), the
 # LuaRocks install check; spec/run_all prints the closing summary line.
-test: deps-test $(MODULE) $(TEST_BIN) luajit $(BUILD)/embed/host
+test: deps-test $(MODULE) moonws/redis.so $(TEST_BIN) luajit $(BUILD)/embed/host
 	@spec/run_all
 
 c-tests: $(TEST_BIN)
@@ -103,6 +103,13 @@ $(BUILD)/embed/host: examples/embed/host.c
 	@$(if $(V),,echo "  CC      $<")
 	$(Q)$(CC) -std=c11 $(WARNFLAGS) $(OPTFLAGS) $(CFLAGS) -I$(LUA_INCDIR) -o $@ $< \
 	  $(LDFLAGS) -llua$(LUA_VERSION) -lm
+
+# moonws.redis, the hiredis adapter behind moonws.pubsub: a module of its
+# own, so hiredis never becomes a dependency of moonws.core.
+moonws/redis.so: csrc/redis/lredis.c csrc/lua/lua_compat.h
+	@mkdir -p $(dir $@)
+	@$(if $(V),,echo "  CC+LD   $@")
+	$(Q)$(CC) $(CFLAGS_ALL) -I$(LUA_INCDIR) -shared -o $@ $< $(LDFLAGS) -lhiredis
 
 rock: deps-test
 	@spec/run_all rock

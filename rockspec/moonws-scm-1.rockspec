@@ -61,6 +61,8 @@ build = {
     ["moonws.log"] = "lua/moonws/log.lua",
     ["moonws.loop"] = "lua/moonws/loop.lua",
     ["moonws.options"] = "lua/moonws/options.lua",
+    -- moonws.pubsub needs moonws.redis (hiredis): rockspec/moonws-redis-scm-1.rockspec
+    ["moonws.pubsub"] = "lua/moonws/pubsub.lua",
     ["moonws.proxy"] = "lua/moonws/proxy.lua",
     ["moonws.server"] = "lua/moonws/server.lua",
     ["moonws.socket"] = "lua/moonws/socket.lua",

@@ -26,6 +26,9 @@ function moonws.new(url, options) return client.new(url, options, "new") end
 moonws.connect = client.connect
 moonws.listen = server.listen
 moonws.serve = server.serve
+-- pubsub(url [, options]): Redis publish/subscribe; moonws.pubsub and
+-- hiredis (moonws/redis.so) load on first use only.
+function moonws.pubsub(url, options) return require("moonws.pubsub").new(url, options) end
 
 moonws.spawn = loop.spawn
 moonws.run = loop.run
