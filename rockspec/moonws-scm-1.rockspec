@@ -41,6 +41,7 @@ build = {
         "csrc/lua/lmoonws.c",
         "csrc/lua/lnet.c",
         "csrc/lua/lpoller.c",
+        "csrc/lua/lprocess.c",
         "csrc/lua/lsignal.c",
         "csrc/lua/ltls.c",
         "csrc/net/net_poller.c",
@@ -61,6 +62,7 @@ build = {
     ["moonws.log"] = "lua/moonws/log.lua",
     ["moonws.loop"] = "lua/moonws/loop.lua",
     ["moonws.options"] = "lua/moonws/options.lua",
+    ["moonws.pool"] = "lua/moonws/pool.lua",
     -- moonws.pubsub needs moonws.redis (hiredis): rockspec/moonws-redis-scm-1.rockspec
     ["moonws.pubsub"] = "lua/moonws/pubsub.lua",
     ["moonws.proxy"] = "lua/moonws/proxy.lua",

@@ -32,17 +32,19 @@ static listener *check_listener(lua_State *L) {
   return l;
 }
 
-/* core.listen(host, port [, backlog]) -> listener | nil, message, name */
+/* core.listen(host, port [, backlog [, reuseport]]) -> listener | nil,
+ * message, name.  reuseport: SO_REUSEPORT (see net_tcp.h). */
 static int net_listen(lua_State *L) {
   const char *host = luaL_optstring(L, 1, NULL);
   lua_Integer port = luaL_checkinteger(L, 2);
   lua_Integer backlog = luaL_optinteger(L, 3, 511);
+  int flags = lua_toboolean(L, 4) ? NET_TCP_REUSEPORT : 0;
   luaL_argcheck(L, port >= 0 && port <= 65535, 2, "port must be 0..65535");
   listener *l = compat_newuserdata(L, sizeof *l, 0);
   l->fd = -1;
   luaL_setmetatable(L, LISTENER_TYPE);
   int err = 0;
-  l->fd = net_tcp_listen(host, (int)port, (int)backlog, &err);
+  l->fd = net_tcp_listen_flags(host, (int)port, (int)backlog, flags, &err);
   if (l->fd < 0) {
     if (err == EINVAL)
       return lmoonws_fail(L, WS_E_IO, "listen: host must be a numeric address");

@@ -61,12 +61,15 @@ int net_tcp_connect_result(int fd) {
 
 /* Bind and listen one socket; returns the fd or -1 with *e. */
 static int listen_on(const struct sockaddr *sa, socklen_t salen, bool dual,
-                     int backlog, int *e) {
+                     int backlog, int flags, int *e) {
   int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
                   0);
   if (fd < 0)
     return fail(e, errno, -1);
   int one = 1, zero = 0;
+  if ((flags & NET_TCP_REUSEPORT) &&
+      setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0)
+    return fail(e, errno, fd);
   if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
       (dual && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero,
                           sizeof zero) < 0) ||
@@ -76,7 +79,12 @@ static int listen_on(const struct sockaddr *sa, socklen_t salen, bool dual,
 }
 
 int net_tcp_listen(const char *host, int port, int backlog, int *err) {
-  if (port < 0 || port > 65535)
+  return net_tcp_listen_flags(host, port, backlog, 0, err);
+}
+
+int net_tcp_listen_flags(const char *host, int port, int backlog, int flags,
+                         int *err) {
+  if (port < 0 || port > 65535 || (flags & ~NET_TCP_REUSEPORT))
     return fail(err, EINVAL, -1);
   struct sockaddr_in in4;
   struct sockaddr_in6 in6;
@@ -90,7 +98,8 @@ int net_tcp_listen(const char *host, int port, int backlog, int *err) {
   if (!host || strcmp(host, "*") == 0) {
     int e = 0;
     in6.sin6_addr = in6addr_any;
-    int fd = listen_on((struct sockaddr *)&in6, sizeof in6, true, backlog, &e);
+    int fd = listen_on((struct sockaddr *)&in6, sizeof in6, true, backlog,
+                       flags, &e);
     if (fd >= 0)
       return fd;
     /* No IPv6 on this host (disabled in the kernel or the namespace):
@@ -98,12 +107,15 @@ int net_tcp_listen(const char *host, int port, int backlog, int *err) {
     if (e != EAFNOSUPPORT && e != EPROTONOSUPPORT && e != EADDRNOTAVAIL)
       return fail(err, e, -1);
     in4.sin_addr.s_addr = htonl(INADDR_ANY);
-    return listen_on((struct sockaddr *)&in4, sizeof in4, false, backlog, err);
+    return listen_on((struct sockaddr *)&in4, sizeof in4, false, backlog,
+                     flags, err);
   }
   if (inet_pton(AF_INET, host, &in4.sin_addr) == 1)
-    return listen_on((struct sockaddr *)&in4, sizeof in4, false, backlog, err);
+    return listen_on((struct sockaddr *)&in4, sizeof in4, false, backlog,
+                     flags, err);
   if (inet_pton(AF_INET6, host, &in6.sin6_addr) == 1)
-    return listen_on((struct sockaddr *)&in6, sizeof in6, false, backlog, err);
+    return listen_on((struct sockaddr *)&in6, sizeof in6, false, backlog,
+                     flags, err);
   return fail(err, EINVAL, -1);
 }
 

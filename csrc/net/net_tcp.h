@@ -28,6 +28,19 @@ int net_tcp_connect_result(int fd);
  * SO_REUSEADDR.  Returns the fd or -1. */
 int net_tcp_listen(const char *host, int port, int backlog, int *err);
 
+/* Flags for net_tcp_listen_flags. */
+enum {
+  /* SO_REUSEPORT: several sockets, in one process or several, listen on
+   * the same address and port, and the kernel spreads new connections
+   * among them.  Every socket of the group must set it. */
+  NET_TCP_REUSEPORT = 1
+};
+
+/* net_tcp_listen with flags (NET_TCP_REUSEPORT); EINVAL for unknown flags,
+ * ENOPROTOOPT where the kernel has no SO_REUSEPORT. */
+int net_tcp_listen_flags(const char *host, int port, int backlog, int flags,
+                         int *err);
+
 /* Accept one pending connection as a nonblocking, close-on-exec socket with
  * TCP_NODELAY.  Returns the fd, or -1 with *err (EAGAIN when none is
  * pending).  addr/addrlen may be NULL. */

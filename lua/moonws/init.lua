@@ -6,6 +6,7 @@
 -- moonws.serve), and the loop entry points for embedding.  Policy lives in
 -- the Lua modules; the protocol lives in the C core (moonws.core).
 
+local compat = require "moonws.compat"
 local core = require "moonws.core"
 local loop = require "moonws.loop"
 local socket = require "moonws.socket"
@@ -64,6 +65,40 @@ function moonws.onsignal(name, handler)
     error("bad argument #2 to 'onsignal' (function expected, got " .. type(handler) .. ")", 2)
   end
   return loop.onsignal(name, handler)
+end
+
+-- graceful(server, ...): on SIGTERM or SIGINT, shut the servers down
+-- (server:shutdown: stop accepting, close 1001 "going away", wait for the
+-- closing handshakes up to close_timeout), then make moonws.run() return
+-- so the script ends with status 0.  Returns a function that removes the
+-- signal handlers.  A second signal while shutting down changes nothing.
+function moonws.graceful(...)
+  local servers = compat.pack(...)
+  if servers.n == 0 then error("bad argument #1 to 'graceful' (a moonws server expected)", 2) end
+  for i = 1, servers.n do
+    if not server.is_server(servers[i]) then
+      error(("bad argument #%d to 'graceful' (a moonws server expected, got %s)")
+        :format(i, type(servers[i])), 2)
+    end
+  end
+  local removers, started = {}, false
+  local function remove()
+    for _, r in ipairs(removers) do r() end
+    removers = {}
+  end
+  local function on_signal()
+    if started then return end
+    started = true
+    loop.spawn(function()
+      for i = 1, servers.n do server.begin_shutdown(servers[i]) end
+      for i = 1, servers.n do servers[i]:shutdown() end -- waits
+      remove()
+      loop.stop()
+    end)
+  end
+  removers[1] = loop.onsignal("TERM", on_signal)
+  removers[2] = loop.onsignal("INT", on_signal)
+  return remove
 end
 
 -- moonws.onerror: errors no socket handler took (handler failures in

@@ -97,6 +97,9 @@ local function hand_over(ss, st, req)
   handshaking[st] = nil
   local srv = ss.server
   ss.clients[st] = true
+  if ss.shutdown then -- finished its handshake while the server shuts down
+    return socket.start_close(st, ss.shutdown.code, ss.shutdown.reason)
+  end
   if srv.onconnection then
     local ok, err = xpcall(srv.onconnection, debug.traceback, st.ws, req)
     if not ok then loop.report("error in onconnection handler: " .. tostring(err)) end
@@ -153,7 +156,20 @@ end
 local function forget(st)
   handshaking[st] = nil
   local ss = st.server_state
-  if ss then ss.clients[st] = nil end
+  if ss then
+    ss.clients[st] = nil
+    local sd = ss.shutdown
+    if sd and sd.left[st] then
+      sd.left[st] = nil
+      sd.count = sd.count - 1
+      if not st.was_clean then sd.unclean = sd.unclean + 1 end
+      if sd.count == 0 then
+        loop.cancel(sd.timer)
+        sd.timer = nil
+        loop.wake_all(sd.waiters)
+      end
+    end
+  end
 end
 
 ---------------------------------------------------------------- TLS
@@ -231,7 +247,7 @@ function server.listen(opts)
     if not tls_ctx then return nil, message, name end
   end
   local listener
-  listener, message, name = core.listen(host, opts.port or 0, opts.backlog)
+  listener, message, name = core.listen(host, opts.port or 0, opts.backlog, opts.reuseport)
   if not listener then return nil, message, name end
   local ss = {
     listener = listener, opts = opts, tls_ctx = tls_ctx,
@@ -278,6 +294,102 @@ function server_methods.close(srv)
   loop.unwatch(ss.listener:fd())
   ss.listener:close()
   loop.unref()
+end
+
+---------------------------------------------------------------- shutting down
+
+-- Codes a server may end connections with: what the RFC lets an endpoint
+-- send (1000, 1001 going away, 1011 internal error, 1012 service restart,
+-- 1013 try again later, 1014 bad gateway) and the application range.
+local SHUTDOWN_CODES = { [1000] = true, [1001] = true, [1011] = true, [1012] = true,
+  [1013] = true, [1014] = true }
+
+local function check_shutdown_args(code, reason)
+  if code == nil and reason == nil then return 1001, "going away" end
+  if code == nil then code = 1001 end
+  if not compat.is_integer(code) or not (SHUTDOWN_CODES[code] or code >= 3000 and code <= 4999) then
+    error("bad argument #1 to 'shutdown' (close code 1000, 1001, 1011-1014 or 3000-4999 expected)", 3)
+  end
+  reason = reason or ""
+  if type(reason) ~= "string" then
+    error("bad argument #2 to 'shutdown' (string expected, got " .. type(reason) .. ")", 3)
+  end
+  if #reason > core.CLOSE_REASON_MAX or not core.utf8_valid(reason) then
+    error("bad argument #2 to 'shutdown' (reason over 123 bytes or not UTF-8)", 3)
+  end
+  return code, reason
+end
+
+-- The close_timeout bound on the whole shutdown: whatever is still not
+-- CLOSED (a handshake still going on, say) is dropped.
+local function on_shutdown_timeout(sd)
+  sd.timer = nil
+  local list = {}
+  for st in pairs(sd.left) do list[#list + 1] = st end
+  for _, st in ipairs(list) do socket.finish(st, 1006, "", false) end
+end
+
+-- Start a shutdown (once): stop accepting, close every connection with
+-- code and reason; connections still in their handshake are closed when
+-- it completes.  The queue of connections the kernel already accepted is
+-- taken in first: closing a listener resets them.
+local function start_shutdown(srv, ss, code, reason)
+  if listening[ss] then on_accept_ready(ss) end
+  server_methods.close(srv)
+  local sd = { code = code, reason = reason, left = {}, count = 0, unclean = 0, waiters = {} }
+  ss.shutdown = sd
+  for st in pairs(handshaking) do
+    if st.server_state == ss and st.state ~= socket.CLOSED then
+      sd.left[st], sd.count = true, sd.count + 1
+    end
+  end
+  local open = {}
+  for st in pairs(ss.clients) do
+    if st.state ~= socket.CLOSED then
+      sd.left[st], sd.count = true, sd.count + 1
+      open[#open + 1] = st
+    end
+  end
+  sd.total = sd.count
+  for _, st in ipairs(open) do socket.start_close(st, code, reason) end
+  if sd.count > 0 then
+    -- A little after the sockets' own close timers (same close_timeout),
+    -- so theirs decide first.
+    sd.timer = loop.timer(now() + ss.opts.close_timeout + 0.05, on_shutdown_timeout, sd)
+  end
+end
+
+-- server:shutdown([code [, reason]]): stop accepting and close every
+-- connection (default 1001 "going away"), then wait until all are CLOSED,
+-- at most close_timeout.  Waits in a coroutine or on the main thread; from
+-- an event or signal handler it only starts.  Returns true when every
+-- connection closed cleanly, else nil, message, "closed".
+function server_methods.shutdown(srv, code, reason)
+  local ss = server_state(srv)
+  code, reason = check_shutdown_args(code, reason)
+  if not ss.shutdown then start_shutdown(srv, ss, code, reason) end
+  local sd = ss.shutdown
+  if sd.count > 0 and loop.wait_mode() then
+    loop.wait_until(function() return sd.count == 0 end, nil, sd.waiters, "shutdown")
+  end
+  if sd.count == 0 and sd.unclean > 0 then
+    return nil, ("%d of %d connections did not close cleanly"):format(sd.unclean, sd.total),
+      "closed"
+  end
+  return true
+end
+
+-- Start srv's shutdown without waiting (moonws.graceful starts every
+-- server's before it waits for any).
+function server.begin_shutdown(srv, code, reason)
+  local ss = server_state(srv)
+  code, reason = check_shutdown_args(code, reason)
+  if not ss.shutdown then start_shutdown(srv, ss, code, reason) end
+end
+
+-- Whether srv is a moonws server (for moonws.graceful's checks).
+function server.is_server(srv)
+  return type(srv) == "table" and getmetatable(srv) == server_mt
 end
 
 -- Iterate the server's open sockets.
