@@ -35,7 +35,7 @@ describe("inside moonws.spawn", function()
       { "subscribe", "text" },
       { "\0\1\2", "binary" },
       { true },
-      { nil, "closed (1000)", "closed" },
+      { nil, "closed (1000 done)", "closed" },
     }, log)
   end)
 

@@ -262,7 +262,7 @@ describe("permessage-deflate in moonws.core", function()
     assert.is_nil(ok)
     assert.equal("closed", name)
     events = deliver(srv, cli)
-    assert.same({ "close", 1000, "", n = 3 }, events[1])
+    assert.same({ "close", 1000, "bye", n = 3 }, events[1]) -- code and reason echoed
     cli:release()
     srv:release()
     assert.has_error(function() cli:send("x") end, "attempt to use a closed websocket connection")

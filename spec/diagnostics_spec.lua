@@ -44,8 +44,8 @@ describe("options.log", function()
     assert.equal(server_addr, client_log[2].record.peer)
     assert.matches("^127%.0%.0%.1:%d+$", server_log[1].record.peer)
     assert.not_equal(server_addr, server_log[1].record.peer)
-    -- The client reports the server's answering close frame (code only).
-    assert.equal("moonws client " .. server_addr .. " closed: code 4000, clean",
+    -- The client reports the server's answering close frame, which echoes it.
+    assert.equal("moonws client " .. server_addr .. " closed: code 4000 \"bye\", clean",
       client_log[4].line)
     local closed = server_log[3].record
     assert.same({ 4000, "bye", true }, { closed.code, closed.reason, closed.clean })

@@ -102,7 +102,7 @@ describe("embedding #host", function()
     assert.truthy(out:find(("messages %d of %d, %d bytes\n"):format(TOTAL, TOTAL, BYTES), 1, true),
       out)
     assert.truthy(out:find("in_order true\n", 1, true), out)
-    assert.truthy(out:find('closed 1000 "" clean true\n', 1, true), out)
+    assert.truthy(out:find('closed 1000 "done" clean true\n', 1, true), out)
     assert.equal("1000 done", server_saw(server, "^server: closed (.*)$"))
     -- Bounded work: no frame took 50 ms, and no frame dispatched more
     -- than max_step_events (256) messages, so the flood took many frames.
@@ -146,7 +146,7 @@ describe("embedding #host", function()
         "client: echo: tick 2",
         "client: echo: tick 3",
         'server: closed 4000 "enough"',
-        'client: closed 4000 "" clean true',
+        'client: closed 4000 "enough" clean true',
       }, got)
       -- Nothing but libuv ran the loop: its poll handle saw moonws's fd.
       assert.is_true(steps ~= nil and steps >= 1, out)
@@ -170,7 +170,7 @@ describe("embedding #host", function()
         "echo 1 text 22 bytes ok",
         "echo 2 text 20 bytes ok",
         "echo 3 binary 4006 bytes ok",
-        'closed 4001 "" clean true',
+        'closed 4001 "game over" clean true',
         "quit 0",
       }, got)
       assert.is_true(frames ~= nil and frames >= 2, out)

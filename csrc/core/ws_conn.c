@@ -264,8 +264,12 @@ static size_t on_close(ws_conn *c, const uint8_t *p, size_t n, ws_event *ev,
                        "invalid UTF-8 in close reason");
   }
   if (!c->close_sent) {
+    /* The answer echoes code and reason, as Node's ws and Python's
+     * websockets do: the side that started the close then reads its own
+     * reason in onclose, which is what a browser page sees from them. */
     uint8_t be[2] = {(uint8_t)(code >> 8), (uint8_t)code};
-    const char *err = queue_frame(c, true, WS_OP_CLOSE, be, n ? 2 : 0, NULL, 0);
+    const char *err = queue_frame(c, true, WS_OP_CLOSE, be, n ? 2 : 0, reason,
+                                  reason_len);
     if (err)
       return conn_fail(c, ev, len, WS_CLOSE_INTERNAL_ERROR, err);
     c->close_sent = true;

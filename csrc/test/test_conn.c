@@ -406,7 +406,7 @@ static void check_mixed(const evlist *l, ws_conn *c, const uint8_t *bin) {
   CHECK_EQ_INT(f[0].op, WS_OP_PONG);
   CHECK_EQ_INT(f[0].len, 1);
   CHECK_EQ_INT(f[0].payload[0], 'p');
-  check_close_frame(&f[1], 1000, "", false);
+  check_close_frame(&f[1], 1000, "bye", false);
   CHECK(c->close_received && c->close_sent && !c->failed);
 }
 
@@ -1021,7 +1021,7 @@ static void test_close_echo(void) {
   evlist l = {0};
   oframe f[4];
   bytes b = {0};
-  /* Code and reason: echo the code alone. */
+  /* Code and reason: both echoed. */
   put_frame(&b, true, 0, WS_OP_CLOSE, true,
             "\x03\xE8"
             "bye \xC3\xA9",
@@ -1031,13 +1031,13 @@ static void test_close_echo(void) {
   feed_copy(&c, b.d, b.n, &l);
   CHECK_EVENTS(&l, EV_CLOSE(1000, "bye \xC3\xA9"));
   CHECK(c.close_received && c.close_sent && !c.failed);
-  CHECK_OUT(&c.out, "\x88\x02\x03\xE8", 4);
+  CHECK_OUT(&c.out, "\x88\x08\x03\xE8" "bye \xC3\xA9", 10);
   /* Later input: consumed and ignored. */
   uint8_t more[7] = {0x89, 0x81, 0, 0, 0, 0, 'x'};
   ws_event ev;
   CHECK_EQ_INT(ws_conn_recv(&c, more, 7, &ev), 7);
   CHECK_EQ_INT(ev.type, WS_EV_NONE);
-  CHECK_EQ_INT(ws_buf_len(&c.out), 4);
+  CHECK_EQ_INT(ws_buf_len(&c.out), 10);
   CHECK_EQ_INT(ws_conn_send(&c, WS_OP_PING, "", 0), WS_E_CLOSED);
   CHECK_EQ_INT(ws_conn_close(&c, 1000, "", 0), WS_E_CLOSED);
   evlist_free(&l);
@@ -1117,15 +1117,16 @@ static void test_client_close_echo_exact(void) {
   CHECK_EVENTS(&l, EV_CLOSE(3999, "x"));
   uint8_t key[4];
   next_key(&mirror, key);
-  uint8_t want[8] = {0x88,
-                     0x82,
+  uint8_t want[9] = {0x88,
+                     0x83,
                      key[0],
                      key[1],
                      key[2],
                      key[3],
                      (uint8_t)(0x0F ^ key[0]),
-                     (uint8_t)(0x9F ^ key[1])};
-  CHECK_OUT(&c.out, want, 8);
+                     (uint8_t)(0x9F ^ key[1]),
+                     (uint8_t)('x' ^ key[2])};
+  CHECK_OUT(&c.out, want, 9);
   evlist_free(&l);
   ws_conn_free(&c);
   free(b.d);
