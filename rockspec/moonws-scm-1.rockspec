@@ -66,6 +66,7 @@ build = {
     -- moonws.pubsub needs moonws.redis (hiredis): rockspec/moonws-redis-scm-1.rockspec
     ["moonws.pubsub"] = "lua/moonws/pubsub.lua",
     ["moonws.proxy"] = "lua/moonws/proxy.lua",
+    ["moonws.resty"] = "lua/moonws/resty.lua",
     ["moonws.server"] = "lua/moonws/server.lua",
     ["moonws.socket"] = "lua/moonws/socket.lua",
     ["moonws.tls"] = "lua/moonws/tls.lua",
