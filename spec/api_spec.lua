@@ -55,13 +55,28 @@ describe("misuse raises", function()
     helpers.idle(0.05)
   end)
 
-  it("rejects close codes an application may not send", function()
-    for _, code in ipairs { 1001, 1002, 1005, 1006, 1015, 2999, 5000, 999 } do
+  it("rejects close codes an endpoint may not send (reserved, or outside the ranges)", function()
+    for _, code in ipairs { 1004, 1005, 1006, 1015, 1016, 2999, 5000, 999, 0 } do
       assert.has_error(function() ws:close(code) end,
-        ("bad argument #1 to 'close' (code %d not allowed: use 1000 or 3000-4999)"):format(code))
+        ("bad argument #1 to 'close' (code %d not allowed: use 1000-1003, 1007-1014 or "
+          .. "3000-4999)"):format(code))
     end
     assert.has_error(function() ws:close(1000.5) end)
     assert.equal(moonws.OPEN, ws.readyState)
+  end)
+
+  it("a server may close with the RFC's endpoint codes: 1008 reaches the client", function()
+    local srv = assert(moonws.listen { port = 0 })
+    srv.onconnection = function(peer)
+      peer.onmessage = function() peer:close(1008, "no spam") end
+    end
+    local client = assert(moonws.connect("ws://127.0.0.1:" .. srv.port))
+    assert(client:send("spam"))
+    local data, message, name = client:receive(5)
+    srv:close()
+    assert.is_nil(data)
+    assert.equal("closed", name, message)
+    assert.same({ 1008, "no spam" }, { client.closeCode, client.closeReason })
   end)
 
   it("rejects a close reason over 123 bytes or not UTF-8", function()

@@ -21,10 +21,6 @@ bool ws_close_code_valid_on_wire(unsigned code) {
          (code >= 3000 && code <= 4999);
 }
 
-bool ws_close_code_valid_for_app(unsigned code) {
-  return code == 1000 || (code >= 3000 && code <= 4999);
-}
-
 static const char *const error_names[WS_E_COUNT_] = {
     NULL,
 #define WS_ERROR_NAME_(id, name, text) name,

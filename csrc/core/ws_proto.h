@@ -75,9 +75,9 @@ const char *ws_close_code_name(unsigned code);
  * 1000-1003, 1007-1014 and 3000-4999. 1004-1006 and 1015 never do. */
 bool ws_close_code_valid_on_wire(unsigned code);
 
-/* May an application pass this code to close() (the browser's rule)?
- * 1000 and 3000-4999. */
-bool ws_close_code_valid_for_app(unsigned code);
+/* The text naming the codes an application may send (ws_close_code_
+ * valid_on_wire): the one phrase every "not allowed" error uses. */
+#define WS_CLOSE_CODES_SENDABLE "1000-1003, 1007-1014 or 3000-4999"
 
 /* Stable machine-readable error names of the public API: runtime failures
  * return nil, message, name and error events carry event.error = name.

@@ -130,6 +130,15 @@ static int base64(lua_State *L) {
   return 1;
 }
 
+/* core.close_code_sendable(code): may an endpoint send this close code?
+ * Every front checks close() and shutdown() arguments with it. */
+static int close_code_sendable(lua_State *L) {
+  lua_Integer code = luaL_checkinteger(L, 1);
+  lua_pushboolean(L, code > 0 && code < 65536 &&
+                         ws_close_code_valid_on_wire((unsigned)code));
+  return 1;
+}
+
 /* core.is_token(s): an RFC 7230 token (subprotocol names, header names). */
 static int is_token(lua_State *L) {
   size_t len;
@@ -181,9 +190,12 @@ LMOONWS_API int luaopen_moonws_core(lua_State *L) {
   lua_setfield(L, -2, "DEFAULT_MAX_FRAME");
   lua_pushinteger(L, (lua_Integer)WS_DEFAULT_MAX_HANDSHAKE);
   lua_setfield(L, -2, "DEFAULT_MAX_HANDSHAKE");
+  lua_pushliteral(L, WS_CLOSE_CODES_SENDABLE);
+  lua_setfield(L, -2, "CLOSE_CODES_SENDABLE");
   static const luaL_Reg functions[] = {{"parse_url", parse_url},
                                        {"base64", base64},
                                        {"is_token", is_token},
+                                       {"close_code_sendable", close_code_sendable},
                                        {"heap_in_use", heap_in_use},
                                        {NULL, NULL}};
   luaL_setfuncs(L, functions, 0);

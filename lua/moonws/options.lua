@@ -227,4 +227,34 @@ function options.server(given, caller)
   return merge(given, server_checks, caller or "listen", server_defaults)
 end
 
+-- Arguments of close(code, reason) on every front: misuse raises at the
+-- caller's call (level 3 from here: options.close_args <- close <- user).
+-- Any code an endpoint may send is allowed (Node's ws allows them too; a
+-- server needs 1001 or 1008); reserved ones (1005, 1006, 1015) are not.
+function options.close_args(code, reason)
+  if code ~= nil then
+    if not is_integer(code) then
+      error("bad argument #1 to 'close' (integer code expected)", 3)
+    end
+    if not core.close_code_sendable(code) then
+      error(("bad argument #1 to 'close' (code %d not allowed: use %s)")
+        :format(code, core.CLOSE_CODES_SENDABLE), 3)
+    end
+  end
+  if reason ~= nil then
+    if type(reason) ~= "string" then
+      error("bad argument #2 to 'close' (string expected, got " .. type(reason) .. ")", 3)
+    end
+    if #reason > core.CLOSE_REASON_MAX then
+      error("bad argument #2 to 'close' (reason over 123 bytes)", 3)
+    end
+    if not core.utf8_valid(reason) then
+      error("bad argument #2 to 'close' (reason is not valid UTF-8)", 3)
+    end
+  end
+  -- The browser's rule: a reason without a code is sent with 1000.
+  if code == nil and reason ~= nil and reason ~= "" then code = 1000 end
+  return code, reason
+end
+
 return options

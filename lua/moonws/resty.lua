@@ -420,30 +420,6 @@ end
 function methods.ping(ws, data) return control("ping", ws, data) end
 function methods.pong(ws, data) return control("pong", ws, data) end
 
-local function check_close_args(code, reason)
-  if code ~= nil then
-    if not compat.is_integer(code) then
-      error("bad argument #1 to 'close' (integer code expected)", 3)
-    end
-    if code ~= 1000 and (code < 3000 or code > 4999) then
-      error(("bad argument #1 to 'close' (code %d not allowed: use 1000 or 3000-4999)")
-        :format(code), 3)
-    end
-  end
-  if reason ~= nil then
-    if type(reason) ~= "string" then
-      error("bad argument #2 to 'close' (string expected, got " .. type(reason) .. ")", 3)
-    end
-    if #reason > core.CLOSE_REASON_MAX then
-      error("bad argument #2 to 'close' (reason over 123 bytes)", 3)
-    end
-    if not core.utf8_valid(reason) then
-      error("bad argument #2 to 'close' (reason is not valid UTF-8)", 3)
-    end
-  end
-  if code == nil and reason ~= nil and reason ~= "" then code = 1000 end -- the browser's rule
-  return code, reason
-end
 
 -- Send our close frame (no waiting).
 local function start_close(st, code, reason)
@@ -459,7 +435,7 @@ end
 -- dropped.  true, or nil, message, "closed" when it did not complete.
 function methods.close(ws, code, reason)
   local st = priv(ws)
-  code, reason = check_close_args(code, reason)
+  code, reason = options.close_args(code, reason)
   start_close(st, code, reason)
   while st.state ~= CLOSED do
     if st.pumping then -- the reader sees the answer

@@ -298,17 +298,12 @@ end
 
 ---------------------------------------------------------------- shutting down
 
--- Codes a server may end connections with: what the RFC lets an endpoint
--- send (1000, 1001 going away, 1011 internal error, 1012 service restart,
--- 1013 try again later, 1014 bad gateway) and the application range.
-local SHUTDOWN_CODES = { [1000] = true, [1001] = true, [1011] = true, [1012] = true,
-  [1013] = true, [1014] = true }
-
 local function check_shutdown_args(code, reason)
   if code == nil and reason == nil then return 1001, "going away" end
   if code == nil then code = 1001 end
-  if not compat.is_integer(code) or not (SHUTDOWN_CODES[code] or code >= 3000 and code <= 4999) then
-    error("bad argument #1 to 'shutdown' (close code 1000, 1001, 1011-1014 or 3000-4999 expected)", 3)
+  if not compat.is_integer(code) or not core.close_code_sendable(code) then
+    error(("bad argument #1 to 'shutdown' (close code %s expected)"):format(
+      core.CLOSE_CODES_SENDABLE), 3)
   end
   reason = reason or ""
   if type(reason) ~= "string" then

@@ -18,6 +18,7 @@ local compat = require "moonws.compat"
 local core = require "moonws.core"
 local log = require "moonws.log"
 local loop = require "moonws.loop"
+local options = require "moonws.options"
 
 local now = loop.now
 local readable, writable = loop.readable, loop.writable
@@ -599,31 +600,6 @@ end
 function methods.ping(ws, data) return control("ping", ws, data) end
 function methods.pong(ws, data) return control("pong", ws, data) end
 
-local function check_close_args(code, reason)
-  if code ~= nil then
-    if not compat.is_integer(code) then
-      error("bad argument #1 to 'close' (integer code expected)", 3)
-    end
-    if code ~= 1000 and (code < 3000 or code > 4999) then
-      error(("bad argument #1 to 'close' (code %d not allowed: use 1000 or 3000-4999)")
-        :format(code), 3)
-    end
-  end
-  if reason ~= nil then
-    if type(reason) ~= "string" then
-      error("bad argument #2 to 'close' (string expected, got " .. type(reason) .. ")", 3)
-    end
-    if #reason > core.CLOSE_REASON_MAX then
-      error("bad argument #2 to 'close' (reason over 123 bytes)", 3)
-    end
-    if not core.utf8_valid(reason) then
-      error("bad argument #2 to 'close' (reason is not valid UTF-8)", 3)
-    end
-  end
-  -- The browser's rule: a reason without a code is sent with 1000.
-  if code == nil and reason ~= nil and reason ~= "" then code = 1000 end
-  return code, reason
-end
 
 -- Start the closing handshake (no waiting).
 local function start_close(st, code, reason)
@@ -640,7 +616,7 @@ socket.start_close = start_close -- server:shutdown closes with 1001, which clos
 
 function methods.close(ws, code, reason)
   local st = priv(ws)
-  code, reason = check_close_args(code, reason)
+  code, reason = options.close_args(code, reason)
   start_close(st, code, reason)
   if st.state ~= CLOSED and loop.wait_mode() then
     loop.wait_until(function() return st.state == CLOSED end, nil, st.waiters, "close")
