@@ -134,7 +134,7 @@ sys.stdout.write(r.read().decode())
       assert.equal("not found\n", body)
     end)
 
-    it("relays every message to every client; SIGTERM closes them with 1000 and exits 0", function()
+    it("relays every message to every client; SIGTERM closes them with 1001 and exits 0", function()
       local url = ("ws://127.0.0.1:%d/chat"):format(port)
       local got, closes = { {}, {} }, {}
       local clients = {}
@@ -156,8 +156,8 @@ sys.stdout.write(r.read().decode())
 
       signal(chat, "examples/chat/server.lua", "TERM")
       helpers.run_until(function() return closes[1] and closes[2] end, 10, "the server's close")
-      assert.same({ 1000, "server going away", true }, closes[1])
-      assert.same({ 1000, "server going away", true }, closes[2])
+      assert.same({ 1001, "server going away", true }, closes[1])
+      assert.same({ 1001, "server going away", true }, closes[2])
       assert.is_true(chat:wait_exit(10, helpers.idle))
       assert.equal(0, chat:exit_status())
       assert.truthy(chat:stdout():find("chat: got SIGTERM, closing\n", 1, true))

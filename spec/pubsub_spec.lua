@@ -158,47 +158,103 @@ describe("moonws.pubsub on redis #host", function()
     assert.equal("from a coroutine", got)
   end)
 
+  -- examples/chat/server.lua with a Redis URL; returns the process and port.
+  local function chat_server(redis_url)
+    local p = process.start({ "lua5.4", "examples/chat/server.lua", "0", redis_url }, 60)
+    later(function() p:cleanup() end)
+    local port = tonumber(p:wait_for("^chat: listening on http://127%.0%.0%.1:(%d+)/", 10,
+      helpers.idle))
+    p:wait_for("^chat: redis ready", 10, helpers.idle)
+    return p, port
+  end
+
+  -- A chat client that has read its greeting and join notices; returns
+  -- the socket and its name ("guest1", "guest1@2" in a pool).
+  local function chat_client(port)
+    local ws = assert(moonws.connect(("ws://127.0.0.1:%d/chat"):format(port), { timeout = 5 }))
+    later(function() ws:terminate() end)
+    local name = assert(ws:receive(5)):match("^%* you are (%S+)$")
+    assert.equal("* " .. name .. " joined", ws:receive(5))
+    return ws, name
+  end
+
   it("two chat servers relay through redis to each other's clients", function()
     local r = redis()
-    local a = process.start({ "lua5.4", "examples/pubsub_chat.lua", "0", r:url() }, 60)
-    later(function() a:cleanup() end)
-    local b = process.start({ "lua5.4", "examples/pubsub_chat.lua", "0", r:url() }, 60)
-    later(function() b:cleanup() end)
-    local port_a, port_b = a:port(helpers.idle), b:port(helpers.idle)
+    local a, port_a = chat_server(r:url())
+    local _, port_b = chat_server(r:url())
     assert.not_equal(port_a, port_b)
-    a:wait_for("^REDIS ready", 10, helpers.idle)
-    b:wait_for("^REDIS ready", 10, helpers.idle)
-    local ca = assert(moonws.connect("ws://127.0.0.1:" .. port_a, { timeout = 5 }))
-    local cb = assert(moonws.connect("ws://127.0.0.1:" .. port_b, { timeout = 5 }))
-    later(function() ca:terminate() cb:terminate() end)
+    local ca, name_a = chat_client(port_a)
+    local cb, name_b = chat_client(port_b)
 
     assert(ca:send("hi from A"))
-    assert.equal("hi from A", ca:receive(5))   -- its own server, directly
-    assert.equal("hi from A", cb:receive(5))   -- the other server, via redis
+    assert.equal(name_a .. ": hi from A", ca:receive(5))   -- its own server, directly
+    assert.equal(name_a .. ": hi from A", cb:receive(5))   -- the other server, via redis
     assert(cb:send("hi from B"))
-    assert.equal("hi from B", cb:receive(5))
-    assert.equal("hi from B", ca:receive(5))
-    -- Nothing is delivered twice (a server skips its own echo from redis).
+    assert.equal(name_b .. ": hi from B", cb:receive(5))
+    assert.equal(name_b .. ": hi from B", ca:receive(5))
+    -- Nothing is delivered twice (a server skips its own lines from redis).
     local extra, _, name = ca:receive(0.3)
     assert.is_nil(extra)
     assert.equal("timeout", name)
 
-    -- Redis goes away: local chat keeps working and the loss is said.
+    -- Redis goes away: the local room keeps working and the loss is said.
     r:stop()
     a:wait_for("redis publisher connection down", 10, helpers.idle)
     assert(ca:send("during the outage"))
-    assert.equal("during the outage", ca:receive(5))
+    assert.equal(name_a .. ": during the outage", ca:receive(5))
     assert.equal("! not relayed to other servers: redis is disconnected", ca:receive(5))
     assert.is_nil(cb:receive(0.3))
 
-    -- Back on the same port: clients hear of the gap, then traffic crosses.
+    -- Back on the same port: clients hear of the gap, then lines cross.
     assert.is_true(r:start())
-    local notice = "! reconnected to redis; messages from other servers may have been missed"
+    local notice = "! reconnected to redis; lines from other servers may be lost"
     assert.equal(notice, ca:receive(15))
     assert.equal(notice, cb:receive(15))
     assert(ca:send("after the restart"))
-    assert.equal("after the restart", ca:receive(5))
-    assert.equal("after the restart", cb:receive(5))
+    assert.equal(name_a .. ": after the restart", ca:receive(5))
+    assert.equal(name_a .. ": after the restart", cb:receive(5))
+  end)
+
+  it("a pool of 2 chat workers on one port is one room through redis", function()
+    local r = redis()
+    local port = free_port()
+    local pool = process.start({ "lua5.4", "-e", ([[
+      package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
+      package.cpath = "./?.so;" .. package.cpath
+      local ok, err = require("moonws.pool").run {
+        script = "examples/chat/server.lua", args = { %d, %q }, workers = 2,
+        onworker = function(e) print("WORKER", e.type, e.worker) io.stdout:flush() end,
+      }
+      print("POOL done", ok, err)
+    ]]):format(port, r:url()) }, 60)
+    later(function() pool:cleanup() end)
+    -- Both workers listen once both subscribed ("redis ready" is theirs).
+    helpers.run_until(function()
+      local _, n = pool:stdout():gsub("chat: redis ready", "")
+      return n == 2
+    end, 15, "both workers ready")
+    -- The kernel spreads connections: connect until both workers have one.
+    local by_worker = {}
+    for _ = 1, 40 do
+      local ws, name = chat_client(port)
+      local worker = name:match("@(%d+)$")
+      if by_worker[worker] then ws:close() else by_worker[worker] = ws end
+      if by_worker["1"] and by_worker["2"] then break end
+    end
+    local one, two = by_worker["1"], by_worker["2"]
+    assert.truthy(one and two, "the kernel never gave worker 1 and worker 2 a client each")
+    -- The next chat line, past "* guestN joined/left" notices of the
+    -- clients connected (and closed) above.
+    local function next_line(ws)
+      local line
+      repeat line = assert(ws:receive(5)) until line:sub(1, 2) ~= "* "
+      return line
+    end
+    assert(one:send("from worker 1's client"))
+    assert.matches("^guest%d+@1: from worker 1's client$", next_line(two))
+    assert(two:send("and back"))
+    assert.matches("^guest%d+@1: from worker 1's client$", next_line(one))
+    assert.matches("^guest%d+@2: and back$", next_line(one))
   end)
 
   it("redis restarted on the same port: losses reported, subscribers told, traffic back",

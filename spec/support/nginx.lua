@@ -211,6 +211,42 @@ sys.stdout.write("STATUS %d\n" % status)
 sys.stdout.buffer.write(body)
 ]]
 
+-- Run a shipped example config (examples/resty/nginx.conf) as it is, but
+-- for where it listens and writes: its `listen 127.0.0.1:8080` moves to a
+-- free port and its pid file into a fresh temp dir (the instance's
+-- prefix for stop()); nginx's own prefix (-p) is the checkout, as the
+-- example's comment tells users to run it.
+function nginx.start_example(path)
+  local ok, why = nginx.check()
+  if not ok then error(why, 2) end
+  local root = cwd()
+  local text = assert(process.read_file(path), path)
+  local pipe = assert(io.popen("mktemp -d"))
+  local prefix = pipe:read("l")
+  pipe:close()
+  assert(prefix and prefix:match("^/"), "mktemp -d failed")
+  assert(os.execute("mkdir -p " .. quote(prefix .. "/logs")))
+  local port = free_port()
+  local conf, listens = text:gsub("listen 127%.0%.0%.1:8080;", "listen 127.0.0.1:" .. port .. ";")
+  local pids
+  conf, pids = conf:gsub("\npid [^;]+;", "\npid " .. prefix .. "/logs/nginx.pid;")
+  assert(listens == 1 and pids == 1, path .. ": expected one listen 127.0.0.1:8080 and one pid")
+  write_file(prefix .. "/nginx.conf", conf)
+  local self = setmetatable({ prefix = prefix, port = port, root = root }, nginx)
+  self.proc = process.start({ nginx.BIN, "-p", root .. "/", "-e", prefix .. "/logs/error.log",
+    "-c", prefix .. "/nginx.conf", "-g", "daemon off; master_process off;" }, 120)
+  local deadline = os.time() + 10
+  while not accepting(port) do
+    if not self.proc:alive() or os.time() > deadline then
+      local log = self:error_log() .. self.proc:stderr()
+      self:stop()
+      error("nginx did not start:\n" .. log, 2)
+    end
+    os.execute("sleep 0.02")
+  end
+  return self
+end
+
 -- GET http://127.0.0.1:port/path in a child (Python's urllib), so the spec
 -- can drive moonws meanwhile: returns the process; nginx.response(p)
 -- parses its output once it exited.
