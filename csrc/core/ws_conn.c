@@ -502,6 +502,63 @@ size_t ws_conn_recv(ws_conn *c, uint8_t *data, size_t len, ws_event *ev) {
   }
 }
 
+uint8_t *ws_conn_payload_room(ws_conn *c, size_t want, size_t *room) {
+  const ws_frame_header *h = &c->frame;
+  if (c->failed || c->close_received || !c->in_frame || c->hdr_len ||
+      WS_OPCODE_IS_CONTROL(h->opcode) || c->msg_compressed ||
+      c->frame_done >= h->payload_len)
+    return NULL;
+  uint64_t left = h->payload_len - c->frame_done;
+  size_t grow = ws_buf_len(&c->msg) + 65536;
+  if (want > left)
+    want = (size_t)left;
+  if (want > grow)
+    want = grow;
+  if (want == 0 || ws_buf_reserve(&c->msg, want) != 0)
+    return NULL;
+  *room = want;
+  return ws_buf_tail(&c->msg);
+}
+
+void ws_conn_payload_commit(ws_conn *c, size_t n, ws_event *ev) {
+  const ws_frame_header *h = &c->frame;
+  bool text = (h->opcode == WS_OP_CONTINUATION ? c->msg_opcode : h->opcode) ==
+              WS_OP_TEXT;
+  uint8_t *p = ws_buf_tail(&c->msg);
+  memset(ev, 0, sizeof *ev);
+  if (h->masked)
+    ws_mask_inplace(p, n, h->mask, (size_t)(c->frame_done & 3));
+  if (text && ws_utf8_feed(&c->utf8, p, n) != 0) {
+    conn_fail(c, ev, 0, WS_CLOSE_INVALID_PAYLOAD, msg_bad_text);
+    return;
+  }
+  ws_buf_commit(&c->msg, n);
+  c->frame_done += n;
+  if (c->frame_done < h->payload_len)
+    return;
+  c->in_frame = false;
+  if (h->fin)
+    message_done(c, ev, text, 0, 0);
+}
+
+bool ws_conn_plain_send(const ws_conn *c, size_t len) {
+  return c->role == WS_ROLE_SERVER && !ws_deflate_wants(c->cfg.deflate, len);
+}
+
+enum ws_error ws_conn_send_header(ws_conn *c, uint8_t opcode, size_t len) {
+  if (c->close_sent)
+    return WS_E_CLOSED;
+  if ((opcode != WS_OP_TEXT && opcode != WS_OP_BINARY) || c->send_opcode ||
+      !ws_conn_plain_send(c, len))
+    return WS_E_PROTOCOL;
+  size_t hs = ws_frame_header_size(false, len);
+  if (ws_buf_reserve(&c->out, hs) != 0)
+    return WS_E_NOMEM;
+  ws_frame_header_encode(ws_buf_tail(&c->out), true, 0, opcode, NULL, len);
+  ws_buf_commit(&c->out, hs);
+  return WS_E_NONE;
+}
+
 enum ws_error ws_conn_send(ws_conn *c, uint8_t opcode, const void *data,
                            size_t len) {
   if (c->close_sent)

@@ -136,6 +136,30 @@ void ws_conn_set_deflate(ws_conn *c, struct ws_deflate *d);
  * does every call after it or after WS_EV_CLOSE (returning WS_EV_NONE). */
 size_t ws_conn_recv(ws_conn *c, uint8_t *data, size_t len, ws_event *ev);
 
+/* Direct reads: one copy fewer for big frames.  While c is inside an
+ * uncompressed data frame whose payload has not all come, a front may read
+ * from its transport straight into the message.  ws_conn_payload_room
+ * gives the place and *room, its size: at most want, at most what the
+ * frame has left, and at most what has come of the message so far plus
+ * 64 KiB (so memory still follows bytes received, never a header's
+ * promise).  NULL when c is in no such frame (then read into a buffer and
+ * ws_conn_recv it) or memory ran out (ws_conn_recv will say so).  After
+ * reading n bytes (<= room) there, ws_conn_payload_commit unmasks and
+ * checks them and sets *ev as ws_conn_recv would: the message when it is
+ * complete, an error (1007) for invalid text, else WS_EV_NONE. */
+uint8_t *ws_conn_payload_room(ws_conn *c, size_t want, size_t *room);
+void ws_conn_payload_commit(ws_conn *c, size_t n, ws_event *ev);
+
+/* Direct writes: for a big message whose frame goes out unmasked and
+ * uncompressed (ws_conn_plain_send says whether it would), a front may
+ * write the payload from the caller's memory itself.  ws_conn_send_header
+ * checks and queues as ws_conn_send does, but only the frame header; the
+ * caller must then send data[0, len) right after out's bytes (a writev of
+ * both), putting what the transport did not take on out before anything
+ * else is queued. */
+bool ws_conn_plain_send(const ws_conn *c, size_t len);
+enum ws_error ws_conn_send_header(ws_conn *c, uint8_t opcode, size_t len);
+
 /* Queue a whole message (TEXT or BINARY) or a control frame (PING, PONG;
  * payload <= 125 bytes) as one frame on out, masked if we are the client.
  * Text must already be valid UTF-8 (check with ws_utf8_valid).  With

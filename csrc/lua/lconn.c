@@ -46,6 +46,10 @@
  * message does not pin its memory for the connection's life (the core does
  * the same for the message buffer). */
 #define KEEP_BUFFER 65536
+/* Frames with this much payload still to come are read straight into the
+ * message, and messages this big are written from the Lua string: below
+ * it, batching many small messages through one buffer costs less. */
+#define DIRECT_MIN 65536
 
 typedef struct lconn_shared {
   uint8_t *scratch;
@@ -65,6 +69,7 @@ struct lconn {
   ws_deflate *deflate;      /* agreed permessage-deflate, or NULL */
   ws_buf ext; /* handshake only -- client: the offer sent; server: the
                  request's Sec-WebSocket-Extensions, fields joined */
+  ws_event direct_ev; /* an event a direct read completed, for next_event */
 };
 
 static const char shared_key = 'k';
@@ -260,6 +265,19 @@ static size_t unparsed(const lconn *c) {
   return n;
 }
 
+static int push_read_status(lua_State *L, lconn *c, ssize_t r);
+
+/* A big frame's payload, read into the message itself (no scratch, no
+ * second copy).  A message it completes waits in direct_ev. */
+static int read_direct(lua_State *L, lconn *c, uint8_t *dst, size_t room) {
+  ssize_t r = c->t->ops->read(c->t, dst, room);
+  if (r <= 0)
+    return push_read_status(L, c, r);
+  ws_conn_payload_commit(&c->ws, (size_t)r, &c->direct_ev);
+  lua_pushinteger(L, (lua_Integer)r);
+  return 1;
+}
+
 /* read([max]) -> n bytes now waiting to be parsed (> 0); 0, "read"|"write"
  * when the transport would block; false at end of stream; nil, message,
  * name.  max bounds the bytes taken from the transport in this call. */
@@ -269,13 +287,17 @@ static int conn_read(lua_State *L) {
   luaL_argcheck(L, max > 0, 2, "max must be positive");
   if (!c->t)
     return lmoonws_fail(L, WS_E_CLOSED, "socket closed");
-  size_t waiting = unparsed(c);
+  size_t waiting = unparsed(c) + (c->direct_ev.type != WS_EV_NONE);
   if (waiting && !c->handshaking) {
     lua_pushinteger(L, (lua_Integer)waiting);
     return 1;
   }
   uint8_t *dst;
   size_t room;
+  if (!c->handshaking &&
+      (dst = ws_conn_payload_room(&c->ws, (size_t)max, &room)) != NULL &&
+      room >= DIRECT_MIN)
+    return read_direct(L, c, dst, room);
   if (c->handshaking) {
     if (ws_buf_reserve(&c->in, HANDSHAKE_READ))
       return lmoonws_fail(L, WS_E_NOMEM, NULL);
@@ -301,6 +323,11 @@ static int conn_read(lua_State *L) {
     lua_pushinteger(L, (lua_Integer)unparsed(c));
     return 1;
   }
+  return push_read_status(L, c, r);
+}
+
+/* What read returns for a transport result r <= 0. */
+static int push_read_status(lua_State *L, lconn *c, ssize_t r) {
   switch (r) {
   case NET_EOF:
     lua_pushboolean(L, 0);
@@ -362,6 +389,7 @@ static int conn_discard(lua_State *L) {
   if (c->sh->owner == c)
     c->sh->owner = NULL;
   ws_buf_free(&c->in);
+  c->direct_ev.type = WS_EV_NONE;
   return 0;
 }
 
@@ -831,10 +859,17 @@ static int conn_parse_response(lua_State *L) {
  *   "text"|"binary"|"ping"|"pong", data
  *   "close", code, reason
  *   "error", message, name, code        (the connection has failed) */
+static int push_event(lua_State *L, lconn *c, const ws_event *e);
+
 static int conn_next_event(lua_State *L) {
   lconn *c = check_conn(L);
   uint8_t *data;
   size_t len;
+  if (c->direct_ev.type != WS_EV_NONE) {
+    ws_event ev = c->direct_ev;
+    c->direct_ev.type = WS_EV_NONE;
+    return push_event(L, c, &ev);
+  }
   bool from_scratch = ws_buf_len(&c->in) == 0;
   if (!from_scratch) {
     data = ws_buf_data(&c->in);
@@ -848,6 +883,20 @@ static int conn_next_event(lua_State *L) {
   ws_event ev;
   size_t used = ws_conn_recv(&c->ws, data, len, &ev);
   /* The event may point into data: push it before the bytes are released. */
+  int nret = push_event(L, c, &ev);
+  if (from_scratch) {
+    c->sh->pos += used;
+  } else {
+    ws_buf_consume(&c->in, used);
+    if (ws_buf_len(&c->in) == 0)
+      ws_buf_free(&c->in);
+  }
+  return nret;
+}
+
+/* Push event e as next_event's results; returns their count. */
+static int push_event(lua_State *L, lconn *c, const ws_event *e) {
+  ws_event ev = *e;
   int nret;
   switch (ev.type) {
   case WS_EV_NONE:
@@ -881,13 +930,6 @@ static int conn_next_event(lua_State *L) {
   /* Nothing can be inflated or sent compressed after these. */
   if ((ev.type == WS_EV_CLOSE || ev.type == WS_EV_ERROR) && c->deflate)
     drop_deflate(c);
-  if (from_scratch) {
-    c->sh->pos += used;
-  } else {
-    ws_buf_consume(&c->in, used);
-    if (ws_buf_len(&c->in) == 0)
-      ws_buf_free(&c->in);
-  }
   return nret;
 }
 
@@ -907,14 +949,46 @@ static const uint8_t *check_text(lua_State *L, int idx, size_t *len,
   return (const uint8_t *)s;
 }
 
+/* A big message with nothing queued before it: header and payload in one
+ * gather write, the payload from the Lua string; what the transport does
+ * not take now goes on out as usual (a failure shows at the next flush). */
+static int send_direct(lua_State *L, lconn *c, uint8_t op,
+                       const uint8_t *data, size_t len) {
+  ws_buf *out = &c->ws.out;
+  enum ws_error e = ws_conn_send_header(&c->ws, op, len);
+  if (e != WS_E_NONE)
+    return push_send_result(L, e);
+  size_t hs = ws_buf_len(out);
+  ssize_t w = c->t->ops->write2(c->t, ws_buf_data(out), hs, data, len);
+  size_t sent = w > 0 ? (size_t)w : 0;
+  if (sent < hs) {
+    ws_buf_consume(out, sent);
+    sent = 0;
+  } else {
+    ws_buf_consume(out, hs);
+    sent -= hs;
+  }
+  if (sent < len && ws_buf_append(out, data + sent, len - sent) != 0) {
+    /* The header is out and its payload cannot follow: the stream is
+     * broken, so the transport goes (the next flush reports it). */
+    c->t->ops->destroy(c->t);
+    c->t = NULL;
+    return push_send_result(L, WS_E_NOMEM);
+  }
+  return push_send_result(L, WS_E_NONE);
+}
+
 /* send(data, binary) -> true | nil, message, name */
 static int conn_send(lua_State *L) {
   lconn *c = check_conn(L);
   bool binary = lua_toboolean(L, 3);
   size_t len;
   const uint8_t *data = check_text(L, 2, &len, binary);
-  return push_send_result(
-      L, ws_conn_send(&c->ws, binary ? WS_OP_BINARY : WS_OP_TEXT, data, len));
+  uint8_t op = binary ? WS_OP_BINARY : WS_OP_TEXT;
+  if (len >= DIRECT_MIN && c->t && c->t->ops->write2 &&
+      ws_buf_len(&c->ws.out) == 0 && ws_conn_plain_send(&c->ws, len))
+    return send_direct(L, c, op, data, len);
+  return push_send_result(L, ws_conn_send(&c->ws, op, data, len));
 }
 
 /* send_fragment(data, binary, fin [, checked]): one piece of a message

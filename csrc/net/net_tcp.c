@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 static int fail(int *err, int e, int fd) {
@@ -258,6 +259,26 @@ static ssize_t tcp_write(net_transport *t, const void *buf, size_t n) {
   }
 }
 
+/* A big message's header and payload in one system call, the payload
+ * straight from the caller's memory (no copy into an output buffer). */
+static ssize_t tcp_write2(net_transport *t, const void *a, size_t na,
+                          const void *b, size_t nb) {
+  struct iovec iov[2] = {{(void *)a, na}, {(void *)b, nb}};
+  struct msghdr m = {.msg_iov = iov, .msg_iovlen = 2};
+  if (na == 0 || nb > SSIZE_MAX - na)
+    return tcp_fail(t, EINVAL);
+  for (;;) {
+    ssize_t r = sendmsg(t->fd, &m, MSG_NOSIGNAL);
+    if (r > 0)
+      return r;
+    if (r < 0 && errno == EINTR)
+      continue;
+    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+      return NET_WANT_WRITE;
+    return tcp_fail(t, r < 0 ? errno : EIO);
+  }
+}
+
 static bool tcp_pending(net_transport *t) { return false; }
 
 static int tcp_shutdown(net_transport *t) {
@@ -275,7 +296,7 @@ static void tcp_destroy(net_transport *t) {
 }
 
 static const net_transport_ops tcp_ops = {
-    tcp_read, tcp_write, tcp_pending, tcp_shutdown, tcp_destroy,
+    tcp_read, tcp_write, tcp_pending, tcp_shutdown, tcp_destroy, tcp_write2,
 };
 
 int net_tcp_transport_release(net_transport *t) {

@@ -640,7 +640,7 @@ static void tls_destroy(net_transport *bt) {
 }
 
 static const net_transport_ops tls_ops = {
-    tls_read, tls_write, tls_pending, tls_shutdown, tls_destroy,
+    tls_read, tls_write, tls_pending, tls_shutdown, tls_destroy, NULL,
 };
 
 /* Set the name the server's certificate must carry: an IP literal is

@@ -31,6 +31,10 @@ typedef struct net_transport_ops {
   int (*shutdown)(net_transport *t);
   /* Close the fd and free the transport. */
   void (*destroy)(net_transport *t);
+  /* Gather write of two pieces in one call, as write returns (NULL where
+   * the transport has none: TLS). */
+  ssize_t (*write2)(net_transport *t, const void *a, size_t na, const void *b,
+                    size_t nb);
 } net_transport_ops;
 
 struct net_transport {

@@ -1357,6 +1357,101 @@ static void test_msg_memory(void) {
   ws_conn_free(&c);
 }
 
+
+/* Direct reads: the payload read straight into the message, in pieces of
+ * every size, gives the same message as ws_conn_recv; memory follows what
+ * came, never the header's promise; bad text is still refused. */
+static void test_direct_read(void) {
+  size_t n = 300000;
+  uint8_t *pay = malloc(n);
+  for (size_t i = 0; i < n; i++)
+    pay[i] = (uint8_t)('a' + i % 26);
+  bytes b = {0};
+  put_frame(&b, true, 0, WS_OP_TEXT, true, pay, n);
+  size_t hs = b.n - n;
+  for (size_t piece = 1000; piece <= 131072; piece *= 4) {
+    ws_conn c;
+    ws_event ev;
+    ws_conn_init(&c, SRV, NULL);
+    /* The header and the first 10 bytes go through ws_conn_recv. */
+    CHECK_EQ_INT(ws_conn_recv(&c, b.d, hs + 10, &ev), hs + 10);
+    CHECK_EQ_INT(ev.type, WS_EV_NONE);
+    size_t at = hs + 10, room;
+    while (at < b.n) {
+      uint8_t *dst = ws_conn_payload_room(&c, piece, &room);
+      CHECK(dst != NULL);
+      if (!dst)
+        break;
+      CHECK(room <= piece && room <= b.n - at);
+      CHECK(room <= ws_buf_len(&c.msg) + 65536);
+      memcpy(dst, b.d + at, room); /* what a read() would do */
+      ws_conn_payload_commit(&c, room, &ev);
+      at += room;
+      if (at < b.n)
+        CHECK_EQ_INT(ev.type, WS_EV_NONE);
+    }
+    CHECK_EQ_INT(ev.type, WS_EV_TEXT);
+    CHECK_EQ_INT(ev.len, n);
+    CHECK(ev.len == n && memcmp(ev.data, pay, n) == 0);
+    CHECK(ws_conn_payload_room(&c, piece, &room) == NULL); /* frame done */
+    ws_conn_free(&c);
+  }
+  /* Invalid UTF-8 arriving directly: 1007, as through ws_conn_recv. */
+  pay[200000] = 0xFF;
+  b.n = 0;
+  put_frame(&b, true, 0, WS_OP_TEXT, true, pay, n);
+  {
+    ws_conn c;
+    ws_event ev;
+    size_t room;
+    ws_conn_init(&c, SRV, NULL);
+    CHECK_EQ_INT(ws_conn_recv(&c, b.d, hs, &ev), hs);
+    size_t at = hs;
+    do {
+      uint8_t *dst = ws_conn_payload_room(&c, 65536, &room);
+      CHECK(dst != NULL);
+      if (!dst)
+        break;
+      memcpy(dst, b.d + at, room);
+      ws_conn_payload_commit(&c, room, &ev);
+      at += room;
+    } while (ev.type == WS_EV_NONE && at < b.n);
+    CHECK_EQ_INT(ev.type, WS_EV_ERROR);
+    CHECK_EQ_INT(ev.code, 1007);
+    CHECK(ws_conn_payload_room(&c, 65536, &room) == NULL); /* failed */
+    ws_conn_free(&c);
+  }
+  /* Not inside an uncompressed data frame: no room. */
+  {
+    ws_conn c;
+    size_t room;
+    ws_conn_init(&c, SRV, NULL);
+    CHECK(ws_conn_payload_room(&c, 65536, &room) == NULL);
+    ws_conn_free(&c);
+  }
+  free(pay);
+  free(b.d);
+}
+
+/* Direct writes: only the header is queued, for server frames only. */
+static void test_send_header(void) {
+  ws_conn c;
+  ws_conn_init(&c, SRV, NULL);
+  CHECK(ws_conn_plain_send(&c, 100000));
+  CHECK_EQ_INT(ws_conn_send_header(&c, WS_OP_BINARY, 100000), WS_E_NONE);
+  CHECK_OUT(&c.out, "\x82\x7F\x00\x00\x00\x00\x00\x01\x86\xA0", 10);
+  CHECK_EQ_INT(ws_conn_send_header(&c, WS_OP_PING, 10), WS_E_PROTOCOL);
+  ws_buf_clear(&c.out);
+  CHECK_EQ_INT(ws_conn_close(&c, 1000, "", 0), WS_E_NONE);
+  CHECK_EQ_INT(ws_conn_send_header(&c, WS_OP_TEXT, 100000), WS_E_CLOSED);
+  ws_conn_free(&c);
+  ws_conn_init(&c, CLI, NULL); /* a client masks: no direct write */
+  CHECK(!ws_conn_plain_send(&c, 100000));
+  CHECK_EQ_INT(ws_conn_send_header(&c, WS_OP_TEXT, 100000), WS_E_PROTOCOL);
+  CHECK_EQ_INT(ws_buf_len(&c.out), 0);
+  ws_conn_free(&c);
+}
+
 int main(void) {
   TEST_RUN(test_round_trips);
   TEST_RUN(test_every_split);
@@ -1368,6 +1463,8 @@ int main(void) {
   TEST_RUN(test_fail_fragmentation);
   TEST_RUN(test_fail_limits);
   TEST_RUN(test_limits_before_allocation);
+  TEST_RUN(test_direct_read);
+  TEST_RUN(test_send_header);
   TEST_RUN(test_fail_utf8);
   TEST_RUN(test_utf8_fail_fast);
   TEST_RUN(test_fail_close_frames);
