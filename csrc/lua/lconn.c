@@ -24,6 +24,7 @@
  * no longer use it: a close or error event, release(), or collection.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -978,17 +979,36 @@ static int send_direct(lua_State *L, lconn *c, uint8_t op,
   return push_send_result(L, WS_E_NONE);
 }
 
-/* send(data, binary) -> true | nil, message, name */
+/* send(data, binary [, limit]) -> true, bytes now queued | nil, message,
+ * name.  With limit (send_limit), nothing is queued while limit bytes or
+ * more already wait: a peer that stops reading cannot make memory grow
+ * without end (checked here: the hot path makes one call per message). */
 static int conn_send(lua_State *L) {
   lconn *c = check_conn(L);
   bool binary = lua_toboolean(L, 3);
+  lua_Integer limit = luaL_optinteger(L, 4, 0);
   size_t len;
   const uint8_t *data = check_text(L, 2, &len, binary);
   uint8_t op = binary ? WS_OP_BINARY : WS_OP_TEXT;
-  if (len >= DIRECT_MIN && c->t && c->t->ops->write2 &&
-      ws_buf_len(&c->ws.out) == 0 && ws_conn_plain_send(&c->ws, len))
-    return send_direct(L, c, op, data, len);
-  return push_send_result(L, ws_conn_send(&c->ws, op, data, len));
+  size_t queued = ws_buf_len(&c->ws.out);
+  if (limit > 0 && queued >= (size_t)limit) {
+    char why[96];
+    snprintf(why, sizeof why, "send queue full: %zu bytes wait for a peer "
+                              "that is not reading (send_limit)", queued);
+    lua_pushnil(L);
+    lua_pushstring(L, why);
+    lua_pushstring(L, ws_error_name(WS_E_TOO_BIG));
+    return 3;
+  }
+  int n;
+  if (len >= DIRECT_MIN && c->t && c->t->ops->write2 && queued == 0 &&
+      ws_conn_plain_send(&c->ws, len))
+    n = send_direct(L, c, op, data, len);
+  else
+    n = push_send_result(L, ws_conn_send(&c->ws, op, data, len));
+  if (n == 1)
+    lua_pushinteger(L, (lua_Integer)ws_buf_len(&c->ws.out));
+  return n + (n == 1);
 }
 
 /* send_fragment(data, binary, fin [, checked]): one piece of a message

@@ -311,7 +311,7 @@ function drain(st)
     st.budget_round, st.budget = loop.round(), st.opts.max_step_events
   end
   local budget = st.budget
-  local finished = true
+  local finished, queued = true, false
   while conn and st.conn == conn and not st.paused and not st.queue_paused do
     if budget == 0 then
       finished = false
@@ -324,20 +324,39 @@ function drain(st)
     local kind, a, b, c = conn:next_event()
     if not kind then break end
     budget = budget - 1
-    handle_event(st, kind, a, b, c)
+    local onmessage = st.onmessage
+    if onmessage and (kind == "text" or kind == "binary") and st.state == OPEN
+        and st.qtail < st.qhead then
+      -- The hot path (on_message -> deliver -> fire, inlined): a message
+      -- for the handler, nothing queued before it.
+      local ok, err = xpcall(onmessage, traceback, { type = "message", data = a,
+        binary = kind == "binary", target = st.ws })
+      if not ok then report_handler_error(st, "onmessage", err) end
+    elseif not onmessage and (kind == "text" or kind == "binary") and st.state == OPEN then
+      -- The other hot path: queued for receive() (on_message, inlined);
+      -- the waiters are woken once, after the loop.
+      queue_message(st, a, kind)
+      queued = true
+    else
+      handle_event(st, kind, a, b, c)
+    end
   end
   st.budget = budget
+  if queued and #st.waiters > 0 then loop.wake_all(st.waiters) end
   if st.conn and st.conn:buffered() > 0 then loop.dirty(st) end
   return finished
 end
 socket.drain = drain
 
 local function pop_message(st)
-  local head = st.qhead
-  local data, kind = st.queue[head], st.kinds[head]
-  st.queue[head], st.kinds[head] = nil, nil
-  st.qhead = head + 1
-  if st.qhead > st.qtail then st.qhead, st.qtail = 1, 0 end
+  local head, queue, kinds = st.qhead, st.queue, st.kinds
+  local data, kind = queue[head], kinds[head]
+  queue[head], kinds[head] = nil, nil
+  if head >= st.qtail then
+    st.qhead, st.qtail = 1, 0
+  else
+    st.qhead = head + 1
+  end
   if st.queue_paused and st.qtail - st.qhead + 1 <= math.floor(st.opts.max_queue / 2) then
     st.queue_paused = false
     refresh_interest(st)
@@ -347,7 +366,9 @@ local function pop_message(st)
 end
 
 local function deliver(st, data, kind)
-  fire(st, "onmessage", { type = "message", data = data, binary = kind == "binary" })
+  -- Built whole (target too): no table resize per message.
+  fire(st, "onmessage", { type = "message", data = data, binary = kind == "binary",
+    target = st.ws })
 end
 
 -- Messages queued for receive() before onmessage was set go to the handler
@@ -517,7 +538,7 @@ function socket.dispatch(st, events) return st.on_ready(st, events) end
 ---------------------------------------------------------------- the object
 
 local function priv(ws)
-  local st = type(ws) == "table" and rawget(ws, PRIV)
+  local st = type(ws) == "table" and ws[PRIV] -- a raw field of every socket
   if not st then error("bad self (a moonws websocket expected)", 3) end
   return st
 end
@@ -543,33 +564,40 @@ local function send_fragmented(st, data, binary, size)
   return true
 end
 
+-- The hot path: one C call per message (it also applies send_limit and
+-- says how much is queued).
 function methods.send(ws, data, kind)
   local st = priv(ws)
   if type(data) ~= "string" then
     error("bad argument #1 to 'send' (string expected, got " .. type(data) .. ")", 2)
   end
   local binary = check_kind(kind)
-  if st.state == CONNECTING then
-    error("send while CONNECTING: wait for onopen (or use moonws.connect)", 2)
+  local state = st.state
+  if state ~= OPEN then
+    if state == CONNECTING then
+      error("send while CONNECTING: wait for onopen (or use moonws.connect)", 2)
+    end
+    return nil, "closed", "closed"
   end
-  if st.state ~= OPEN then return nil, "closed", "closed" end
   -- Event-style sends never wait, so a peer that stops reading would make
   -- the queue grow without end: past send_limit, refuse (queue nothing).
-  if st.conn:buffered() >= st.opts.send_limit then
-    return nil, ("send queue full: %d bytes wait for a peer that is not reading (send_limit)")
-      :format(st.conn:buffered()), "too_big"
-  end
-  local size = st.opts.fragment_size
-  local ok, msg, name
+  local opts, conn = st.opts, st.conn
+  local size = opts.fragment_size
+  local ok, queued, name
   if size and #data > size then
-    ok, msg, name = send_fragmented(st, data, binary, size)
+    if conn:buffered() >= opts.send_limit then
+      return nil, ("send queue full: %d bytes wait for a peer that is not reading (send_limit)")
+        :format(conn:buffered()), "too_big"
+    end
+    ok, queued, name = send_fragmented(st, data, binary, size)
+    queued = ok and conn:buffered()
   else
-    ok, msg, name = st.conn:send(data, binary)
+    ok, queued, name = conn:send(data, binary, opts.send_limit)
   end
-  if not ok then return nil, msg, name end
+  if not ok then return nil, queued, name end
   loop.dirty(st)
-  local limit = st.opts.send_buffer
-  if st.conn:buffered() > limit and loop.wait_mode() then
+  local limit = opts.send_buffer
+  if queued > limit and loop.wait_mode() then
     loop.wait_until(function()
       return st.state ~= OPEN or st.conn == nil or st.conn:buffered() <= limit
     end, nil, st.waiters, "send")
@@ -637,6 +665,8 @@ function methods.receive(ws, timeout)
   if timeout ~= nil and (type(timeout) ~= "number" or timeout < 0) then
     error("bad argument #1 to 'receive' (non-negative number expected)", 2)
   end
+  -- A message already queued needs no waiting (nor a closure).
+  if st.qtail >= st.qhead then return pop_message(st) end
   local deadline = timeout and now() + timeout
   local ok = loop.wait_until(function()
     return st.qtail >= st.qhead or st.state == CLOSED
