@@ -111,6 +111,38 @@ moonws/redis.so: csrc/redis/lredis.c csrc/lua/lua_compat.h
 	@$(if $(V),,echo "  CC+LD   $@")
 	$(Q)$(CC) $(CFLAGS_ALL) -I$(LUA_INCDIR) -shared -o $@ $< $(LDFLAGS) -lhiredis
 
+# The benchmark (bench/README.md): `make bench` installs the peers, runs
+# every server under the C load generator and writes bench/RESULTS.md (a
+# few minutes; never part of `make test`).  bench-tools builds the C parts;
+# spec/bench_smoke_spec.lua builds and smoke-tests them inside make test.
+BENCH_TOOLS = $(BUILD)/bench/loadgen $(BUILD)/bench/tcp_echo $(BUILD)/bench/micro \
+              $(BUILD)/bench/malloc_count.so
+.PHONY: bench bench-tools
+bench-tools: $(BENCH_TOOLS)
+
+bench: deps $(MODULE) $(BENCH_TOOLS)
+	@bench/run
+
+$(BUILD)/bench/loadgen: bench/loadgen.c bench/malloc_count.h
+	@mkdir -p $(dir $@)
+	@$(if $(V),,echo "  CC      $<")
+	$(Q)$(CC) $(CFLAGS_ALL) -o $@ $< $(LDFLAGS) -lssl -lcrypto
+
+$(BUILD)/bench/tcp_echo: bench/tcp_echo.c
+	@mkdir -p $(dir $@)
+	@$(if $(V),,echo "  CC      $<")
+	$(Q)$(CC) $(CFLAGS_ALL) -o $@ $< $(LDFLAGS)
+
+$(BUILD)/bench/micro: bench/micro.c $(BUILD)/core/ws_mask.o $(BUILD)/core/ws_utf8.o
+	@mkdir -p $(dir $@)
+	@$(if $(V),,echo "  CC      $<")
+	$(Q)$(CC) $(CFLAGS_ALL) -o $@ $^ $(LDFLAGS)
+
+$(BUILD)/bench/malloc_count.so: bench/malloc_count.c bench/malloc_count.h
+	@mkdir -p $(dir $@)
+	@$(if $(V),,echo "  CC+LD   $@")
+	$(Q)$(CC) $(CFLAGS_ALL) -shared -o $@ $< $(LDFLAGS) -ldl
+
 rock: deps-test
 	@spec/run_all rock
 

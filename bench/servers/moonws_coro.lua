@@ -1,0 +1,29 @@
+-- bench/servers/moonws_coro.lua -- moonws echo server, coroutine style: one
+-- coroutine per connection, reading with ws:receive().
+--
+--   lua5.4 bench/servers/moonws_coro.lua PORT [TLS_PORT CERT KEY]
+--
+-- Run from the checkout root (bench/run does); binds 127.0.0.1.
+package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
+package.cpath = "./?.so;" .. package.cpath
+
+-- Lua-level profile for bench/run's hot-path probe (bench/servers/luaprof.lua).
+local luaprof = os.getenv("BENCH_LUAPROF") and dofile("bench/servers/luaprof.lua")
+local moonws = require "moonws"
+if luaprof then luaprof(moonws) end
+
+local function echo(ws)
+  while true do
+    local data, kind = ws:receive()
+    if not data then return end
+    ws:send(data, kind)
+  end
+end
+
+local port, tls_port, cert, key = tonumber(arg[1]), tonumber(arg[2]), arg[3], arg[4]
+assert(moonws.serve({ host = "127.0.0.1", port = port, backlog = 4096 }, echo))
+if tls_port then
+  assert(moonws.serve({ host = "127.0.0.1", port = tls_port, backlog = 4096,
+    tls = { cert = cert, key = key } }, echo))
+end
+moonws.run()
