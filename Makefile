@@ -120,7 +120,7 @@ BENCH_TOOLS = $(BUILD)/bench/loadgen $(BUILD)/bench/tcp_echo $(BUILD)/bench/micr
 .PHONY: bench bench-tools
 bench-tools: $(BENCH_TOOLS)
 
-bench: deps $(MODULE) $(BENCH_TOOLS)
+bench: deps $(MODULE) luajit $(BENCH_TOOLS)
 	@bench/run
 
 $(BUILD)/bench/loadgen: bench/loadgen.c bench/malloc_count.h

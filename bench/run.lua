@@ -77,10 +77,7 @@ end
 
 -- nginx with lua-resty-websocket: a generated configuration in its own
 -- prefix, one worker, no daemon; the master is killed by PID.
-local function nginx_resty(ctx)
-  local dir = ctx.dir
-  os.execute("mkdir -p " .. sh_quote(dir .. "/logs") .. " " .. sh_quote(dir .. "/tmp"))
-  local handler = [[
+local RESTY_WEBSOCKET = [[
 local server = require "nginx.websocket.server"
 local ws = server:new { timeout = 3600000, max_payload_len = 64 * 1024 * 1024 }
 if not ws then return ngx.exit(444) end
@@ -95,6 +92,23 @@ while true do
   end
 end
 ]]
+
+-- moonws.resty in the same nginx: the same C core as the Lua 5.4 rows,
+-- built for LuaJIT (make luajit), in coroutine style on cosockets.
+local MOONWS_RESTY = [[
+local ws = require("moonws.resty").upgrade { max_payload = 64 * 1024 * 1024, timeout = 3600 }
+if not ws then return end
+while true do
+  local data, kind = ws:receive()
+  if not data then break end
+  if not ws:send(data, kind) then break end
+end
+]]
+
+local function nginx_setup(ctx, handler)
+  local dir = ctx.dir
+  os.execute("mkdir -p " .. sh_quote(dir .. "/logs") .. " " .. sh_quote(dir .. "/tmp"))
+  local root = capture("pwd")
   local tls = ctx.tls_port and ([[
     listen 127.0.0.1:%d ssl backlog=4096;
     ssl_certificate %s;
@@ -117,7 +131,8 @@ http {
   fastcgi_temp_path %s/tmp/fastcgi;
   uwsgi_temp_path %s/tmp/uwsgi;
   scgi_temp_path %s/tmp/scgi;
-  lua_package_path "/usr/share/lua/5.1/?.lua;;";
+  lua_package_path "%s/lua/?.lua;/usr/share/lua/5.1/?.lua;;";
+  lua_package_cpath "%s/build/luajit/?.so;;";
   lua_socket_log_errors off;
   server {
     listen 127.0.0.1:%d backlog=4096;%s
@@ -126,13 +141,31 @@ http {
     } }
   }
 }
-]]):format(NOFILE, dir, dir, NOFILE, dir, dir, dir, dir, dir, ctx.port, tls, handler))
+]]):format(NOFILE, dir, dir, NOFILE, dir, dir, dir, dir, dir, root, root, ctx.port, tls,
+    handler))
   return { "nginx", "-p", dir, "-e", dir .. "/logs/error.log", "-c", dir .. "/nginx.conf" }
+end
+
+local function nginx_resty(ctx) return nginx_setup(ctx, RESTY_WEBSOCKET) end
+local function nginx_moonws(ctx) return nginx_setup(ctx, MOONWS_RESTY) end
+
+-- A moonws.pool of n workers (bench/servers/moonws_event.lua, reuseport on
+-- one port): unpinned, so the workers can use every core.
+local function pool_of(n)
+  return function(ctx)
+    return { "lua5.4", "-e", ([[
+package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
+package.cpath = "./?.so;" .. package.cpath
+require("moonws.pool").run { script = "bench/servers/moonws_event.lua", args = { %d },
+  workers = %d, stop_timeout = 2 }]]):format(ctx.port, n) }
+  end
 end
 
 -- One entry is one row of the table.  argv may use {port}, {tls_port},
 -- {cert}, {key}, {dir}; or setup(ctx) returns the argv.  tls = false: the
 -- server has no TLS port.  version: a shell command printing the version.
+-- workloads: only these (default all); unpinned: server and load
+-- generator run wherever the scheduler puts them, whatever BENCH_CPU says.
 local SERVERS = {
   { key = "tcp", name = "C TCP echo (ceiling, no WebSocket)", scheme = "tcp", tls = false,
     argv = { BIN .. "tcp_echo", "{port}" } },
@@ -154,6 +187,14 @@ local SERVERS = {
     version = "dpkg-query -W -f 'lua-http ${Version}' lua-http" },
   { key = "nginx_resty", name = "nginx + lua-resty-websocket (LuaJIT)", setup = nginx_resty,
     version = "echo $(nginx -v 2>&1 | sed 's/.*: //'), $(dpkg-query -W -f 'lua-nginx-websocket ${Version}' lua-nginx-websocket)" },
+  { key = "nginx_moonws", name = "nginx + moonws.resty (LuaJIT)", setup = nginx_moonws,
+    version = "echo $(nginx -v 2>&1 | sed 's/.*: //'), moonws $(git describe --always --dirty 2>/dev/null)" },
+  { key = "moonws_pool1", name = "moonws pool, 1 worker (unpinned)", setup = pool_of(1),
+    tls = false, unpinned = true, workloads = { echo20 = true },
+    version = "git describe --always --dirty 2>/dev/null" },
+  { key = "moonws_pool2", name = "moonws pool, 2 workers (unpinned)", setup = pool_of(2),
+    tls = false, unpinned = true, workloads = { echo20 = true },
+    version = "git describe --always --dirty 2>/dev/null" },
 }
 
 -- ---------------------------------------------------------------- workloads
@@ -242,7 +283,7 @@ local function start(server, opts)
   end
   local env = opts.env or ""
   local cmd = ("%s %stimeout -k 2 600 sh -c 'echo $$ >\"$0\"; exec \"$@\"' %s %s >%s 2>%s </dev/null &")
-    :format(env, pin, sh_quote(base .. "/pid"), table.concat(words, " "),
+    :format(env, server.unpinned and "" or pin, sh_quote(base .. "/pid"), table.concat(words, " "),
             sh_quote(base .. "/stdout"), sh_quote(base .. "/stderr"))
   os.execute(cmd)
   local pid
@@ -254,9 +295,9 @@ local function start(server, opts)
   if not pid then return nil, "did not start" end
   local scheme = server.scheme or "ws"
   local url = ("%s://127.0.0.1:%d/"):format(scheme, ctx.port)
-  local ok = os.execute(("%s%sloadgen wait %s -T 20 2>>%s"):format(pin, BIN, url,
+  local ok = os.execute(("%s%sloadgen wait %s -T 20 2>>%s"):format(server.unpinned and "" or pin, BIN, url,
     sh_quote(base .. "/loadgen.err")))
-  local s = { pids = tree(pid), url = url, base = base }
+  local s = { pids = tree(pid), url = url, base = base, pin = server.unpinned and "" or pin }
   for _, p in ipairs(s.pids) do started[#started + 1] = p end
   if ctx.tls_port then s.tls_url = ("wss://127.0.0.1:%d/"):format(ctx.tls_port) end
   if not ok then
@@ -270,7 +311,7 @@ end
 local parse = dofile("bench/flatjson.lua")
 
 local function loadgen(args, s, extra)
-  local words = { pin .. "timeout -k 2 120 " .. BIN .. "loadgen" }
+  local words = { (s.pin or pin) .. "timeout -k 2 120 " .. BIN .. "loadgen" }
   for _, a in ipairs(args) do words[#words + 1] = sh_quote(a) end
   for _, a in ipairs(extra or {}) do words[#words + 1] = sh_quote(a) end
   words[#words + 1] = "2>>" .. sh_quote(s.base .. "/loadgen.err")
@@ -280,6 +321,7 @@ end
 
 local function run_one(server, work, opts)
   if work.tls and (server.tls == false) then return nil end
+  if server.workloads and not server.workloads[work.key] then return nil end
   local s, why = start(server, opts)
   if not s then return { ok = false, error = why } end
   local url = work.tls and s.tls_url or s.url

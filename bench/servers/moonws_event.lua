@@ -17,7 +17,8 @@ local function echo(ws)
 end
 
 local port, tls_port, cert, key = tonumber(arg[1]), tonumber(arg[2]), arg[3], arg[4]
-local server = assert(moonws.listen { host = "127.0.0.1", port = port, backlog = 4096 })
+local server = assert(moonws.listen { host = "127.0.0.1", port = port, backlog = 4096,
+  reuseport = os.getenv("MOONWS_WORKER") ~= nil }) -- a worker of a moonws.pool row
 server.onconnection = echo
 if tls_port then
   local tls_server = assert(moonws.listen { host = "127.0.0.1", port = tls_port, backlog = 4096,
