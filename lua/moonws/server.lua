@@ -139,7 +139,6 @@ local function on_handshake_ready(st, events)
     return refuse(st, 500, "internal error")
   end
   req.key = nil
-  st.request = req
   st.url = (ss.tls_ctx and "wss://" or "ws://") .. (req.headers.host or "") .. req.path
   socket.opened(st, protocol, extensions)
   socket.flush(st)
