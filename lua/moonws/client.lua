@@ -148,6 +148,7 @@ end
 local function start_tls(st)
   local servername = st.opts.tls and st.opts.tls.servername or st.u.host
   core.tls_start(st.conn, st.tls_ctx, servername)
+  st.tls = true -- TLS may hold decrypted bytes epoll cannot see
   st.on_ready = on_tls_ready
   on_tls_ready(st) -- sends the ClientHello
 end

@@ -224,6 +224,7 @@ local function on_accept_ready(ss)
     handshaking[st] = true
     if ss.tls_ctx then
       core.tls_start(conn, ss.tls_ctx, nil)
+      st.tls = true -- TLS may hold decrypted bytes epoll cannot see
       socket.attach(st, conn, on_tls_ready, true, false)
     else
       socket.attach(st, conn, on_handshake_ready, true, false)

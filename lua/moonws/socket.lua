@@ -273,7 +273,7 @@ local function flush(st)
     set_interest(st, reading_wanted(st) or want == "read", want_write)
   end
   if #st.waiters > 0 and left <= st.opts.send_buffer then loop.wake_all(st.waiters) end
-  if left == 0 then after_flush(st) end
+  if left == 0 and st.state == CLOSING then after_flush(st) end
 end
 socket.flush = flush
 
@@ -343,7 +343,8 @@ function drain(st)
   end
   st.budget = budget
   if queued and #st.waiters > 0 then loop.wake_all(st.waiters) end
-  if st.conn and st.conn:buffered() > 0 then loop.dirty(st) end
+  -- Output the core queued by itself (a pong, a close) was marked dirty by
+  -- handle_event, and sends mark it: no check needed here.
   return finished
 end
 socket.drain = drain
@@ -424,13 +425,13 @@ function on_readable(st)
     if n == 0 then return end
     st.awaiting_pong = false -- any byte from the peer proves it is alive
     if not drain(st) then return end -- out of budget for this round
-  until not (st.conn and reading_wanted(st) and st.conn:pending())
+  until not (st.tls and st.conn and reading_wanted(st) and st.conn:pending())
 end
 
 -- The watcher method for an open (or closing) socket.
 local function on_ready_open(st, events)
-  if writable(events) then flush(st) end
-  if st.conn and readable(events) then on_readable(st) end
+  if events >= 2 then flush(st) end -- writable(events), inlined: once per wake-up
+  if events % 2 == 1 and st.conn then on_readable(st) end
 end
 
 ---------------------------------------------------------------- keepalive
