@@ -5,8 +5,9 @@
  * byte of E0, ED, F0, F4 sequences is narrower than 80..BF; that narrowing
  * is what rules out overlongs, surrogates and > U+10FFFF).  Checking ranges
  * byte by byte makes every invalid input fail at its first bad byte.  At a
- * boundary, ASCII is skipped 16 then 8 bytes at a time, and a sequence that
- * is whole in the buffer is checked without touching the state. */
+ * boundary, ASCII is skipped 16 bytes at a time and then to the first high
+ * bit of a word, and a sequence that is whole in the buffer is checked
+ * without touching the state. */
 #include "ws_utf8.h"
 
 #include <string.h>
@@ -36,17 +37,27 @@ static inline uint32_t lead_state(uint8_t b) {
   return ST_FAIL;
 }
 
-static inline int ascii_word(const uint8_t *p) {
-  uint64_t w;
-  memcpy(&w, p, 8);
-  return (w & 0x8080808080808080u) == 0;
-}
-
 static inline int ascii_2words(const uint8_t *p) {
   uint64_t a, b;
   memcpy(&a, p, 8);
   memcpy(&b, p + 8, 8);
   return ((a | b) & 0x8080808080808080u) == 0;
+}
+
+/* Index of the first byte >= 0x80 among p[0, 8), or 8 when none is. */
+static inline size_t first_non_ascii(const uint8_t *p) {
+#if defined(__GNUC__) && defined(__BYTE_ORDER__) &&                           \
+    __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  uint64_t w;
+  memcpy(&w, p, 8);
+  w &= 0x8080808080808080u;
+  return w ? (size_t)__builtin_ctzll(w) >> 3 : 8;
+#else
+  size_t k = 0;
+  while (k < 8 && p[k] < 0x80)
+    k++;
+  return k;
+#endif
 }
 
 int ws_utf8_feed(ws_utf8 *v, const uint8_t *p, size_t n) {
@@ -66,17 +77,23 @@ int ws_utf8_feed(ws_utf8 *v, const uint8_t *p, size_t n) {
         goto fail;
       st = ST_NEED(st) > 1 ? ST(ST_NEED(st) - 1, 0x80, 0xBF) : 0;
     }
-    /* A word that is not all ASCII stops the word loops; the byte loop then
-     * stops inside it, so it never runs more than 7 bytes. */
+    /* ASCII 16 bytes a step; in the first word that is not all ASCII, the
+     * first high bit says where the sequence starts (text with short ASCII
+     * runs between characters would otherwise go byte by byte). */
     while (n - i >= 16 && ascii_2words(p + i))
       i += 16;
-    while (n - i >= 8 && ascii_word(p + i))
-      i += 8;
-    while (i < n && p[i] < 0x80)
-      i++;
-    if (i == n) {
-      v->state = 0;
-      return 0;
+    if (n - i >= 8) {
+      size_t at = first_non_ascii(p + i);
+      i += at;
+      if (at == 8)
+        continue;
+    } else {
+      while (i < n && p[i] < 0x80)
+        i++;
+      if (i == n) {
+        v->state = 0;
+        return 0;
+      }
     }
     st = lead_state(p[i++]);
     if (st == ST_FAIL)
