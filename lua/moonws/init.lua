@@ -36,6 +36,9 @@ moonws.run = loop.run
 moonws.stop = loop.stop
 moonws.fd = loop.fd
 moonws.next_timeout = loop.next_timeout
+-- cqueues.poll(moonws) (or a socket, or a server) waits until moonws has
+-- work, inside a cqueues controller: moonws:pollfd(), :events(), :timeout().
+for name, fn in pairs(loop.polling) do moonws[name] = fn end
 
 -- step([timeout]): one bounded round; timeout 0 never waits.
 function moonws.step(timeout)

@@ -382,6 +382,15 @@ function loop.next_timeout()
   return math.max(0, next_deadline - now())
 end
 
+-- The cqueues polling protocol (DESIGN.md 2) on every moonws object:
+-- cqueues.poll(obj) returns when the loop has work; then moonws.step(0).
+-- The object is ignored: whichever one is polled, the loop is what waits.
+loop.polling = {
+  pollfd = function() return poller:fd() end,
+  events = function() return "r" end,
+  timeout = function() return loop.next_timeout() end,
+}
+
 loop.now = now
 loop.backend = function() return poller:backend() end
 

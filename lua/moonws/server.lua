@@ -286,6 +286,8 @@ local function server_state(srv)
 end
 
 -- Stop accepting; open connections stay open.
+for name, fn in pairs(loop.polling) do server_methods[name] = fn end -- cqueues.poll(server)
+
 function server_methods.close(srv)
   local ss = server_state(srv)
   if not listening[ss] then return end

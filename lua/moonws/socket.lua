@@ -626,6 +626,8 @@ local function control(name, ws, data)
   return true
 end
 
+for name, fn in pairs(loop.polling) do methods[name] = fn end -- cqueues.poll(ws)
+
 function methods.ping(ws, data) return control("ping", ws, data) end
 function methods.pong(ws, data) return control("pong", ws, data) end
 
