@@ -111,6 +111,10 @@ describe("embedding #host", function()
     -- middle of a frame); it still counts work and any blocking.
     assert.is_true(result.worst_frame_own_ms < 50, "worst frame " .. result.worst_frame_own_ms
       .. " ms own, " .. result.worst_frame_ms .. " ms wall")
+    -- Wall time too, with room for a shared machine's waits for a CPU (a
+    -- busy neighbour once cost one frame 144 ms of wall time here).
+    assert.is_true(result.worst_frame_ms < 250, "worst frame " .. result.worst_frame_ms
+      .. " ms wall")
     assert.is_true(result.most_messages_in_a_frame >= 1 and result.most_messages_in_a_frame <= 256,
       "messages in one frame: " .. tostring(result.most_messages_in_a_frame))
     return result
