@@ -189,6 +189,21 @@ describe("ws.url, protocol, extensions", function()
 end)
 
 describe("addresses", function()
+  it("a URL gives the Host field and the CONNECT authority every front sends", function()
+    local core = require "moonws.core"
+    local cases = {
+      { "ws://example.org/x", "example.org", "example.org:80" },
+      { "wss://example.org:443/", "example.org", "example.org:443" },
+      { "ws://example.org:8080", "example.org:8080", "example.org:8080" },
+      { "wss://[::1]:8443/", "[::1]:8443", "[::1]:8443" },
+      { "ws://[::1]/", "[::1]", "[::1]:80" },
+    }
+    for _, c in ipairs(cases) do
+      local u = assert(core.parse_url(c[1]))
+      assert.same({ c[2], c[3] }, { u.host_header, u.authority }, c[1])
+    end
+  end)
+
   it("serve and connect over IPv6 ([::1])", function()
     local srv = assert(moonws.listen { host = "::1", port = 0 })
     local peer_url

@@ -979,14 +979,30 @@ static int send_direct(lua_State *L, lconn *c, uint8_t op,
   return push_send_result(L, WS_E_NONE);
 }
 
-/* send(data, binary [, limit]) -> true, bytes now queued | nil, message,
- * name.  With limit (send_limit), nothing is queued while limit bytes or
- * more already wait: a peer that stops reading cannot make memory grow
- * without end (checked here: the hot path makes one call per message). */
+/* A message longer than size as frames of size bytes (the last shorter):
+ * the text was validated whole, so the pieces may cut characters. */
+static enum ws_error send_in_frames(lconn *c, uint8_t op, const uint8_t *data,
+                                    size_t len, size_t size) {
+  for (size_t pos = 0;; pos += size) {
+    size_t n = len - pos < size ? len - pos : size;
+    bool fin = n == len - pos;
+    enum ws_error e = ws_conn_send_fragment(&c->ws, op, data + pos, n, fin);
+    if (e != WS_E_NONE || fin)
+      return e;
+  }
+}
+
+/* send(data, binary [, limit [, fragment_size]]) -> true, bytes now queued
+ * | nil, message, name.  With limit (send_limit), nothing is queued while
+ * limit bytes or more already wait: a peer that stops reading cannot make
+ * memory grow without end (checked here: the hot path makes one call per
+ * message).  With fragment_size, a longer message goes as several frames;
+ * every front (the loop's sockets, moonws.resty) sends through here. */
 static int conn_send(lua_State *L) {
   lconn *c = check_conn(L);
   bool binary = lua_toboolean(L, 3);
   lua_Integer limit = luaL_optinteger(L, 4, 0);
+  lua_Integer fragment_size = luaL_optinteger(L, 5, 0);
   size_t len;
   const uint8_t *data = check_text(L, 2, &len, binary);
   uint8_t op = binary ? WS_OP_BINARY : WS_OP_TEXT;
@@ -1001,8 +1017,10 @@ static int conn_send(lua_State *L) {
     return 3;
   }
   int n;
-  if (len >= DIRECT_MIN && c->t && c->t->ops->write2 && queued == 0 &&
-      ws_conn_plain_send(&c->ws, len))
+  if (fragment_size > 0 && len > (size_t)fragment_size)
+    n = push_send_result(L, send_in_frames(c, op, data, len, (size_t)fragment_size));
+  else if (len >= DIRECT_MIN && c->t && c->t->ops->write2 && queued == 0 &&
+           ws_conn_plain_send(&c->ws, len))
     n = send_direct(L, c, op, data, len);
   else
     n = push_send_result(L, ws_conn_send(&c->ws, op, data, len));

@@ -80,6 +80,18 @@ static void push_errors(lua_State *L) {
 
 /* core.parse_url(url) -> {secure, host, port, resource, userinfo,
  * ipv6, port_explicit} | nil, message */
+/* u's host, bracketed when it is an IPv6 literal. */
+static void push_url_host(lua_State *L, const ws_url *u) {
+  if (u->host_is_ipv6) {
+    lua_pushliteral(L, "[");
+    lua_pushlstring(L, u->host, u->host_len);
+    lua_pushliteral(L, "]");
+    lua_concat(L, 3);
+  } else {
+    lua_pushlstring(L, u->host, u->host_len);
+  }
+}
+
 static int parse_url(lua_State *L) {
   size_t len;
   const char *s = luaL_checklstring(L, 1, &len);
@@ -89,7 +101,7 @@ static int parse_url(lua_State *L) {
     lua_pushstring(L, u.message ? u.message : "invalid URL");
     return 2;
   }
-  lua_createtable(L, 0, 7);
+  lua_createtable(L, 0, 9);
   lua_pushboolean(L, u.secure);
   lua_setfield(L, -2, "secure");
   lua_pushlstring(L, u.host, u.host_len);
@@ -112,6 +124,19 @@ static int parse_url(lua_State *L) {
     lua_pushlstring(L, u.userinfo, u.userinfo_len);
     lua_setfield(L, -2, "userinfo");
   }
+  /* The two ways the handshake names the server, for every front: the
+   * Host field (the port only when not the scheme's), and host:port as an
+   * HTTP CONNECT wants it (RFC 7231 4.3.6: always with the port). */
+  push_url_host(L, &u);
+  if (u.port_explicit && u.port != (u.secure ? 443 : 80)) {
+    lua_pushfstring(L, ":%d", (int)u.port);
+    lua_concat(L, 2);
+  }
+  lua_setfield(L, -2, "host_header");
+  push_url_host(L, &u);
+  lua_pushfstring(L, ":%d", (int)u.port);
+  lua_concat(L, 2);
+  lua_setfield(L, -2, "authority");
   return 1;
 }
 

@@ -95,19 +95,6 @@ local function on_handshake_ready(st, events)
   socket.announce(st, true)
 end
 
-local function host_header(u)
-  local host = u.ipv6 and "[" .. u.host .. "]" or u.host
-  if u.port_explicit and u.port ~= (u.secure and 443 or 80) then
-    host = host .. ":" .. u.port
-  end
-  return host
-end
-
--- "host:port" as CONNECT wants it (RFC 7231 4.3.6: always with the port).
-local function authority(u)
-  return (u.ipv6 and "[" .. u.host .. "]" or u.host) .. ":" .. u.port
-end
-
 local function send_request(st)
   local opts, u = st.opts, st.u
   local headers = opts.headers
@@ -118,7 +105,7 @@ local function send_request(st)
     headers = h
   end
   st.conn:request {
-    host = host_header(u),
+    host = u.host_header,
     target = u.resource,
     protocols = st.offered_protocols,
     origin = opts.origin,
@@ -171,13 +158,13 @@ local function on_proxy_ready(st, events)
   if not ok then
     st.status = status
     return fail_connect(st, ("proxy %s refused the tunnel to %s: %s"):format(st.proxy.url,
-      authority(st.u), why), "proxy")
+      st.u.authority, why), "proxy")
   end
   after_tunnel(st)
 end
 
 local function start_tunnel(st)
-  core.proxy_request(st.conn, authority(st.u), st.proxy.authorization)
+  core.proxy_request(st.conn, st.u.authority, st.proxy.authorization)
   st.on_ready = on_proxy_ready
   socket.flush(st)
   socket.set_interest(st, true, st.i_write or false)

@@ -227,6 +227,13 @@ function options.server(given, caller)
   return merge(given, server_checks, caller or "listen", server_defaults)
 end
 
+-- The kind argument of send(data, kind) on every front: true for binary.
+function options.send_kind(kind)
+  if kind == nil or kind == "text" then return false end
+  if kind == "binary" then return true end
+  error("bad argument #2 to 'send' (\"text\" or \"binary\" expected)", 3)
+end
+
 -- Arguments of close(code, reason) on every front: misuse raises at the
 -- caller's call (level 3 from here: options.close_args <- close <- user).
 -- Any code an endpoint may send is allowed (Node's ws allows them too; a

@@ -364,40 +364,14 @@ function methods.receive(ws, timeout)
   return closed_result(st)
 end
 
-local function check_kind(kind)
-  if kind == nil or kind == "text" then return false end
-  if kind == "binary" then return true end
-  error("bad argument #2 to 'send' (\"text\" or \"binary\" expected)", 3)
-end
-
-local function send_fragmented(conn, data, binary, size)
-  if not binary and not core.utf8_valid(data) then
-    error("bad argument #1 to 'send' (invalid UTF-8 in a text message (send it as binary))", 3)
-  end
-  local pos, len = 1, #data
-  repeat
-    local last = pos + size - 1 >= len
-    local ok, msg, name = conn:send_fragment(data:sub(pos, pos + size - 1), binary, last, true)
-    if not ok then return nil, msg, name end
-    pos = pos + size
-  until last
-  return true
-end
-
 function methods.send(ws, data, kind)
   local st = priv(ws)
   if type(data) ~= "string" then
     error("bad argument #1 to 'send' (string expected, got " .. type(data) .. ")", 2)
   end
-  local binary = check_kind(kind)
+  local binary = options.send_kind(kind)
   if st.state ~= OPEN then return nil, "closed", "closed" end
-  local size = st.opts.fragment_size
-  local ok, msg, name
-  if size and #data > size then
-    ok, msg, name = send_fragmented(st.conn, data, binary, size)
-  else
-    ok, msg, name = st.conn:send(data, binary)
-  end
+  local ok, msg, name = st.conn:send(data, binary, nil, st.opts.fragment_size)
   if not ok then return nil, msg, name end
   return flush(st)
 end
@@ -605,14 +579,6 @@ end
 
 ---------------------------------------------------------------- client
 
-local function host_header(u)
-  local host = u.ipv6 and "[" .. u.host .. "]" or u.host
-  if u.port_explicit and u.port ~= (u.secure and 443 or 80) then
-    host = host .. ":" .. u.port
-  end
-  return host
-end
-
 local function connect_error_name(err)
   err = tostring(err)
   if err == "timeout" then return "timeout" end
@@ -709,7 +675,7 @@ local function open_client(sock, conn, u, url, opts)
       or table.concat(opts.protocols, ", ")
   end
   conn:request {
-    host = host_header(u), target = u.resource, protocols = offered,
+    host = u.host_header, target = u.resource, protocols = offered,
     origin = opts.origin, headers = headers,
   }
   sock:settimeouts(ms(left()), ms(left()), ms(left()))

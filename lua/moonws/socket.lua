@@ -544,35 +544,14 @@ local function priv(ws)
   return st
 end
 
-local function check_kind(kind)
-  if kind == nil or kind == "text" then return false end
-  if kind == "binary" then return true end
-  error("bad argument #2 to 'send' (\"text\" or \"binary\" expected)", 3)
-end
-
-local function send_fragmented(st, data, binary, size)
-  local conn, len = st.conn, #data
-  if not binary and not core.utf8_valid(data) then
-    error("bad argument #1 to 'send' (invalid UTF-8 in a text message (send it as binary))", 3)
-  end
-  local pos = 1
-  repeat
-    local last = pos + size - 1 >= len
-    local ok, msg, name = conn:send_fragment(data:sub(pos, pos + size - 1), binary, last, true)
-    if not ok then return nil, msg, name end
-    pos = pos + size
-  until last
-  return true
-end
-
 -- The hot path: one C call per message (it also applies send_limit and
--- says how much is queued).
+-- fragment_size, and says how much is queued).
 function methods.send(ws, data, kind)
   local st = priv(ws)
   if type(data) ~= "string" then
     error("bad argument #1 to 'send' (string expected, got " .. type(data) .. ")", 2)
   end
-  local binary = check_kind(kind)
+  local binary = options.send_kind(kind)
   local state = st.state
   if state ~= OPEN then
     if state == CONNECTING then
@@ -582,19 +561,8 @@ function methods.send(ws, data, kind)
   end
   -- Event-style sends never wait, so a peer that stops reading would make
   -- the queue grow without end: past send_limit, refuse (queue nothing).
-  local opts, conn = st.opts, st.conn
-  local size = opts.fragment_size
-  local ok, queued, name
-  if size and #data > size then
-    if conn:buffered() >= opts.send_limit then
-      return nil, ("send queue full: %d bytes wait for a peer that is not reading (send_limit)")
-        :format(conn:buffered()), "too_big"
-    end
-    ok, queued, name = send_fragmented(st, data, binary, size)
-    queued = ok and conn:buffered()
-  else
-    ok, queued, name = conn:send(data, binary, opts.send_limit)
-  end
+  local opts = st.opts
+  local ok, queued, name = st.conn:send(data, binary, opts.send_limit, opts.fragment_size)
   if not ok then return nil, queued, name end
   loop.dirty(st)
   local limit = opts.send_buffer
