@@ -241,32 +241,10 @@ static ssize_t tcp_read(net_transport *t, void *buf, size_t n) {
   }
 }
 
-static ssize_t tcp_write(net_transport *t, const void *buf, size_t n) {
-  /* 0 would read as NET_EOF, which write never returns. */
-  if (n == 0)
-    return tcp_fail(t, EINVAL);
-  if (n > SSIZE_MAX)
-    n = SSIZE_MAX;
-  for (;;) {
-    ssize_t r = send(t->fd, buf, n, MSG_NOSIGNAL);
-    if (r > 0)
-      return r;
-    if (r < 0 && errno == EINTR)
-      continue;
-    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-      return NET_WANT_WRITE;
-    return tcp_fail(t, r < 0 ? errno : EIO);
-  }
-}
-
-/* A big message's header and payload in one system call, the payload
- * straight from the caller's memory (no copy into an output buffer). */
-static ssize_t tcp_write2(net_transport *t, const void *a, size_t na,
-                          const void *b, size_t nb) {
-  struct iovec iov[2] = {{(void *)a, na}, {(void *)b, nb}};
-  struct msghdr m = {.msg_iov = iov, .msg_iovlen = 2};
-  if (na == 0 || nb > SSIZE_MAX - na)
-    return tcp_fail(t, EINVAL);
+/* Send the pieces in iov[0, n) as one system call: bytes taken, or
+ * NET_WANT_WRITE, or NET_FAIL. */
+static ssize_t tcp_sendv(net_transport *t, struct iovec *iov, size_t n) {
+  struct msghdr m = {.msg_iov = iov, .msg_iovlen = n};
   for (;;) {
     ssize_t r = sendmsg(t->fd, &m, MSG_NOSIGNAL);
     if (r > 0)
@@ -277,6 +255,26 @@ static ssize_t tcp_write2(net_transport *t, const void *a, size_t na,
       return NET_WANT_WRITE;
     return tcp_fail(t, r < 0 ? errno : EIO);
   }
+}
+
+static ssize_t tcp_write(net_transport *t, const void *buf, size_t n) {
+  /* 0 would read as NET_EOF, which write never returns. */
+  if (n == 0)
+    return tcp_fail(t, EINVAL);
+  if (n > SSIZE_MAX)
+    n = SSIZE_MAX;
+  struct iovec iov = {(void *)buf, n};
+  return tcp_sendv(t, &iov, 1);
+}
+
+/* A big message's header and payload in one system call, the payload
+ * straight from the caller's memory (no copy into an output buffer). */
+static ssize_t tcp_write2(net_transport *t, const void *a, size_t na,
+                          const void *b, size_t nb) {
+  if (na == 0 || nb > SSIZE_MAX - na)
+    return tcp_fail(t, EINVAL);
+  struct iovec iov[2] = {{(void *)a, na}, {(void *)b, nb}};
+  return tcp_sendv(t, iov, 2);
 }
 
 static bool tcp_pending(net_transport *t) { return false; }
