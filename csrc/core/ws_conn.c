@@ -64,6 +64,7 @@ void ws_conn_init(ws_conn *c, ws_role role, const ws_conn_config *cfg) {
     c->cfg.max_frame = WS_DEFAULT_MAX_FRAME;
   if (!c->cfg.random)
     c->cfg.random = ws_random_default;
+  c->budget = SIZE_MAX;
 }
 
 void ws_conn_free(ws_conn *c) {
@@ -77,8 +78,9 @@ void ws_conn_set_deflate(ws_conn *c, struct ws_deflate *d) {
 
 /* Append one frame whose payload is a then b (the close code and reason).
  * Returns NULL, or why it failed (both mean WS_E_NOMEM to the caller). */
-static const char *queue_frame(ws_conn *c, bool fin, uint8_t op, const void *a,
-                               size_t na, const void *b, size_t nb) {
+static const char *append_frame(ws_conn *c, bool fin, uint8_t op,
+                                const void *a, size_t na, const void *b,
+                                size_t nb) {
   bool masked = c->role == WS_ROLE_CLIENT;
   uint8_t key[4];
   if (nb > SIZE_MAX - na)
@@ -107,6 +109,44 @@ static const char *queue_frame(ws_conn *c, bool fin, uint8_t op, const void *a,
   return NULL;
 }
 
+/* Queue the held pong; it stays held if memory runs out. */
+static const char *release_pong(ws_conn *c) {
+  if (!c->pong_held)
+    return NULL;
+  const char *err = append_frame(c, true, WS_OP_PONG, c->pong, c->pong_len,
+                                 NULL, 0);
+  if (err)
+    return err;
+  c->pong_held = false;
+  c->pong_end = c->out_sent + ws_buf_len(&c->out);
+  return NULL;
+}
+
+/* Every frame but a pong goes through here: a held pong goes first, so it
+ * waits no longer than the next frame queued. */
+static const char *queue_frame(ws_conn *c, bool fin, uint8_t op, const void *a,
+                               size_t na, const void *b, size_t nb) {
+  (void)release_pong(c);
+  return append_frame(c, fin, op, a, na, b, nb);
+}
+
+void ws_conn_out_consume(ws_conn *c, size_t n) {
+  ws_buf_consume(&c->out, n);
+  c->out_sent += n;
+  if (c->pong_held && c->out_sent >= c->pong_end)
+    (void)release_pong(c);
+}
+
+void ws_conn_set_budget(ws_conn *c, size_t n) { c->budget = n; }
+
+/* A data frame of len payload bytes (wire of them on the wire) is queued;
+ * fin: it ends its message. */
+static void count_sent(ws_conn *c, bool fin, size_t len, size_t wire) {
+  c->counters.messages_out += fin;
+  c->counters.bytes_out += len;
+  c->counters.wire_bytes_out += wire;
+}
+
 /* Append one frame whose payload is data deflated: compressed straight
  * into out after room for the largest header, then slid down to meet the
  * real one (a few bytes' move; deflating costs far more). */
@@ -115,6 +155,7 @@ static enum ws_error queue_compressed(ws_conn *c, bool fin, uint8_t op,
                                       size_t len) {
   bool masked = c->role == WS_ROLE_CLIENT;
   uint8_t key[4];
+  (void)release_pong(c);
   size_t n, at = ws_buf_len(&c->out);
   if (masked && c->cfg.random(c->cfg.random_ud, key, sizeof key) != 0)
     return WS_E_NOMEM;
@@ -134,6 +175,7 @@ static enum ws_error queue_compressed(ws_conn *c, bool fin, uint8_t op,
   if (masked)
     ws_mask_inplace(f + hs, n, key, 0);
   c->out.end -= WS_FRAME_HEADER_MAX - hs;
+  count_sent(c, fin, len, n);
   return WS_E_NONE;
 }
 
@@ -292,10 +334,17 @@ static size_t on_control(ws_conn *c, const uint8_t *p, size_t n, ws_event *ev,
     /* RFC 6455 5.5.2: answer unless a close was *received* (we ignore all
      * input after one).  Our own close frame does not excuse us: 5.5.1
      * forbids only data frames after it, and the peer may still be
-     * pinging before it reads our close. */
-    const char *err = queue_frame(c, true, WS_OP_PONG, p, n, NULL, 0);
-    if (err)
-      return conn_fail(c, ev, len, WS_CLOSE_INTERNAL_ERROR, err);
+     * pinging before it reads our close.  5.5.3: while our last pong is
+     * unsent, this one replaces any held and waits for it. */
+    if (n)
+      memcpy(c->pong, p, n);
+    c->pong_len = (uint8_t)n;
+    c->pong_held = true;
+    if (c->out_sent >= c->pong_end) {
+      const char *err = release_pong(c);
+      if (err)
+        return conn_fail(c, ev, len, WS_CLOSE_INTERNAL_ERROR, err);
+    }
     ev->type = WS_EV_PING;
   } else {
     ev->type = WS_EV_PONG;
@@ -314,6 +363,8 @@ static size_t message_done(ws_conn *c, ws_event *ev, bool text, size_t pos,
   ev->type = text ? WS_EV_TEXT : WS_EV_BINARY;
   ev->data = c->msg.base ? ws_buf_data(&c->msg) : (const uint8_t *)"";
   ev->len = ws_buf_len(&c->msg);
+  c->counters.messages_in++;
+  c->counters.bytes_in += ev->len;
   return pos;
 }
 
@@ -338,8 +389,9 @@ static size_t inflate_fail(ws_conn *c, ws_event *ev, size_t len,
 
 size_t ws_conn_recv(ws_conn *c, uint8_t *data, size_t len, ws_event *ev) {
   memset(ev, 0, sizeof *ev);
-  if (c->failed || c->close_received || len == 0)
+  if (c->failed || c->close_received || (len == 0 && !c->paused))
     return len;
+  c->paused = false;
   /* The last event's data may be in msg; it is dead now. */
   if (!c->msg_opcode &&
       !(c->in_frame && !WS_OPCODE_IS_CONTROL(c->frame.opcode))) {
@@ -426,29 +478,47 @@ size_t ws_conn_recv(ws_conn *c, uint8_t *data, size_t len, ws_event *ev) {
     bool text = op == WS_OP_TEXT;
 
     if (c->msg_compressed) {
-      /* Unmask in place, inflate into msg, validate what came out. */
+      /* Unmask in place (but what a call stopped by the budget already
+       * did), inflate into msg within the budget, validate what came out. */
       size_t take = avail < left ? avail : (size_t)left;
-      uint8_t *q = data + pos;
-      if (h->masked && take)
-        ws_mask_inplace(q, take, h->mask, (size_t)(c->frame_done & 3));
-      c->frame_done += take;
-      pos += take;
-      bool last = h->fin && c->frame_done == h->payload_len;
+      uint8_t *q = take ? data + pos : NULL;
+      size_t pre = c->premasked < take ? c->premasked : take;
+      if (h->masked && take > pre)
+        ws_mask_inplace(q + pre, take - pre, h->mask,
+                        (size_t)((c->frame_done + pre) & 3));
+      ws_inflate_step step = {
+          .in = q,
+          .len = take,
+          .fin = h->fin && c->frame_done + take == h->payload_len,
+          .budget = c->budget,
+      };
       size_t before = ws_buf_len(&c->msg);
       const char *why = NULL;
-      enum ws_error e = ws_deflate_decompress(
-          c->cfg.deflate, q, take, last, &c->msg, c->cfg.max_payload, &why);
+      enum ws_error e = ws_deflate_inflate(c->cfg.deflate, &step, &c->msg,
+                                           c->cfg.max_payload, &why);
+      if (c->budget != SIZE_MAX)
+        c->budget = step.budget;
+      c->premasked = take - step.used;
+      c->frame_done += step.used;
+      pos += step.used;
+      c->counters.wire_bytes_in += step.used;
       /* Before reporting the size limit, check the text inflated up to it:
        * read whole, a message both too big and bad early would otherwise
        * get 1009, and read in pieces 1007.  zlib yields the same bytes up
        * to the limit either way, so now the verdict does not depend on the
        * split.  (Corrupt data is reported as such: its output is garbage.) */
       size_t got = ws_buf_len(&c->msg) - before;
+      c->counters.inflated_in += got;
       if (text && got && (e == WS_E_NONE || e == WS_E_TOO_BIG) &&
           ws_utf8_feed(&c->utf8, ws_buf_data(&c->msg) + before, got) != 0)
         return conn_fail(c, ev, len, WS_CLOSE_INVALID_PAYLOAD, msg_bad_text);
       if (e != WS_E_NONE)
         return inflate_fail(c, ev, len, e, why);
+      if (!step.done) {
+        c->paused = true;
+        ev->type = WS_EV_BUDGET;
+        return pos;
+      }
       if (c->frame_done < h->payload_len)
         return len;
       c->in_frame = false;
@@ -474,6 +544,9 @@ size_t ws_conn_recv(ws_conn *c, uint8_t *data, size_t len, ws_event *ev) {
       ev->type = text ? WS_EV_TEXT : WS_EV_BINARY;
       ev->data = q;
       ev->len = n;
+      c->counters.messages_in++;
+      c->counters.bytes_in += n;
+      c->counters.wire_bytes_in += n;
       return pos + n;
     }
 
@@ -491,6 +564,7 @@ size_t ws_conn_recv(ws_conn *c, uint8_t *data, size_t len, ws_event *ev) {
         return conn_fail(c, ev, len, WS_CLOSE_INVALID_PAYLOAD, msg_bad_text);
       ws_buf_commit(&c->msg, take);
       c->frame_done += take;
+      c->counters.wire_bytes_in += take;
       pos += take;
     }
     if (c->frame_done < h->payload_len)
@@ -534,6 +608,7 @@ void ws_conn_payload_commit(ws_conn *c, size_t n, ws_event *ev) {
   }
   ws_buf_commit(&c->msg, n);
   c->frame_done += n;
+  c->counters.wire_bytes_in += n;
   if (c->frame_done < h->payload_len)
     return;
   c->in_frame = false;
@@ -551,11 +626,13 @@ enum ws_error ws_conn_send_header(ws_conn *c, uint8_t opcode, size_t len) {
   if ((opcode != WS_OP_TEXT && opcode != WS_OP_BINARY) || c->send_opcode ||
       !ws_conn_plain_send(c, len))
     return WS_E_PROTOCOL;
+  (void)release_pong(c);
   size_t hs = ws_frame_header_size(false, len);
   if (ws_buf_reserve(&c->out, hs) != 0)
     return WS_E_NOMEM;
   ws_frame_header_encode(ws_buf_tail(&c->out), true, 0, opcode, NULL, len);
   ws_buf_commit(&c->out, hs);
+  count_sent(c, true, len, len);
   return WS_E_NONE;
 }
 
@@ -570,7 +647,10 @@ enum ws_error ws_conn_send(ws_conn *c, uint8_t opcode, const void *data,
       return WS_E_PROTOCOL;
     if (ws_deflate_wants(c->cfg.deflate, len))
       return queue_compressed(c, true, opcode, WS_RSV1, data, len);
-    break;
+    if (queue_frame(c, true, opcode, data, len, NULL, 0))
+      return WS_E_NOMEM;
+    count_sent(c, true, len, len);
+    return WS_E_NONE;
   case WS_OP_PING:
   case WS_OP_PONG:
     if (len > WS_CONTROL_MAX)
@@ -602,6 +682,8 @@ enum ws_error ws_conn_send_fragment(ws_conn *c, uint8_t opcode,
       return e;
   } else if (queue_frame(c, fin, wire, data, len, NULL, 0)) {
     return WS_E_NOMEM;
+  } else {
+    count_sent(c, fin, len, len);
   }
   c->send_compressed = z && !fin;
   c->send_opcode = fin ? 0 : first;

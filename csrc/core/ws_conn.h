@@ -29,7 +29,18 @@
  * Automatic replies: a ping is answered with a pong carrying its payload; a
  * close frame is answered by echoing its code (an empty close frame when it
  * had none), unless we already sent one.  Input after a close frame is
- * ignored.
+ * ignored.  Pongs are coalesced (RFC 6455 5.5.3): while our last pong is
+ * still on out, unsent, a new ping's pong is held aside, replacing any
+ * held before it, and queued once that pong has gone (ws_conn_out_consume)
+ * or ahead of the next frame queued.  So a peer that pings and never
+ * reads makes out hold at most two pongs, not one per ping.
+ *
+ * Bounded work: a peer can make one small frame cost a lot of CPU by
+ * compressing (a deflate bomb).  ws_conn_set_budget caps the bytes the
+ * following calls may inflate; once it is spent, ws_conn_recv stops with
+ * WS_EV_BUDGET and sets conn->paused, and the front serves its other
+ * connections before giving this one a new budget.  Everything else a
+ * call does is bounded by the input it is given.
  *
  * Memory: a message that is whole inside the caller's buffer is unmasked in
  * place and returned without a copy; one spread over frames or reads is
@@ -82,8 +93,10 @@ typedef enum ws_event_type {
   WS_EV_PING,     /* data = payload (a pong is already queued) */
   WS_EV_PONG,     /* data = payload */
   WS_EV_CLOSE,    /* code = peer's code or 1005; data = reason */
-  WS_EV_ERROR     /* code = close code sent; error; data = message text
+  WS_EV_ERROR,    /* code = close code sent; error; data = message text
                      naming what was wrong (also the close reason sent) */
+  WS_EV_BUDGET    /* the budget (ws_conn_set_budget) is spent mid-message:
+                     no event; the return value says what input was taken */
 } ws_event_type;
 
 typedef struct ws_event {
@@ -94,13 +107,32 @@ typedef struct ws_event {
   enum ws_error error; /* WS_EV_ERROR: PROTOCOL, INVALID_DATA, TOO_BIG, NOMEM */
 } ws_event;
 
+/* What went through a connection, as plain integers: counting costs a few
+ * additions per message and no allocation.  Data messages only (control
+ * frames are not counted); "wire" bytes are frame payload as sent or
+ * received, compressed when the message was. */
+typedef struct ws_conn_counters {
+  uint64_t messages_in;   /* data messages delivered */
+  uint64_t bytes_in;      /* their payload bytes (after inflating) */
+  uint64_t wire_bytes_in; /* data frame payload bytes taken */
+  uint64_t inflated_in;   /* bytes inflating made, messages in progress or
+                             refused included (a bomb's work) */
+  uint64_t messages_out;  /* data messages queued */
+  uint64_t bytes_out;     /* their payload bytes (before compressing) */
+  uint64_t wire_bytes_out; /* data frame payload bytes queued */
+} ws_conn_counters;
+
 typedef struct ws_conn {
   /* Read-only for callers. */
   ws_role role;
   bool close_sent;     /* a close frame is queued on out */
   bool close_received; /* the peer's close frame arrived */
   bool failed;         /* we failed the connection (WS_EV_ERROR given) */
-  ws_buf out;          /* bytes to send: write them, then ws_buf_consume */
+  bool paused;         /* stopped for the budget (WS_EV_BUDGET): call
+                          ws_conn_recv again, even with no input */
+  ws_buf out;          /* bytes to send: write them, then
+                          ws_conn_out_consume */
+  ws_conn_counters counters;
 
   /* Private. */
   ws_conn_config cfg;
@@ -115,6 +147,15 @@ typedef struct ws_conn {
   bool send_compressed;   /* the fragmented send in progress is */
   ws_utf8 utf8;           /* validator of the text message in progress */
   ws_buf msg;             /* a message spread over frames or reads */
+  size_t budget;          /* bytes the next calls may inflate */
+  size_t premasked;       /* input bytes after the last taken that were
+                             already unmasked (a compressed frame stopped
+                             for the budget) */
+  uint64_t out_sent;      /* bytes ever consumed from out */
+  uint64_t pong_end;      /* out_sent value once our last pong has gone */
+  bool pong_held;         /* a pong waits in pong[0, pong_len) */
+  uint8_t pong_len;
+  uint8_t pong[WS_CONTROL_MAX];
   uint8_t ctrl[WS_CONTROL_MAX]; /* a control frame split across reads
                                    (frame_done bytes of it so far) */
 } ws_conn;
@@ -133,8 +174,19 @@ void ws_conn_set_deflate(ws_conn *c, struct ws_deflate *d);
  * complete event, stored in *ev; ev->type == WS_EV_NONE means all len bytes
  * were consumed and no event is complete yet.  Call again with the rest.
  * WS_EV_ERROR counts all len bytes as consumed (later input is ignored), as
- * does every call after it or after WS_EV_CLOSE (returning WS_EV_NONE). */
+ * does every call after it or after WS_EV_CLOSE (returning WS_EV_NONE).
+ * WS_EV_BUDGET: the budget ran out; the rest of data (from the returned
+ * count on) must be passed again, unchanged, once the budget is renewed. */
 size_t ws_conn_recv(ws_conn *c, uint8_t *data, size_t len, ws_event *ev);
+
+/* Let the following ws_conn_recv calls inflate at most n bytes in all
+ * (SIZE_MAX, the default, is no bound).  Clears nothing else: a front
+ * renews it once per round of its loop. */
+void ws_conn_set_budget(ws_conn *c, size_t n);
+
+/* n bytes of out (n <= its length) went to the peer: drop them, and queue
+ * a held pong once the one before it has gone. */
+void ws_conn_out_consume(ws_conn *c, size_t n);
 
 /* Direct reads: one copy fewer for big frames.  While c is inside an
  * uncompressed data frame whose payload has not all come, a front may read

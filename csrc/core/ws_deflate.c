@@ -33,6 +33,9 @@ struct ws_deflate {
   bool tx_held;            /* a non-final piece's tail is not sent yet */
   bool tx_reset, rx_reset; /* no context takeover for that direction */
   bool rx_ended;           /* the message had a BFINAL block */
+  bool rx_more;            /* inflate stopped for output room: it may owe
+                              more for input it already took */
+  uint8_t rx_tail;         /* bytes of the final 00 00 ff ff fed so far */
   int tx_bits, tx_strategy, rx_bits, level, mem_level;
   size_t threshold;
   size_t tx_msg;           /* bytes produced for the message being sent */
@@ -555,51 +558,66 @@ static int reserve_capped(ws_buf *b, size_t limit) {
   return 0;
 }
 
-/* Inflate in[0, len) into out, whose length must stay <= max. */
-static enum ws_error inflate_feed(ws_deflate *d, const uint8_t *in, size_t len,
-                                  ws_buf *out, size_t max, const char **why) {
-  do {
-    size_t step = len < ZSTEP ? len : ZSTEP;
-    len -= step;
-    d->rx.next_in = in;
-    d->rx.avail_in = (uInt)step;
-    in += step;
-    for (;;) {
-      size_t have = ws_buf_len(out);
-      if (have > max)
-        goto too_big;
-      if (ws_buf_room(out) == 0 && reserve_capped(out, max + 1) != 0) {
-        *why = "out of memory";
-        return WS_E_NOMEM;
-      }
-      size_t room = uint_room(out);
-      if (room > max - have + 1) /* one byte past max proves "too big" */
-        room = max - have + 1;
-      d->rx.next_out = ws_buf_tail(out);
-      d->rx.avail_out = (uInt)room;
-      int r = inflate(&d->rx, Z_SYNC_FLUSH);
-      ws_buf_commit(out, room - d->rx.avail_out);
-      if (ws_buf_len(out) > max)
-        goto too_big;
-      switch (r) {
-      case Z_STREAM_END:
-        d->rx_ended = true; /* the rest of the message is ignored */
-        return WS_E_NONE;
-      case Z_NEED_DICT:
-      case Z_DATA_ERROR:
-        *why = d->rx.msg ? d->rx.msg : "invalid compressed data";
-        return WS_E_INVALID_DATA;
-      case Z_MEM_ERROR:
-      case Z_STREAM_ERROR:
-        *why = "out of memory";
-        return WS_E_NOMEM;
-      default: /* Z_OK, Z_BUF_ERROR */
-        break;
-      }
-      if (d->rx.avail_out != 0)
-        break; /* it stopped for want of input */
+/* Inflate from in[0, len) into out, whose length must stay <= max, making
+ * at most *budget bytes (decremented).  *used: the input zlib took.  Stops
+ * early when the budget is spent; d->rx_more then says zlib may still owe
+ * output for input it already took. */
+static enum ws_error inflate_some(ws_deflate *d, const uint8_t *in, size_t len,
+                                  size_t *used, ws_buf *out, size_t max,
+                                  size_t *budget, const char **why) {
+  *used = 0;
+  while ((*used < len || d->rx_more) && *budget > 0) {
+    size_t step = len - *used < ZSTEP ? len - *used : ZSTEP;
+    size_t have = ws_buf_len(out);
+    if (have > max)
+      goto too_big;
+    if (ws_buf_room(out) == 0 && reserve_capped(out, max + 1) != 0) {
+      *why = "out of memory";
+      return WS_E_NOMEM;
     }
-  } while (len);
+    size_t room = uint_room(out);
+    if (room > max - have + 1) /* one byte past max proves "too big" */
+      room = max - have + 1;
+    if (room > *budget)
+      room = *budget;
+    d->rx.next_in = step ? in + *used : sync_tail; /* never NULL + 0 */
+    d->rx.avail_in = (uInt)step;
+    d->rx.next_out = ws_buf_tail(out);
+    d->rx.avail_out = (uInt)room;
+    int r = inflate(&d->rx, Z_SYNC_FLUSH);
+    size_t got = room - d->rx.avail_out;
+    ws_buf_commit(out, got);
+    *budget -= got;
+    *used += step - d->rx.avail_in;
+    /* Output space ran out: zlib may hold more for input it took. */
+    d->rx_more = d->rx.avail_out == 0;
+    if (ws_buf_len(out) > max)
+      goto too_big;
+    switch (r) {
+    case Z_STREAM_END:
+      d->rx_ended = true; /* the rest of the message is ignored */
+      d->rx_more = false;
+      *used = len;
+      return WS_E_NONE;
+    case Z_NEED_DICT:
+    case Z_DATA_ERROR:
+      *why = d->rx.msg ? d->rx.msg : "invalid compressed data";
+      return WS_E_INVALID_DATA;
+    case Z_MEM_ERROR:
+    case Z_STREAM_ERROR:
+      *why = "out of memory";
+      return WS_E_NOMEM;
+    case Z_BUF_ERROR: /* no progress possible: nothing was owed */
+      d->rx_more = false;
+      if (*used < len) { /* input left and yet no progress: never loop */
+        *why = "inflate made no progress";
+        return WS_E_INVALID_DATA;
+      }
+      break;
+    default: /* Z_OK */
+      break;
+    }
+  }
   return WS_E_NONE;
 too_big:
   *why = "message over max_payload (decompressed)";
@@ -628,12 +646,13 @@ static enum ws_error restart_inflate(ws_deflate *d, const char **why) {
   return WS_E_NONE;
 }
 
-enum ws_error ws_deflate_decompress(ws_deflate *d, const uint8_t *in,
-                                    size_t len, bool fin, ws_buf *out,
-                                    uint64_t max, const char **why) {
+enum ws_error ws_deflate_inflate(ws_deflate *d, ws_inflate_step *st,
+                                 ws_buf *out, uint64_t max, const char **why) {
   size_t lim = max >= SIZE_MAX ? SIZE_MAX - 1 : (size_t)max;
-  enum ws_error e = WS_E_NONE;
+  enum ws_error e;
   *why = NULL;
+  st->used = 0;
+  st->done = false;
   if (!d->rx_ready) {
     if (inflateInit2(&d->rx, -d->rx_bits) != Z_OK) {
       *why = "out of memory";
@@ -641,26 +660,45 @@ enum ws_error ws_deflate_decompress(ws_deflate *d, const uint8_t *in,
     }
     d->rx_ready = true;
   }
-  if (len && !d->rx_ended) {
-    d->rx_msg += len;
-    e = inflate_feed(d, in, len, out, lim, why);
+  if (d->rx_ended) {
+    st->used = st->len; /* after BFINAL, input is ignored */
+  } else if (d->rx_tail == 0) {
+    e = inflate_some(d, st->in, st->len, &st->used, out, lim, &st->budget, why);
+    d->rx_msg += st->used;
     if (e)
       return e;
+    if (st->used < st->len || d->rx_more)
+      return WS_E_NONE; /* the budget is spent */
   }
-  if (!fin)
+  if (!st->fin) {
+    st->done = true;
     return WS_E_NONE;
+  }
   /* An empty payload is taken as an empty message (RFC 7692 wants 0x00,
-   * but nothing was consumed, so the stream is still in step). */
+   * but nothing was consumed, so the stream is still in step).  The tail
+   * goes through the same budget: its own bytes make no output, but it can
+   * release what zlib held back. */
   if (d->rx_msg && !d->rx_ended) {
-    e = inflate_feed(d, sync_tail, 4, out, lim, why);
-    if (e)
-      return e;
+    while (d->rx_tail < sizeof sync_tail || d->rx_more) {
+      size_t took;
+      e = inflate_some(d, sync_tail + d->rx_tail, sizeof sync_tail - d->rx_tail,
+                       &took, out, lim, &st->budget, why);
+      d->rx_tail = (uint8_t)(d->rx_tail + took);
+      if (e)
+        return e;
+      if (d->rx_ended)
+        break;
+      if (st->budget == 0 && (d->rx_tail < sizeof sync_tail || d->rx_more))
+        return WS_E_NONE;
+    }
     if (!d->rx_ended && !(d->rx.data_type & 128)) {
       *why = "message ends inside a deflate block";
       return WS_E_INVALID_DATA;
     }
   }
   d->rx_msg = 0;
+  d->rx_tail = 0;
+  st->done = true;
   if (d->rx_ended) {
     d->rx_ended = false;
     return restart_inflate(d, why);
@@ -668,4 +706,11 @@ enum ws_error ws_deflate_decompress(ws_deflate *d, const uint8_t *in,
   if (d->rx_reset)
     inflateReset(&d->rx);
   return WS_E_NONE;
+}
+
+enum ws_error ws_deflate_decompress(ws_deflate *d, const uint8_t *in,
+                                    size_t len, bool fin, ws_buf *out,
+                                    uint64_t max, const char **why) {
+  ws_inflate_step st = {.in = in, .len = len, .fin = fin, .budget = SIZE_MAX};
+  return ws_deflate_inflate(d, &st, out, max, why);
 }

@@ -161,6 +161,26 @@ enum ws_error ws_deflate_decompress(ws_deflate *d, const uint8_t *in,
                                     size_t len, bool fin, ws_buf *out,
                                     uint64_t max, const char **why);
 
+/* The same in bounded slices, so a deflate bomb costs one slice per call
+ * and its caller can serve others between slices.  The caller fills in,
+ * len, fin and budget (output bytes this call may make); the call sets
+ * used (input bytes taken, <= len), lowers budget by what it made, and
+ * sets done when the piece is finished (with fin: the message is whole).
+ * When done is false the budget ran out: call again with a new budget and
+ * in + used (the same fin), even when no input is left, since zlib may
+ * still owe output.  Results as ws_deflate_decompress. */
+typedef struct ws_inflate_step {
+  const uint8_t *in;
+  size_t len;
+  bool fin;
+  size_t budget;
+  size_t used;
+  bool done;
+} ws_inflate_step;
+
+enum ws_error ws_deflate_inflate(ws_deflate *d, ws_inflate_step *st,
+                                 ws_buf *out, uint64_t max, const char **why);
+
 /* Memory accounting, for tests and the documentation. */
 typedef struct ws_deflate_stats {
   size_t zlib_bytes;      /* held by zlib now */

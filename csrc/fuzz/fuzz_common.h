@@ -267,6 +267,7 @@ typedef struct fz_run {
   size_t msg_cap_bound;   /* conn->msg.cap may never exceed this */
   bool done;              /* WS_EV_ERROR or WS_EV_CLOSE was given */
   bool allow_1011;        /* out of memory may happen (never in fuzzing) */
+  size_t budget;          /* inflated bytes per call (0: no bound) */
 } fz_run;
 
 static inline enum ws_error fz_error_of(uint16_t code) {
@@ -316,16 +317,33 @@ static inline void fz_check_event(fz_run *r, const ws_event *ev) {
 }
 
 /* Feed piece[0, n) (the caller's copy; it may be modified) until it is
- * consumed, checking every call and logging every event. */
+ * consumed, checking every call and logging every event.  With a budget,
+ * each call gets it anew, and a call stopped by it (WS_EV_BUDGET) must
+ * have made progress within it; work zlib still owes is done before the
+ * next piece. */
 static inline void fz_feed(fz_run *r, uint8_t *piece, size_t n) {
   size_t pos = 0;
-  while (pos < n) {
+  while (pos < n || r->c->paused) {
     ws_event ev;
+    bool resumed = r->c->paused;
+    size_t before = ws_buf_len(&r->c->msg);
+    if (r->budget)
+      ws_conn_set_budget(r->c, r->budget);
     size_t used = ws_conn_recv(r->c, piece + pos, n - pos, &ev);
+    size_t after = ws_buf_len(&r->c->msg);
     FZ_CHECK(used <= n - pos);
-    FZ_CHECK(used > 0); /* progress: every event takes a byte */
     FZ_CHECK(r->c->msg.cap <= r->msg_cap_bound);
-    FZ_CHECK(ws_buf_len(&r->c->msg) <= r->max_payload);
+    FZ_CHECK(after <= r->max_payload);
+    if (ev.type == WS_EV_BUDGET) {
+      FZ_CHECK(r->budget && r->c->paused);
+      FZ_CHECK(after >= before ? after - before <= r->budget
+                               : after <= r->budget);
+      FZ_CHECK(used > 0 || after > before);
+      pos += used;
+      continue;
+    }
+    FZ_CHECK(!r->c->paused);
+    FZ_CHECK(used > 0 || resumed); /* progress: every event takes a byte */
     if (ev.type == WS_EV_NONE) {
       FZ_CHECK(used == n - pos); /* NONE: all consumed */
       FZ_CHECK(ev.len == 0);
@@ -370,14 +388,22 @@ static inline void fz_feed_cut(fz_run *r, const uint8_t *p, size_t n,
 /* What fz_check_out found. */
 typedef struct fz_out_info {
   size_t pongs;
+  size_t first_pong_ping; /* log index of the PING the first pong answers */
+  size_t last_pong_ping;  /* ... and the last one */
   bool close;          /* a close frame was queued (it is the last) */
   uint16_t close_code; /* its code, 1005 when it has no payload */
 } fz_out_info;
 
+static inline bool fz_same_payload(const fz_event *e, const uint8_t *p,
+                                   size_t len) {
+  return e->len == len && (len == 0 || memcmp(e->data, p, len) == 0);
+}
+
 /* Decode every frame a receiving conn queued on out: whole frames only,
  * masked exactly when the conn is a client, FIN, no RSV bits, only PONG
- * (answering, in order, the PING events of log) or one final CLOSE whose
- * payload is empty or a wire-valid code and a UTF-8 reason. */
+ * (answering PING events of log in order; coalescing may skip some) or one
+ * final CLOSE whose payload is empty or a wire-valid code and a UTF-8
+ * reason. */
 static inline void fz_check_out(const ws_buf *out, ws_role role,
                                 const fz_log *log, fz_out_info *info) {
   const uint8_t *p = ws_buf_len(out) ? ws_buf_data(out) : NULL;
@@ -399,11 +425,13 @@ static inline void fz_check_out(const ws_buf *out, ws_role role,
       payload[i] = h.masked ? (uint8_t)(q[i] ^ h.mask[i & 3]) : q[i];
     FZ_CHECK(!info->close); /* nothing after our close frame */
     if (h.opcode == WS_OP_PONG) {
-      while (ping < log->n && log->ev[ping].type != WS_EV_PING)
+      while (ping < log->n && !(log->ev[ping].type == WS_EV_PING &&
+                                fz_same_payload(&log->ev[ping], payload, len)))
         ping++;
       FZ_CHECK(ping < log->n);
-      FZ_CHECK(log->ev[ping].len == len);
-      FZ_CHECK(len == 0 || memcmp(log->ev[ping].data, payload, len) == 0);
+      if (info->pongs == 0)
+        info->first_pong_ping = ping;
+      info->last_pong_ping = ping;
       ping++;
       info->pongs++;
     } else {
@@ -429,24 +457,54 @@ static inline size_t fz_count(const fz_log *l, ws_event_type t) {
   return k;
 }
 
-/* After a run: out agrees with the events.  Every PING was answered (our
- * own close does not excuse a pong, RFC 6455 5.5.2).  Unless we sent a
- * close before feeding (close_first, which the caller then consumed), an
- * ERROR or CLOSE event has its close frame with its code (an echo of a
- * CLOSE carries the code, or nothing for 1005); after ours, none. */
+/* The log index of the first (or last) event of type t; n when none. */
+static inline size_t fz_find(const fz_log *l, ws_event_type t, bool last) {
+  size_t found = l->n;
+  for (size_t i = 0; i < l->n; i++)
+    if (l->ev[i].type == t) {
+      found = i;
+      if (!last)
+        break;
+    }
+  return found;
+}
+
+/* After a run: out agrees with the events.  Pings are answered as RFC
+ * 6455 5.5.2-5.5.3 allow (our own close does not excuse a pong): nothing
+ * was consumed from out during the run, so the first ping's pong is
+ * queued and later ones coalesce into one held pong -- the last ping's --
+ * which goes ahead of the next frame queued (a close) or stays held.
+ * Unless we sent a close before feeding (close_first, which the caller
+ * then consumed), an ERROR or CLOSE event has its close frame with its
+ * code (an echo of a CLOSE carries the code, or nothing for 1005); after
+ * ours, none. */
 static inline void fz_check_out_agrees(const fz_run *r, bool close_first) {
   fz_out_info oi;
-  fz_check_out(&r->c->out, r->c->role, &r->log, &oi);
-  FZ_CHECK(oi.pongs == fz_count(&r->log, WS_EV_PING));
+  const ws_conn *c = r->c;
+  fz_check_out(&c->out, c->role, &r->log, &oi);
+  size_t first = fz_find(&r->log, WS_EV_PING, false);
+  size_t last = fz_find(&r->log, WS_EV_PING, true);
+  if (first == r->log.n) {
+    FZ_CHECK(oi.pongs == 0 && !c->pong_held);
+  } else {
+    /* Pongs are matched to pings by payload, so compare payloads. */
+    const fz_event *lp = &r->log.ev[oi.last_pong_ping];
+    FZ_CHECK(oi.pongs >= 1 && oi.pongs <= 2);
+    FZ_CHECK(oi.first_pong_ping == first);
+    if (c->pong_held)
+      FZ_CHECK(fz_same_payload(&r->log.ev[last], c->pong, c->pong_len));
+    else
+      FZ_CHECK(fz_same_payload(&r->log.ev[last], lp->data, lp->len));
+  }
   if (close_first) {
     FZ_CHECK(!oi.close);
     return;
   }
-  const fz_event *last = r->log.n ? &r->log.ev[r->log.n - 1] : NULL;
-  bool ends = last && (last->type == WS_EV_ERROR || last->type == WS_EV_CLOSE);
+  const fz_event *end = r->log.n ? &r->log.ev[r->log.n - 1] : NULL;
+  bool ends = end && (end->type == WS_EV_ERROR || end->type == WS_EV_CLOSE);
   FZ_CHECK(oi.close == ends);
   if (ends)
-    FZ_CHECK(oi.close_code == last->code);
+    FZ_CHECK(oi.close_code == end->code);
 }
 
 #endif

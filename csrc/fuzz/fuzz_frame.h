@@ -31,7 +31,7 @@ static inline void frame_run(fz_run *r, ws_conn *c, ws_role role,
   r->msg_cap_bound = c->cfg.max_payload > 128 ? 2 * c->cfg.max_payload : 256;
   if (close_first) {
     FZ_CHECK(ws_conn_close(c, 1000, "bye", 3) == WS_E_NONE);
-    ws_buf_consume(&c->out, ws_buf_len(&c->out));
+    ws_conn_out_consume(c, ws_buf_len(&c->out));
   }
 }
 

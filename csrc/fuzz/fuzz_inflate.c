@@ -11,7 +11,8 @@
  * 0-1 continuation, text, binary or ping; bit 2 FIN; bit 3 RSV1; bit 4 len
  * counts 8-byte units.  The frames (masked when the receiver is a server)
  * are fed whole to one receiver and cut to another, each with its own
- * inflater.  Both must pass fz_feed's rules (messages within max_payload,
+ * inflater; the cut one also inflates within a budget per call (extra bits
+ * 0-2: none, or 1 to 65536 bytes), so it stops and resumes anywhere.  Both must pass fz_feed's rules (messages within max_payload,
  * text valid), fail only with 1002/1007/1009, give the same events and
  * close codes (fz_log_equal: only an error's text may depend on where the
  * reads end), and keep conn->msg within max_payload + 1
@@ -94,9 +95,11 @@ static size_t script(fz_in *body, bool masked, uint8_t *wire, bool *any_plain) {
   return w;
 }
 
+static const size_t budgets[8] = {0, 1, 2, 3, 61, 1000, 4096, 65536};
+
 static void raw(ws_role rx, const ws_deflate_params *p,
                 const ws_deflate_options *o, uint64_t max_payload,
-                size_t step, fz_in body) {
+                size_t step, size_t budget, fz_in body) {
   /* Every 2 input bytes make at most a 14-byte header. */
   uint8_t *wire = fz_alloc(body.n * 8 + 16);
   bool any_plain;
@@ -107,6 +110,7 @@ static void raw(ws_role rx, const ws_deflate_params *p,
   fz_run ra, rb;
   run_init(&ra, &a, any_plain);
   run_init(&rb, &b, any_plain);
+  rb.budget = budget;
   fz_feed_copy(&ra, wire, w);
   for (size_t at = 0; at < w; at += step)
     fz_feed_copy(&rb, wire + at, w - at < step ? w - at : step);
@@ -194,7 +198,7 @@ static void round_trip(ws_role tx, const ws_deflate_params *cp,
     const uint8_t *q = ws_buf_data(&s.c.out);
     for (size_t at = 0; at < w; at += step)
       fz_feed_copy(&rr, q + at, w - at < step ? w - at : step);
-    ws_buf_consume(&s.c.out, w);
+    ws_conn_out_consume(&s.c, w);
     size_t want = pinged ? 2 : 1;
     FZ_CHECK(rr.log.n == want);
     if (want == 2)
@@ -203,7 +207,7 @@ static void round_trip(ws_role tx, const ws_deflate_params *cp,
     FZ_CHECK(e->type == (op == WS_OP_TEXT ? WS_EV_TEXT : WS_EV_BINARY));
     FZ_CHECK(e->len == n && (n == 0 || memcmp(e->data, msg, n) == 0));
     fz_log_free(&rr.log);
-    ws_buf_consume(&r.c.out, ws_buf_len(&r.c.out)); /* the pong */
+    ws_conn_out_consume(&r.c, ws_buf_len(&r.c.out)); /* the pong */
   }
   side_close(&s);
   side_close(&r);
@@ -227,7 +231,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   } else {
     ws_role rx = tx == WS_ROLE_CLIENT ? WS_ROLE_SERVER : WS_ROLE_CLIENT;
     raw(rx, rx == WS_ROLE_SERVER ? &sp : &cp, rx == WS_ROLE_SERVER ? &so : &co,
-        payload_limits[mode >> 4], step, in);
+        payload_limits[mode >> 4], step, budgets[extra & 7], in);
   }
   return 0;
 }

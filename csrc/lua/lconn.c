@@ -288,7 +288,8 @@ static int conn_read(lua_State *L) {
   luaL_argcheck(L, max > 0, 2, "max must be positive");
   if (!c->t)
     return lmoonws_fail(L, WS_E_CLOSED, "socket closed");
-  size_t waiting = unparsed(c) + (c->direct_ev.type != WS_EV_NONE);
+  size_t waiting = unparsed(c) + (c->direct_ev.type != WS_EV_NONE) +
+                   c->ws.paused;
   if (waiting && !c->handshaking) {
     lua_pushinteger(L, (lua_Integer)waiting);
     return 1;
@@ -356,7 +357,7 @@ static int conn_flush(lua_State *L) {
   while (ws_buf_len(out)) {
     ssize_t w = c->t->ops->write(c->t, ws_buf_data(out), ws_buf_len(out));
     if (w > 0) {
-      ws_buf_consume(out, (size_t)w);
+      ws_conn_out_consume(&c->ws, (size_t)w);
       continue;
     }
     if (w == NET_WANT_WRITE || w == NET_WANT_READ) {
@@ -408,11 +409,18 @@ static int conn_feed(lua_State *L) {
   return 1;
 }
 
+/* Everything queued, as one string: taking it may release a held pong,
+ * which is taken too. */
 static int conn_take_output(lua_State *L) {
   lconn *c = check_conn(L);
   ws_buf *out = &c->ws.out;
-  lua_pushlstring(L, (const char *)ws_buf_data(out), ws_buf_len(out));
-  ws_buf_consume(out, ws_buf_len(out));
+  int pieces = 0;
+  do {
+    lua_pushlstring(L, (const char *)ws_buf_data(out), ws_buf_len(out));
+    ws_conn_out_consume(&c->ws, ws_buf_len(out));
+    pieces++;
+  } while (ws_buf_len(out));
+  lua_concat(L, pieces);
   ws_buf_trim(out, KEEP_BUFFER);
   return 1;
 }
@@ -431,11 +439,13 @@ static int conn_limits(lua_State *L) {
   ws_conn_config cfg = {.max_payload = (uint64_t)max_payload,
                         .max_frame = (uint64_t)max_frame};
   ws_buf keep = c->ws.out; /* handshake bytes may already be queued */
+  size_t budget = c->ws.budget;
   c->ws.out = (ws_buf)WS_BUF_INIT;
   ws_role role = c->ws.role;
   ws_conn_free(&c->ws);
   ws_conn_init(&c->ws, role, &cfg);
   ws_conn_set_deflate(&c->ws, c->deflate);
+  ws_conn_set_budget(&c->ws, budget);
   c->ws.out = keep;
   return 0;
 }
@@ -680,7 +690,9 @@ static int keep_extensions(lconn *c, const ws_http_request *req) {
 /* Server: parse_request(max_handshake) ->
  *   nil                          the head is not complete yet
  *   request                      an acceptable upgrade (request.key set)
- *   false, status, message [, request]   refuse with status */
+ *   false, status, message [, request [, name]]   refuse with status;
+ *                                name "nomem" when it is our memory
+ *                                that failed (status 503) */
 static int conn_parse_request(lua_State *L) {
   lconn *c = check_conn(L);
   size_t max = (size_t)luaL_checkinteger(L, 2);
@@ -704,20 +716,28 @@ static int conn_parse_request(lua_State *L) {
   }
   ws_handshake_verdict v;
   int status = ws_handshake_check_request(&req, &v);
+  const char *message = v.message ? v.message : "bad request";
+  bool nomem = status == 0 && keep_extensions(c, &req) != 0;
+  if (nomem) {
+    status = 503;
+    message = "out of memory";
+  }
   if (status != 0) {
     lua_pushboolean(L, 0);
     lua_pushinteger(L, status);
-    lua_pushstring(L, v.message ? v.message : "bad request");
+    lua_pushstring(L, message);
   }
   push_request(L, &req);
   if (status == 0) {
     lua_pushlstring(L, v.key, v.key_len);
     lua_setfield(L, -2, "key");
-    if (keep_extensions(c, &req))
-      return lmoonws_fail(L, WS_E_NOMEM, NULL);
   }
   /* Everything pushed is copied: the head may go. */
   ws_buf_consume(&c->in, (size_t)rc);
+  if (nomem) {
+    lua_pushstring(L, ws_error_name(WS_E_NOMEM));
+    return 5;
+  }
   return status == 0 ? 1 : 4; /* request | false, status, message, request */
 }
 
@@ -788,7 +808,8 @@ static int conn_respond_refusal(lua_State *L) {
 /* Client: parse_response(max_handshake, offered_protocols, offered_ext) ->
  *   nil                              not complete yet
  *   true, protocol, extensions       accepted ("" when none)
- *   false, message [, status, headers]   refused or invalid */
+ *   false, message [, status, headers [, name]]   refused or invalid;
+ *                                    name "nomem" when our memory failed */
 static int conn_parse_response(lua_State *L) {
   lconn *c = check_conn(L);
   size_t max = (size_t)luaL_checkinteger(L, 2);
@@ -826,8 +847,15 @@ static int conn_parse_response(lua_State *L) {
     if (r == 1) {
       drop_deflate(c);
       c->deflate = ws_deflate_new(WS_ROLE_CLIENT, &p, &c->pmd);
-      if (!c->deflate)
-        return lmoonws_fail(L, WS_E_NOMEM, NULL);
+      if (!c->deflate) {
+        lua_pushboolean(L, 0);
+        lua_pushliteral(L, "out of memory for permessage-deflate");
+        lua_pushinteger(L, res.status);
+        push_headers(L, res.headers, res.num_headers);
+        lua_pushstring(L, ws_error_name(WS_E_NOMEM));
+        ws_buf_consume(&c->in, (size_t)rc);
+        return 5;
+      }
       ws_conn_set_deflate(&c->ws, c->deflate);
       ws_deflate_format(&p, agreed_ext, sizeof agreed_ext);
     }
@@ -856,7 +884,8 @@ static int conn_parse_response(lua_State *L) {
 
 /* ---- frames ---- */
 
-/* next_event() -> nil when more input is needed, else one of
+/* next_event() -> nil when more input is needed, false when the round's
+ * budget (budget()) is spent and the rest waits for the next, else one of
  *   "text"|"binary"|"ping"|"pong", data
  *   "close", code, reason
  *   "error", message, name, code        (the connection has failed) */
@@ -878,6 +907,9 @@ static int conn_next_event(lua_State *L) {
   } else if (c->sh->owner == c && c->sh->pos < c->sh->len) {
     data = c->sh->scratch + c->sh->pos;
     len = c->sh->len - c->sh->pos;
+  } else if (c->ws.paused) { /* zlib still owes output: no input needed */
+    data = c->sh->scratch;
+    len = 0;
   } else {
     return 0;
   }
@@ -902,6 +934,10 @@ static int push_event(lua_State *L, lconn *c, const ws_event *e) {
   switch (ev.type) {
   case WS_EV_NONE:
     nret = 0;
+    break;
+  case WS_EV_BUDGET:
+    lua_pushboolean(L, 0);
+    nret = 1;
     break;
   case WS_EV_TEXT:
   case WS_EV_BINARY:
@@ -963,10 +999,10 @@ static int send_direct(lua_State *L, lconn *c, uint8_t op,
   ssize_t w = c->t->ops->write2(c->t, ws_buf_data(out), hs, data, len);
   size_t sent = w > 0 ? (size_t)w : 0;
   if (sent < hs) {
-    ws_buf_consume(out, sent);
+    ws_conn_out_consume(&c->ws, sent);
     sent = 0;
   } else {
-    ws_buf_consume(out, hs);
+    ws_conn_out_consume(&c->ws, hs);
     sent -= hs;
   }
   if (sent < len && ws_buf_append(out, data + sent, len - sent) != 0) {
@@ -1076,6 +1112,39 @@ static int conn_close(lua_State *L) {
       L, ws_conn_close(&c->ws, (unsigned)code, reason, len));
 }
 
+/* budget(n): the bytes the next next_event() calls may inflate in all,
+ * renewed once per round, so a deflate bomb costs one slice a round. */
+static int conn_budget(lua_State *L) {
+  lconn *c = check_conn(L);
+  lua_Integer n = luaL_checkinteger(L, 2);
+  luaL_argcheck(L, n > 0, 2, "budget must be positive");
+  ws_conn_set_budget(&c->ws, (size_t)n);
+  return 0;
+}
+
+/* counters([t]) -> t: ws_conn_counters as integer fields (into t when
+ * given, so a caller polling often allocates nothing). */
+static int conn_counters(lua_State *L) {
+  lconn *c = check_conn(L);
+  const ws_conn_counters *k = &c->ws.counters;
+  if (lua_istable(L, 2))
+    lua_settop(L, 2);
+  else
+    lua_createtable(L, 0, 7);
+#define COUNTER_FIELD(name)                                                    \
+  lua_pushinteger(L, (lua_Integer)k->name);                                    \
+  lua_setfield(L, -2, #name)
+  COUNTER_FIELD(messages_in);
+  COUNTER_FIELD(bytes_in);
+  COUNTER_FIELD(wire_bytes_in);
+  COUNTER_FIELD(inflated_in);
+  COUNTER_FIELD(messages_out);
+  COUNTER_FIELD(bytes_out);
+  COUNTER_FIELD(wire_bytes_out);
+#undef COUNTER_FIELD
+  return 1;
+}
+
 /* state() -> close_sent, close_received, failed */
 static int conn_state(lua_State *L) {
   lconn *c = check_conn(L);
@@ -1121,6 +1190,8 @@ void lmoonws_open_conn(lua_State *L) {
       {"respond_refusal", conn_respond_refusal},
       {"handshake_done", conn_handshake_done},
       {"next_event", conn_next_event},
+      {"budget", conn_budget},
+      {"counters", conn_counters},
       {"send", conn_send},
       {"send_fragment", conn_send_fragment},
       {"ping", conn_ping},

@@ -1143,11 +1143,13 @@ static void test_ping_autopong(void) {
   feed_copy(&c, b.d, b.n, &l);
   CHECK_EVENTS(&l, EV(WS_EV_PING, "abc"), EV(WS_EV_PONG, "zz"),
                EV(WS_EV_PING, ""));
+  /* The first pong is unsent, so the second waits for it. */
   CHECK_OUT(&c.out,
             "\x8A\x03"
-            "abc"
-            "\x8A\x00",
-            7);
+            "abc",
+            5);
+  ws_conn_out_consume(&c, 5);
+  CHECK_OUT(&c.out, "\x8A\x00", 2);
   evlist_free(&l);
   ws_conn_free(&c);
 
@@ -1171,6 +1173,85 @@ static void test_ping_autopong(void) {
                      (uint8_t)('b' ^ key[1]),
                      (uint8_t)('c' ^ key[2])};
   CHECK_OUT(&c.out, want, 9);
+  evlist_free(&l);
+  ws_conn_free(&c);
+  free(b.d);
+}
+
+/* RFC 6455 5.5.3: a peer that pings and never reads gets one pong per
+ * pong we managed to send, not one per ping.  While our last pong is on
+ * out, the newest ping's pong is held (replacing older ones); it goes once
+ * that pong is consumed, or ahead of the next frame we queue. */
+static void test_pong_coalescing(void) {
+  ws_conn c;
+  evlist l = {0};
+  bytes b = {0};
+  char payload[8];
+  for (int i = 0; i < 50; i++) {
+    snprintf(payload, sizeof payload, "p%d", i);
+    put_frame(&b, true, 0, WS_OP_PING, true, payload, strlen(payload));
+  }
+  ws_conn_init(&c, SRV, NULL);
+  feed_copy(&c, b.d, b.n, &l);
+  CHECK_EQ_INT(l.n, 50);
+  evlist_free(&l);
+  CHECK_OUT(&c.out, "\x8A\x02p0", 4); /* one pong queued, one held */
+  CHECK(c.pong_held);
+  ws_conn_out_consume(&c, 1); /* part of it went: still unsent */
+  CHECK_EQ_INT(ws_buf_len(&c.out), 3);
+  ws_conn_out_consume(&c, 3);
+  CHECK_OUT(&c.out, "\x8A\x03p49", 5); /* only the newest */
+  CHECK(!c.pong_held);
+  ws_conn_out_consume(&c, 5);
+
+  /* The held pong goes ahead of the next frame queued. */
+  b.n = 0;
+  put_frame(&b, true, 0, WS_OP_PING, true, "a", 1);
+  put_frame(&b, true, 0, WS_OP_PING, true, "b", 1);
+  feed_copy(&c, b.d, b.n, &l);
+  CHECK_EQ_INT(ws_conn_send(&c, WS_OP_TEXT, "hi", 2), WS_E_NONE);
+  CHECK_OUT(&c.out, "\x8A\x01" "a" "\x8A\x01" "b" "\x81\x02" "hi", 10);
+  ws_conn_out_consume(&c, 10);
+  evlist_free(&l);
+
+  /* A close frame, too (pongs may follow our close: 5.5.1 forbids only
+   * data frames; but the held one goes first). */
+  b.n = 0;
+  put_frame(&b, true, 0, WS_OP_PING, true, "c", 1);
+  put_frame(&b, true, 0, WS_OP_PING, true, "d", 1);
+  feed_copy(&c, b.d, b.n, &l);
+  CHECK_EQ_INT(ws_conn_close(&c, 1000, "", 0), WS_E_NONE);
+  CHECK_OUT(&c.out, "\x8A\x01" "c" "\x8A\x01" "d" "\x88\x02\x03\xE8", 10);
+  evlist_free(&l);
+  ws_conn_free(&c);
+  free(b.d);
+}
+
+/* Counters: a whole message (zero-copy), a fragmented one (assembled),
+ * control frames not counted; sends counted as queued. */
+static void test_counters(void) {
+  ws_conn c;
+  evlist l = {0};
+  bytes b = {0};
+  put_frame(&b, true, 0, WS_OP_TEXT, true, "hello", 5);
+  put_frame(&b, false, 0, WS_OP_BINARY, true, "ab", 2);
+  put_frame(&b, true, 0, WS_OP_PING, true, "p", 1);
+  put_frame(&b, true, 0, WS_OP_CONTINUATION, true, "cde", 3);
+  ws_conn_init(&c, SRV, NULL);
+  feed_copy(&c, b.d, b.n, &l);
+  CHECK_EQ_INT(l.n, 3);
+  CHECK_EQ_INT(c.counters.messages_in, 2);
+  CHECK_EQ_INT(c.counters.bytes_in, 10);
+  CHECK_EQ_INT(c.counters.wire_bytes_in, 10);
+  CHECK_EQ_INT(c.counters.inflated_in, 0);
+  CHECK_EQ_INT(ws_conn_send(&c, WS_OP_TEXT, "xyz", 3), WS_E_NONE);
+  CHECK_EQ_INT(ws_conn_send_fragment(&c, WS_OP_BINARY, "12", 2, false), WS_E_NONE);
+  CHECK_EQ_INT(ws_conn_send(&c, WS_OP_PING, "q", 1), WS_E_NONE);
+  CHECK_EQ_INT(ws_conn_send_fragment(&c, 0, "345", 3, true), WS_E_NONE);
+  CHECK_EQ_INT(ws_conn_send_header(&c, WS_OP_BINARY, 100), WS_E_NONE);
+  CHECK_EQ_INT(c.counters.messages_out, 3);
+  CHECK_EQ_INT(c.counters.bytes_out, 108);
+  CHECK_EQ_INT(c.counters.wire_bytes_out, 108);
   evlist_free(&l);
   ws_conn_free(&c);
   free(b.d);
@@ -1394,6 +1475,9 @@ static void test_direct_read(void) {
     CHECK_EQ_INT(ev.len, n);
     CHECK(ev.len == n && memcmp(ev.data, pay, n) == 0);
     CHECK(ws_conn_payload_room(&c, piece, &room) == NULL); /* frame done */
+    CHECK_EQ_INT(c.counters.messages_in, 1);
+    CHECK_EQ_INT(c.counters.bytes_in, n);
+    CHECK_EQ_INT(c.counters.wire_bytes_in, n);
     ws_conn_free(&c);
   }
   /* Invalid UTF-8 arriving directly: 1007, as through ws_conn_recv. */
@@ -1472,6 +1556,8 @@ int main(void) {
   TEST_RUN(test_close_echo);
   TEST_RUN(test_client_close_echo_exact);
   TEST_RUN(test_ping_autopong);
+  TEST_RUN(test_pong_coalescing);
+  TEST_RUN(test_counters);
   TEST_RUN(test_client_frames_exact);
   TEST_RUN(test_send_rules);
   TEST_RUN(test_msg_memory);

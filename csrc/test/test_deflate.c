@@ -358,6 +358,23 @@ static void evlist_free(evlist *l) {
   l->n = 0;
 }
 
+/* Keep a copy of ev in l; false when l is full. */
+static bool record(evlist *l, const ws_event *ev) {
+  CHECK(l->n < MAX_EVENTS);
+  if (l->n == MAX_EVENTS)
+    return false;
+  rec *r = &l->ev[l->n++];
+  r->type = ev->type;
+  r->code = ev->code;
+  r->error = ev->error;
+  r->len = ev->len;
+  r->data = malloc(ev->len + 1);
+  if (ev->len)
+    memcpy(r->data, ev->data, ev->len);
+  r->data[ev->len] = 0;
+  return true;
+}
+
 /* Feed data[0, len) (modifiable) until consumed, recording events. */
 static void feed(ws_conn *c, uint8_t *data, size_t len, evlist *l) {
   size_t pos = 0;
@@ -372,18 +389,8 @@ static void feed(ws_conn *c, uint8_t *data, size_t len, evlist *l) {
       CHECK_EQ_INT(pos, len);
       return;
     }
-    CHECK(l->n < MAX_EVENTS);
-    if (l->n == MAX_EVENTS)
+    if (!record(l, &ev))
       return;
-    rec *r = &l->ev[l->n++];
-    r->type = ev.type;
-    r->code = ev.code;
-    r->error = ev.error;
-    r->len = ev.len;
-    r->data = malloc(ev.len + 1);
-    if (ev.len)
-      memcpy(r->data, ev.data, ev.len);
-    r->data[ev.len] = 0;
   }
 }
 
@@ -408,7 +415,7 @@ static void transfer(ws_conn *from, ws_conn *to, size_t step, evlist *l) {
   if (!n)
     return;
   feed_steps(to, ws_buf_data(&from->out), n, step, l);
-  ws_buf_consume(&from->out, n);
+  ws_conn_out_consume(from, n);
 }
 
 typedef struct oframe {
@@ -739,7 +746,7 @@ static void test_fragmented(void) {
         }
         evlist l = {0};
         transfer(a, b, round == 1 ? 1 : 0, &l);
-        ws_buf_consume(&b->out, ws_buf_len(&b->out)); /* the pong */
+        ws_conn_out_consume(b, ws_buf_len(&b->out)); /* the pong */
         CHECK_EQ_INT(l.n, 2);
         if (l.n == 2) {
           CHECK_EQ_INT(l.ev[0].type, WS_EV_PING);
@@ -994,6 +1001,20 @@ static uint8_t *zero_bomb(size_t chunk, size_t chunks, size_t *len) {
   return out;
 }
 
+/* A server conn c with permessage-deflate (the defaults, agreed without
+ * parameters) and max_payload; returns its ws_deflate, to free after c. */
+static ws_deflate *deflate_server(ws_conn *c, uint64_t max_payload) {
+  ws_deflate_options o = dflt();
+  ws_deflate_params pa = {0};
+  ws_deflate *d = ws_deflate_new(WS_ROLE_SERVER, &pa, &o);
+  ws_conn_config cfg;
+  memset(&cfg, 0, sizeof cfg);
+  cfg.deflate = d;
+  cfg.max_payload = max_payload;
+  ws_conn_init(c, WS_ROLE_SERVER, &cfg);
+  return d;
+}
+
 /* About 1 MiB on the wire that inflates to 1 GiB, against max_payload
  * 16 MiB: 1009, and the message buffer never grows past the limit. */
 static void test_bomb(void) {
@@ -1013,13 +1034,8 @@ static void test_bomb(void) {
   ws_buf_free(&out);
   ws_deflate_free(d);
   /* Through a connection, as one masked frame from a client. */
-  d = ws_deflate_new(WS_ROLE_SERVER, &pa, &o);
-  ws_conn_config cfg;
-  memset(&cfg, 0, sizeof cfg);
-  cfg.deflate = d;
-  cfg.max_payload = max;
   ws_conn c;
-  ws_conn_init(&c, WS_ROLE_SERVER, &cfg);
+  d = deflate_server(&c, max);
   uint8_t *frame = malloc(len + 14);
   size_t fn = put_frame(frame, WS_ROLE_SERVER, true, WS_RSV1, WS_OP_BINARY, z,
                         len);
@@ -1038,6 +1054,151 @@ static void test_bomb(void) {
   ws_deflate_free(d);
   free(frame);
   free(z);
+}
+
+/* The counters: compressed and plain messages both ways. */
+static void test_counters(void) {
+  ws_deflate_options c = dflt(), so = dflt();
+  pair p;
+  if (!pair_open(&p, &c, &so, 0))
+    return;
+  uint8_t msg[5000];
+  fill_text(msg, sizeof msg, 3);
+  size_t z = one_message(&p.cli, &p.srv, WS_OP_TEXT, msg, sizeof msg, true, 0);
+  one_message(&p.cli, &p.srv, WS_OP_BINARY, msg, 10, false, 0); /* threshold */
+  const ws_conn_counters *tx = &p.cli.counters, *rx = &p.srv.counters;
+  CHECK_EQ_INT(tx->messages_out, 2);
+  CHECK_EQ_INT(tx->bytes_out, sizeof msg + 10);
+  CHECK_EQ_INT(tx->wire_bytes_out, z + 10);
+  CHECK_EQ_INT(rx->messages_in, 2);
+  CHECK_EQ_INT(rx->bytes_in, sizeof msg + 10);
+  CHECK_EQ_INT(rx->wire_bytes_in, z + 10);
+  CHECK_EQ_INT(rx->inflated_in, sizeof msg);
+  CHECK_EQ_INT(tx->messages_in + rx->messages_out, 0);
+  pair_close(&p);
+}
+
+/* ---- bounded work ------------------------------------------------------- */
+
+/* Feed data[0, len) with a budget of `budget` inflated bytes per call,
+ * renewed after every WS_EV_BUDGET, recording events; *calls counts the
+ * calls, and no call may grow the message by more than the budget. */
+static void feed_budget(ws_conn *c, uint8_t *data, size_t len, size_t budget,
+                        evlist *l, size_t *calls) {
+  size_t pos = 0;
+  for (;;) {
+    ws_event ev;
+    size_t before = ws_buf_len(&c->msg);
+    ws_conn_set_budget(c, budget);
+    size_t used = ws_conn_recv(c, data + pos, len - pos, &ev);
+    (*calls)++;
+    CHECK(used <= len - pos);
+    if (used > len - pos)
+      return;
+    pos += used;
+    size_t after = ev.type == WS_EV_TEXT || ev.type == WS_EV_BINARY
+                       ? ev.len
+                       : ws_buf_len(&c->msg);
+    CHECK(after < before || after - before <= budget);
+    if (ev.type == WS_EV_BUDGET) {
+      CHECK(c->paused);
+      continue;
+    }
+    CHECK(!c->paused);
+    if (ev.type == WS_EV_NONE) {
+      CHECK_EQ_INT(pos, len);
+      return;
+    }
+    if (!record(l, &ev) || pos == len)
+      return;
+  }
+}
+
+/* A bomb costs one budget per call: 1009 comes after max / budget calls,
+ * none of which inflated more than the budget. */
+static void test_bomb_budget(void) {
+  size_t max = (size_t)16 << 20, budget = 256 * 1024, len, calls = 0;
+  uint8_t *z = zero_bomb((size_t)1 << 20, 64, &len);
+  ws_conn c;
+  ws_deflate *d = deflate_server(&c, max);
+  uint8_t *frame = malloc(len + 14);
+  size_t fn = put_frame(frame, WS_ROLE_SERVER, true, WS_RSV1, WS_OP_TEXT, z,
+                        len);
+  evlist l = {0};
+  feed_budget(&c, frame, fn, budget, &l, &calls);
+  CHECK(l.n == 1 && l.ev[0].type == WS_EV_ERROR && l.ev[0].code == 1009);
+  CHECK(calls >= max / budget && calls <= max / budget + 2);
+  evlist_free(&l);
+  ws_conn_free(&c);
+  ws_deflate_free(d);
+  free(frame);
+  free(z);
+}
+
+/* Stopping anywhere changes nothing: messages of every kind, both ways,
+ * with and without context takeover, fed whole or in pieces, arrive
+ * intact under budgets from 1 byte up, fragmented ones too. */
+static void test_budget_resumes(void) {
+  static const size_t budgets[] = {1, 7, 4096, 100000};
+  static const size_t sizes[] = {0, 1, 300, 70000};
+  static const size_t steps[] = {0, 1, 977};
+  size_t big = 70000;
+  uint8_t *msg = malloc(big);
+  for (int t = 0; t < 2; t++) {
+    ws_deflate_options c = opts4(t, t, 0, 0), so = dflt();
+    c.threshold = so.threshold = 0;
+    for (size_t b = 0; b < sizeof budgets / sizeof *budgets; b++)
+      for (size_t k = 0; k < sizeof sizes / sizeof *sizes; k++)
+        for (size_t st = 0; st < sizeof steps / sizeof *steps; st++) {
+          size_t n = sizes[k];
+          if (steps[st] == 1 && (n > 300 || budgets[b] < 7))
+            continue; /* byte by byte: enough with small messages */
+          pair p;
+          if (!pair_open(&p, &c, &so, 0))
+            break;
+          for (int dir = 0; dir < 2; dir++) {
+            ws_conn *a = dir ? &p.srv : &p.cli, *r = dir ? &p.cli : &p.srv;
+            for (int kind = 0; kind < 3; kind++) {
+              uint8_t op = kind == 1 ? WS_OP_BINARY : WS_OP_TEXT;
+              if (kind == 0)
+                fill_text(msg, n, (unsigned)k);
+              else if (kind == 1)
+                fill_random(msg, n, (uint32_t)k);
+              else
+                memset(msg, 'z', n);
+              if (kind == 2 && n > 2) /* in three fragments, a ping between */
+                CHECK(ws_conn_send_fragment(a, op, msg, n / 3, false) == 0 &&
+                      ws_conn_send(a, WS_OP_PING, "p", 1) == 0 &&
+                      ws_conn_send_fragment(a, op, msg + n / 3, n / 3,
+                                            false) == 0 &&
+                      ws_conn_send_fragment(a, op, msg + 2 * (n / 3),
+                                            n - 2 * (n / 3), true) == 0);
+              else
+                CHECK_EQ_INT(ws_conn_send(a, op, msg, n), WS_E_NONE);
+              size_t total = ws_buf_len(&a->out), calls = 0;
+              size_t step = steps[st] ? steps[st] : total;
+              evlist l = {0};
+              for (size_t at = 0; at < total; at += step) {
+                size_t m = total - at < step ? total - at : step;
+                uint8_t *piece = malloc(m);
+                memcpy(piece, ws_buf_data(&a->out) + at, m);
+                feed_budget(r, piece, m, budgets[b], &l, &calls);
+                free(piece);
+              }
+              ws_conn_out_consume(a, total);
+              ws_conn_out_consume(r, ws_buf_len(&r->out)); /* a pong */
+              CHECK(l.n >= 1);
+              rec *e = l.n ? &l.ev[l.n - 1] : NULL;
+              CHECK(e && e->type == (op == WS_OP_TEXT ? WS_EV_TEXT
+                                                      : WS_EV_BINARY));
+              CHECK(e && e->len == n && (n == 0 || memcmp(e->data, msg, n) == 0));
+              evlist_free(&l);
+            }
+          }
+          pair_close(&p);
+        }
+  }
+  free(msg);
 }
 
 /* ---- sending ------------------------------------------------------------ */
@@ -1232,6 +1393,9 @@ int main(int argc, char **argv) {
   TEST_RUN(test_corrupt);
   TEST_RUN(test_max_payload);
   TEST_RUN(test_bomb);
+  TEST_RUN(test_bomb_budget);
+  TEST_RUN(test_counters);
+  TEST_RUN(test_budget_resumes);
   TEST_RUN(test_threshold);
   TEST_RUN(test_steady_state);
   TEST_RUN(test_window_8);
