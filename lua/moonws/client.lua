@@ -66,8 +66,17 @@ local function start_lookup(st)
     return try_next_address(st)
   end
   if not resolver then
-    resolver = assert(core.resolver(4))
-    loop.watch(resolver:fd(), resolver_watcher, true, false)
+    -- Fails when the process is out of descriptors or threads: this
+    -- connection fails, and the next one tries again.
+    local r, message, name = core.resolver(4)
+    if r then
+      local watched
+      watched, message, name = loop.watch(r:fd(), resolver_watcher, true, false)
+      if watched then resolver = r else r:close() end
+    end
+    if not resolver then
+      return fail_connect(st, ("cannot resolve host '%s': %s"):format(host, message), name)
+    end
   end
   local id, message, name = resolver:start(host, port)
   if not id then return fail_connect(st, message, name) end
@@ -85,11 +94,12 @@ local function on_handshake_ready(st, events)
     return fail_connect(st, message or "the server closed the connection during the handshake",
       name or "handshake")
   end
-  local ok, a, b = st.conn:parse_response(st.opts.max_handshake, st.offered_protocols, false)
+  local ok, a, b, _, name = st.conn:parse_response(st.opts.max_handshake, st.offered_protocols,
+    false)
   if ok == nil then return end
   if not ok then
     st.status = b
-    return fail_connect(st, "handshake: " .. a, "handshake")
+    return fail_connect(st, "handshake: " .. a, name or "handshake")
   end
   socket.opened(st, a, b)
   socket.announce(st, true)
@@ -104,13 +114,14 @@ local function send_request(st)
     h.Authorization = "Basic " .. core.base64(u.userinfo)
     headers = h
   end
-  st.conn:request {
+  local ok, message, name = st.conn:request {
     host = u.host_header,
     target = u.resource,
     protocols = st.offered_protocols,
     origin = opts.origin,
     headers = headers,
   }
+  if not ok then return fail_connect(st, "handshake: " .. message, name) end
   st.on_ready = on_handshake_ready
   socket.flush(st)
   socket.set_interest(st, true, st.i_write or false)

@@ -55,6 +55,42 @@ local WAIT = {}                        -- what our coroutines yield to wait
 
 loop.onerror = nil -- set by init.lua: moonws.onerror
 
+---------------------------------------------------------------- reports
+
+-- A handler that fails on every message must not turn into megabytes of
+-- stderr and a traceback's CPU per message.  In each second the first
+-- REPORT_BURST errors get a traceback and are printed in full; later ones
+-- only count, and one line at the end of the second says how many there
+-- were.  Handlers (onerror, moonws.onerror) still see every error.
+local REPORT_BURST = 5
+local window_start, traced, printed, suppressed = -math.huge, 0, 0, 0
+
+local function report_window()
+  local t = now()
+  if t - window_start >= 1 then window_start, traced, printed = t, 0, 0 end
+end
+
+local function take_trace()
+  report_window()
+  traced = traced + 1
+  return traced <= REPORT_BURST
+end
+
+-- The message handler for user callbacks: a traceback while this second
+-- still has some, else just the error.
+function loop.traceback(err)
+  if take_trace() then return debug.traceback(err, 2) end
+  return tostring(err)
+end
+
+local function print_suppressed()
+  if suppressed > 0 then
+    io.stderr:write(("moonws: %d more error%s not shown (at most %d a second are printed)\n")
+      :format(suppressed, suppressed == 1 and "" or "s", REPORT_BURST))
+    suppressed = 0
+  end
+end
+
 -- Report an error that no handler can take.
 function loop.report(message)
   local handler = loop.onerror
@@ -63,7 +99,14 @@ function loop.report(message)
     if ok then return end
     message = message .. "\n(moonws.onerror failed too: " .. tostring(err) .. ")"
   end
-  io.stderr:write("moonws: ", message, "\n")
+  report_window()
+  printed = printed + 1
+  if printed <= REPORT_BURST then
+    io.stderr:write("moonws: ", message, "\n")
+    return
+  end
+  if suppressed == 0 then loop.timer(window_start + 1, print_suppressed) end
+  suppressed = suppressed + 1
 end
 
 ---------------------------------------------------------------- references
@@ -77,9 +120,17 @@ function loop.alive() return refs > 0 or #ready > 0 or #deferred > 0 end
 ---------------------------------------------------------------- I/O
 
 -- Watch fd for readability and/or writability on behalf of watcher.
+-- true, or nil, message, name when the poller refused (epoll_ctl can run
+-- out of memory or of max_user_watches under load): the caller fails that
+-- one object, never the loop.
 function loop.watch(fd, watcher, want_read, want_write)
+  local ok, message, name = poller:set(fd, want_read, want_write)
+  if not ok then
+    watchers[fd] = nil
+    return nil, message, name
+  end
   watchers[fd] = watcher
-  assert(poller:set(fd, want_read, want_write))
+  return true
 end
 
 function loop.unwatch(fd)
@@ -103,7 +154,7 @@ function signal_watcher.on_ready()
     if list then
       local snapshot = { compat.unpack(list) } -- a handler may remove itself
       for i = 1, #snapshot do
-        local ok, err = xpcall(snapshot[i], debug.traceback, name)
+        local ok, err = xpcall(snapshot[i], loop.traceback, name)
         if not ok then loop.report("error in " .. name .. " signal handler: " .. tostring(err)) end
       end
     end
@@ -121,7 +172,9 @@ function loop.onsignal(name, fn)
   end
   if not ok then error(message, 3) end
   if not signals_watched then
-    loop.watch(assert(core.signal_fd()), signal_watcher, true, false)
+    local fd, message = core.signal_fd()
+    if fd then fd, message = loop.watch(fd, signal_watcher, true, false) end
+    if not fd then error("cannot watch signals: " .. tostring(message), 3) end
     signals_watched = true
   end
   local list = signal_handlers[canonical] or {}
@@ -201,7 +254,8 @@ local function resume(co, ...)
   if not ok then
     ours[co] = nil
     loop.unref()
-    loop.report("error in a moonws coroutine: " .. debug.traceback(co, tostring(what)))
+    loop.report("error in a moonws coroutine: "
+      .. (take_trace() and debug.traceback(co, tostring(what)) or tostring(what)))
   elseif co_status(co) == "dead" then
     ours[co] = nil
     loop.unref()

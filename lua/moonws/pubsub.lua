@@ -18,7 +18,7 @@ local loop = require "moonws.loop"
 
 local redis -- moonws.redis, required by the first pubsub.new
 local now = loop.now
-local traceback = debug.traceback
+local traceback = loop.traceback
 
 local pubsub = {}
 
@@ -107,8 +107,17 @@ local function lookup(r)
   local ps = r.ps
   if core.numeric_address(ps.host, ps.port) then return r:dial(ps.host) end
   if not resolver then
-    resolver = assert(core.resolver(1))
-    loop.watch(resolver:fd(), resolver_watcher, true, false)
+    -- Out of descriptors or threads: this attempt fails like a lookup
+    -- that failed, and the reconnect backoff tries again.
+    local res, message = core.resolver(1)
+    if res then
+      local watched
+      watched, message = loop.watch(res:fd(), resolver_watcher, true, false)
+      if watched then resolver = res else res:close() end
+    end
+    if not resolver then
+      return r:dial(nil, ("cannot resolve redis host '%s': %s"):format(ps.host, message))
+    end
   end
   local id, message = resolver:start(ps.host, ps.port)
   if not id then return r:dial(nil, message) end
@@ -136,7 +145,8 @@ function Role:sync()
     local rd, wr = conn:interest()
     if fd ~= self.fd or rd ~= self.i_read or wr ~= self.i_write then
       self.fd, self.i_read, self.i_write = fd, rd, wr
-      loop.watch(fd, self, rd, wr)
+      local ok, message, name = loop.watch(fd, self, rd, wr)
+      if not ok then return self:down("cannot watch the redis socket: " .. message, name) end
     end
   end
   while conn and self.conn == conn do

@@ -305,6 +305,12 @@ local function pump(st, deadline, who)
     if ev then
       data, kind = handle_event(st, ev, a, b)
       if data then break end
+    elseif ev == false then
+      -- A slice of a big compressed message is inflated: let the worker's
+      -- other requests run before the next (a deflate bomb must not stall
+      -- them), then go on.
+      ngx.sleep(0)
+      st.conn:budget(st.opts.max_step_bytes)
     else
       local got = read_more(st, deadline)
       if got == false then
@@ -544,7 +550,12 @@ function resty.upgrade(opts)
   local conn = core.conn("server")
   conn:limits(opts.max_payload, opts.max_frame)
   conn:set_compression(opts.compression)
-  assert(conn:feed(head))
+  conn:budget(opts.max_step_bytes) -- inflated bytes between two yields
+  local fed, ferr = conn:feed(head)
+  if not fed then
+    conn:release()
+    return refuse(503, ferr)
+  end
   local req, status, why = conn:parse_request(opts.max_handshake)
   if req == nil then status, why = 400, "incomplete request head" end
   if not req then
@@ -561,7 +572,11 @@ function resty.upgrade(opts)
     end
     if type(a) == "table" then extra_headers = a end
   end
-  local _, extensions = conn:respond_upgrade(req.key, protocol, nil, extra_headers)
+  local answered, extensions = conn:respond_upgrade(req.key, protocol, nil, extra_headers)
+  if not answered then -- out of memory: extensions holds the message
+    conn:release()
+    return refuse(503, extensions)
+  end
   req.key = nil
   local sock, err = ngx.req.socket(true)
   if not sock then
@@ -674,10 +689,11 @@ local function open_client(sock, conn, u, url, opts)
     offered = type(opts.protocols) == "string" and opts.protocols
       or table.concat(opts.protocols, ", ")
   end
-  conn:request {
+  local queued, qerr, qname = conn:request {
     host = u.host_header, target = u.resource, protocols = offered,
     origin = opts.origin, headers = headers,
   }
+  if not queued then return nil, "handshake: " .. qerr, qname end
   sock:settimeouts(ms(left()), ms(left()), ms(left()))
   ok, err = sock:send(conn:take_output())
   if not ok then
@@ -685,10 +701,10 @@ local function open_client(sock, conn, u, url, opts)
     return nil, "sending the handshake failed: " .. tostring(err), "io"
   end
   while true do
-    local accepted, a, b = conn:parse_response(opts.max_handshake, offered, false)
+    local accepted, a, b, _, name = conn:parse_response(opts.max_handshake, offered, false)
     if accepted then return a, b end
     if accepted == false then
-      return nil, "handshake failed: " .. a, "handshake", b
+      return nil, "handshake failed: " .. a, name or "handshake", b
     end
     sock:settimeouts(ms(left()), ms(left()), ms(left()))
     local data
@@ -698,7 +714,8 @@ local function open_client(sock, conn, u, url, opts)
       return nil, "the server closed the connection during the handshake"
         .. (err ~= "closed" and ": " .. tostring(err) or ""), "handshake"
     end
-    assert(conn:feed(data))
+    local fed, ferr, fname = conn:feed(data)
+    if not fed then return nil, "handshake: " .. ferr, fname end
   end
 end
 
@@ -717,6 +734,7 @@ function resty.connect(url, opts)
   local conn = core.conn("client")
   conn:limits(opts.max_payload, opts.max_frame)
   conn:set_compression(opts.compression)
+  conn:budget(opts.max_step_bytes) -- inflated bytes between two yields
   local protocol, extensions, name, status = open_client(sock, conn, u, url, opts)
   if not protocol then
     sock:close()

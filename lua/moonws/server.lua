@@ -50,7 +50,7 @@ local function plain_http(ss, st, req, status, why)
   if not handler or status ~= 426 or not req or req.headers.upgrade then
     return refuse(st, status, why)
   end
-  local ok, code, headers, body = xpcall(handler, debug.traceback, req)
+  local ok, code, headers, body = xpcall(handler, loop.traceback, req)
   if not ok then
     loop.report("error in request callback: " .. tostring(code))
     return refuse(st, 500, "internal error")
@@ -101,7 +101,7 @@ local function hand_over(ss, st, req)
     return socket.start_close(st, ss.shutdown.code, ss.shutdown.reason)
   end
   if srv.onconnection then
-    local ok, err = xpcall(srv.onconnection, debug.traceback, st.ws, req)
+    local ok, err = xpcall(srv.onconnection, loop.traceback, st.ws, req)
     if not ok then loop.report("error in onconnection handler: " .. tostring(err)) end
   end
   socket.announce(st, false)
@@ -114,15 +114,18 @@ local function on_handshake_ready(st, events)
     return socket.finish(st, 1006, "", false) -- the client left; no one to tell
   end
   local ss, conn = st.server_state, st.conn
-  local req, status, why, request = conn:parse_request(ss.opts.max_handshake)
+  local req, status, why, request, name = conn:parse_request(ss.opts.max_handshake)
   if req == nil then return end
-  if req == false then return plain_http(ss, st, request, status, why) end
+  if req == false then
+    if name then loop.report(("handshake from %s refused: %s"):format(st.peer or "?", why)) end
+    return plain_http(ss, st, request, status, why)
+  end
 
   local protocol, perr = choose_protocol(ss, req)
   if perr then return refuse(st, 500, perr) end
   local extra_headers
   if ss.opts.handshake then
-    local ok, verdict, a, b = xpcall(ss.opts.handshake, debug.traceback, req)
+    local ok, verdict, a, b = xpcall(ss.opts.handshake, loop.traceback, req)
     if not ok then
       loop.report("error in handshake callback: " .. tostring(verdict))
       return refuse(st, 500, "internal error")
@@ -132,11 +135,15 @@ local function on_handshake_ready(st, events)
     end
     if type(a) == "table" then extra_headers = a end
   end
-  local ok, err, extensions = pcall(conn.respond_upgrade, conn, req.key, protocol, nil,
+  local called, ok, extensions = pcall(conn.respond_upgrade, conn, req.key, protocol, nil,
     extra_headers)
-  if not ok then
-    loop.report("handshake callback returned bad headers: " .. tostring(err))
+  if not called then
+    loop.report("handshake callback returned bad headers: " .. tostring(ok))
     return refuse(st, 500, "internal error")
+  end
+  if not ok then -- out of memory: extensions holds the message
+    loop.report(("handshake from %s refused: %s"):format(st.peer or "?", extensions))
+    return refuse(st, 503, "out of memory")
   end
   req.key = nil
   st.url = (ss.tls_ctx and "wss://" or "ws://") .. (req.headers.host or "") .. req.path
@@ -197,7 +204,9 @@ local ACCEPT_BACKOFF = 0.1
 
 local function resume_accepting(ss)
   ss.backoff_timer = nil
-  if listening[ss] then loop.watch(ss.listener:fd(), ss, true, false) end
+  if listening[ss] and not loop.watch(ss.listener:fd(), ss, true, false) then
+    ss.backoff_timer = loop.timer(loop.now() + ACCEPT_BACKOFF, resume_accepting, ss)
+  end
 end
 
 local function on_accept_ready(ss)
@@ -260,12 +269,17 @@ function server.listen(opts)
   elseif type(opts.protocols) == "string" then
     ss.protocol_set = { [opts.protocols] = true }
   end
+  local watched
+  watched, message, name = loop.watch(listener:fd(), ss, true, false)
+  if not watched then
+    listener:close()
+    return nil, "cannot watch the listening socket: " .. message, name
+  end
   local srv = setmetatable({ port = listener:port(), host = host or "*", [socket.PRIV] = ss },
     server_mt)
   ss.server = srv
   listening[ss] = true
   loop.ref()
-  loop.watch(listener:fd(), ss, true, false)
   return srv
 end
 

@@ -44,7 +44,7 @@ socket.mt = mt
 
 ---------------------------------------------------------------- events
 
-local traceback = debug.traceback
+local traceback = loop.traceback
 
 local function report_handler_error(st, name, err)
   local message = ("error in %s handler: %s"):format(name, tostring(err))
@@ -80,15 +80,31 @@ end
 
 ---------------------------------------------------------------- I/O interest
 
+local abort -- forward
+
+-- The poller refused the socket (out of memory, max_user_watches): it
+-- fails alone, in the next round, so no caller is cut off midway.
+local function on_watch_failed(st)
+  abort(st, st.watch_error, st.watch_error_name)
+end
+
 local function set_interest(st, want_read, want_write)
   if st.fd and (st.i_read ~= want_read or st.i_write ~= want_write) then
     st.i_read, st.i_write = want_read, want_write
-    loop.watch(st.fd, st, want_read, want_write)
+    local ok, message, name = loop.watch(st.fd, st, want_read, want_write)
+    if not ok and not st.watch_error then
+      st.watch_error = "cannot watch the socket: " .. tostring(message)
+      st.watch_error_name = name or "io"
+      loop.defer(on_watch_failed, st)
+    end
   end
 end
 
+-- Reading stops while the application pauses, while receive()'s queue is
+-- full, and while send_limit bytes wait for a peer that does not read
+-- what we send (a peer must not make us buffer without bound for it).
 local function reading_wanted(st)
-  return not st.paused and not st.queue_paused
+  return not st.paused and not st.queue_paused and not st.backlogged
 end
 
 local function refresh_interest(st)
@@ -103,11 +119,13 @@ local function cancel_timers(st)
   loop.cancel(st.close_timer); st.close_timer = nil
   loop.cancel(st.ping_timer); st.ping_timer = nil
   loop.cancel(st.pong_timer); st.pong_timer = nil
+  loop.cancel(st.backlog_timer); st.backlog_timer = nil
 end
 
 local function release_transport(st)
   local conn = st.conn
   if conn then
+    st.final_counters = conn:counters()
     if st.fd then loop.unwatch(st.fd) end
     conn:release()
     st.conn, st.fd = nil, nil
@@ -150,7 +168,7 @@ socket.error_event = error_event
 
 -- A failure that ends the connection at once (no closing handshake);
 -- onclose gets code (default 1006; 1015 for TLS failures).
-local function abort(st, message, name, code)
+function abort(st, message, name, code)
   if st.state == CLOSED then return end
   if message then error_event(st, message, name) end
   finish(st, code or 1006, "", false)
@@ -211,8 +229,8 @@ local function linger(st)
   st.conn, st.fd = nil, nil
   w.conn:shutdown()
   lingering[w] = true
-  loop.watch(w.fd, w, true, false)
   w.timer = loop.timer(now() + LINGER, end_linger, w)
+  if not loop.watch(w.fd, w, true, false) then end_linger(w) end
 end
 
 -- After our output drained: end the TCP connection when the protocol says so.
@@ -261,6 +279,32 @@ end
 
 ---------------------------------------------------------------- output
 
+local drain -- forward
+
+-- The peer left send_limit bytes unread for send_timeout seconds, with
+-- reading stopped all along: it is not reading, so stop waiting for it.
+local function on_backlog_timeout(st)
+  st.backlog_timer = nil
+  if st.state ~= OPEN then return end
+  error_event(st, ("the peer read nothing for send_timeout (%gs) with %d bytes "
+    .. "waiting (send_limit)"):format(st.opts.send_timeout, st.conn:buffered()), "timeout",
+    1008)
+  st.conn:close(1008, "peer not reading")
+  enter_closing(st)
+  loop.dirty(st)
+end
+
+-- Output crossed send_limit (over: true) or fell back under it.
+local function set_backlogged(st, over)
+  st.backlogged = over
+  if over then
+    st.backlog_timer = loop.timer(now() + st.opts.send_timeout, on_backlog_timeout, st)
+  else
+    loop.cancel(st.backlog_timer); st.backlog_timer = nil
+    if st.conn and st.state ~= CONNECTING then loop.defer(drain, st) end
+  end
+end
+
 -- Write what is queued; called by the loop for dirty sockets and when the
 -- socket turns writable.
 local function flush(st)
@@ -268,8 +312,11 @@ local function flush(st)
   if not conn then return end
   local left, want, name = conn:flush()
   if not left then return on_io_error(st, want, name) end
+  local over = left >= st.opts.send_limit
+  local crossed = over ~= (st.backlogged or false)
+  if crossed then set_backlogged(st, over) end
   local want_write = left > 0 and want == "write"
-  if want_write ~= (st.i_write or false) then
+  if crossed or want_write ~= (st.i_write or false) then
     set_interest(st, reading_wanted(st) or want == "read", want_write)
   end
   if #st.waiters > 0 and left <= st.opts.send_buffer then loop.wake_all(st.waiters) end
@@ -290,7 +337,7 @@ local function queue_message(st, data, kind)
   end
 end
 
-local handle_event, drain, on_readable -- forward
+local handle_event, on_readable -- forward
 
 -- The next round's share of a drain cut short by its budget; TLS may also
 -- hold decrypted bytes the poller cannot see.
@@ -309,20 +356,22 @@ function drain(st)
   local conn = st.conn
   if st.budget_round ~= loop.round() then
     st.budget_round, st.budget = loop.round(), st.opts.max_step_events
+    if conn then conn:budget(st.opts.max_step_bytes) end -- bytes to inflate
   end
   local budget = st.budget
   local finished, queued = true, false
-  while conn and st.conn == conn and not st.paused and not st.queue_paused do
+  while conn and st.conn == conn and not st.paused and not st.queue_paused
+      and not st.backlogged do
     if budget == 0 then
       finished = false
-      if not st.drain_deferred then
-        st.drain_deferred = true
-        loop.defer(drain_later, st)
-      end
       break
     end
     local kind, a, b, c = conn:next_event()
-    if not kind then break end
+    if not kind then
+      -- false: inflated max_step_bytes already; the rest next round
+      if kind == false then finished = false end
+      break
+    end
     budget = budget - 1
     local onmessage = st.onmessage
     if onmessage and (kind == "text" or kind == "binary") and st.state == OPEN
@@ -342,6 +391,10 @@ function drain(st)
     end
   end
   st.budget = budget
+  if not finished and not st.drain_deferred then
+    st.drain_deferred = true
+    loop.defer(drain_later, st)
+  end
   if queued and #st.waiters > 0 then loop.wake_all(st.waiters) end
   -- Output the core queued by itself (a pong, a close) was marked dirty by
   -- handle_event, and sends mark it: no check needed here.
@@ -666,6 +719,21 @@ end
 function methods.getfd(ws)
   local st = priv(ws)
   return st.fd
+end
+
+-- stats([t]): what went through the connection (data messages; see
+-- docs): messages_in, bytes_in, wire_bytes_in, inflated_in, messages_out,
+-- bytes_out, wire_bytes_out.  Into t when given.  After the close, the
+-- last values.
+function methods.stats(ws, t)
+  local st = priv(ws)
+  if t ~= nil and type(t) ~= "table" then
+    error("bad argument #1 to 'stats' (table expected, got " .. type(t) .. ")", 2)
+  end
+  if st.conn then return st.conn:counters(t) end
+  t = t or {}
+  for k, v in pairs(st.final_counters or {}) do t[k] = v end
+  return t
 end
 
 getters.readyState = function(st) return st.state end
