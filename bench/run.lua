@@ -9,7 +9,9 @@
 -- 2), BENCH_CPU (CPU list for taskset, default "0": server and load
 -- generator share one CPU; "none" runs unpinned), BENCH_ONLY (server keys,
 -- comma-separated), BENCH_WORKLOADS (workload keys), BENCH_OUT (default
--- bench/RESULTS.md), BENCH_HOTPATH=0 skips the hot-path probes.
+-- bench/RESULTS.md), BENCH_HOTPATH=0 skips the hot-path probes,
+-- BENCH_HOSTILE_SECS (seconds per attack of bench/hostile.py, default 10;
+-- 0 skips it), BENCH_HOSTILE (attack keys, comma-separated).
 
 local SECS = tonumber(os.getenv("BENCH_SECS") or "") or 2
 local WARM = 0.5
@@ -555,6 +557,21 @@ local function main()
     end
   end
 
+  -- a good client's latency under attack (bench/hostile.py), moonws and
+  -- Node ws side by side; it fails the bench when moonws misses its bound
+  local hostile_secs = tonumber(os.getenv("BENCH_HOSTILE_SECS") or "") or 10
+  local hostile_md
+  if hostile_secs > 0 then
+    local p = io.popen(("/usr/bin/python3 bench/hostile.py %g %s; echo \"exit=$?\""):format(
+      hostile_secs, sh_quote(os.getenv("BENCH_HOSTILE") or "")))
+    hostile_md = p:read("a") or ""
+    p:close()
+    local code = tonumber(hostile_md:match("exit=(%d+)%s*$"))
+    hostile_md = hostile_md:gsub("exit=%d+%s*$", "")
+    if code ~= 0 then failures[#failures + 1] = "bench/hostile.py: a bound was missed (see its section)" end
+    log("hostile        done")
+  end
+
   -- ------------------------------------------------------------ RESULTS.md
   local o = {}
   local function w(fmt, ...) o[#o + 1] = select("#", ...) > 0 and fmt:format(...) or fmt end
@@ -728,6 +745,7 @@ local function main()
       mask_vec, mask_vec > 0 and "found" or "— none: 8 bytes a step at most")
     w("")
   end
+  if hostile_md then w("%s", hostile_md) end
   spit(OUT, table.concat(o, "\n") .. "\n")
   log("wrote %s in %d s", OUT, os.time() - T0)
   if os.getenv("BENCH_KEEP") ~= "1" then os.execute("rm -rf " .. sh_quote(tmp)) end

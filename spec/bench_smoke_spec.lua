@@ -294,5 +294,23 @@ moonws.run()
       assert.is_number(lua, "allocs_per_msg: " .. tostring(r.allocs_per_msg))
       assert.is_true(lua >= 1)
     end)
+
+    it("bench/hostile.py measures a good client beside the attacks and checks its bound", function()
+      local p = process.start({ "env", "HOSTILE_SERVERS=moonws", "/usr/bin/python3",
+        "bench/hostile.py", "1", "none,bombs,ping_flood" }, 120)
+      assert.is_true(p:wait_exit(100), p:stderr())
+      local out = p:stdout()
+      assert.equal(0, p:exit_status(), out .. p:stderr())
+      for _, title in ipairs { "no attack", "deflate bombs", "125-byte pings" } do
+        local row
+        for line in out:gmatch("[^\n]+") do
+          if line:find(title, 1, true) then row = line end
+        end
+        assert.truthy(row, title .. " row in:\n" .. out)
+        -- echoes lost p50 p99 max: the good client got echoes, none lost
+        local echoes, lost = row:match("| moonws, event handlers | (%d+) | (%d+) |")
+        assert.is_true(tonumber(echoes) > 5 and tonumber(lost) == 0, row)
+      end
+    end)
   end)
 end)

@@ -230,3 +230,164 @@ describe("out of memory", function()
       assert.matches("server error: nomem", server:stderr())
     end)
 end)
+
+---------------------------------------------------------------- runtime failures
+
+-- A child lua5.4 running script with extra environment (a list of
+-- "NAME=value"), under ASan's runtime too when this spec runs under it.
+local function child(script, env, limit)
+  local argv = { "env" }
+  for _, e in ipairs(env or {}) do argv[#argv + 1] = e end
+  for _, a in ipairs { "lua5.4", "-e", [[
+    package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
+    package.cpath = "./?.so;" .. package.cpath
+    io.stdout:setvbuf("line")
+  ]] .. script } do argv[#argv + 1] = a end
+  return process.start(argv, limit or 60)
+end
+
+-- A shim from spec/support, built for this test; removed by cleanup.
+local function build_shim(name)
+  local so = os.tmpname() .. ".so"
+  assert(os.execute(("cc -shared -fPIC -O2 -o %q spec/support/%s.c -ldl"):format(so, name)))
+  return so
+end
+
+-- LD_PRELOAD for a child: the shim after whatever this process preloads
+-- (ASan's runtime must stay first).
+local function preload(so)
+  local current = os.getenv("LD_PRELOAD")
+  return "LD_PRELOAD=" .. (current and current .. " " or "") .. so
+end
+
+describe("runtime failures fail one object, never the loop", function()
+  it("the poller refuses an accepted socket (epoll_ctl ENOSPC): that client fails, "
+    .. "the server goes on", function()
+    local shim = build_shim("failepoll")
+    -- epoll_ctl ADD #1 is the listener; #2 the first accepted socket.
+    local server = child([[
+      local moonws = require "moonws"
+      print("BACKEND " .. require("moonws.loop").backend())
+      local srv = assert(moonws.listen { port = 0 })
+      srv.onconnection = function(ws) ws.onmessage = function(e) ws:send(e.data) end end
+      print("PORT " .. srv.port)
+      moonws.run()
+    ]], { preload(shim), "MOONWS_FAIL_EPOLL_ADD=2" })
+    finally(function()
+      server:cleanup()
+      os.remove(shim)
+    end)
+    local port = server:port(helpers.idle)
+    local url = "ws://127.0.0.1:" .. port
+    if server:stdout():find("BACKEND epoll", 1, true) then
+      local ws, message, name = moonws.connect(url, { timeout = 5 })
+      assert.is_nil(ws)
+      -- The server drops it: a reset, or an end during the handshake.
+      assert.is_true(name == "io" or name == "handshake", message)
+      helpers.run_until(function() return server:stderr():find("cannot watch", 1, true) end,
+        5, "the report")
+      assert.matches("cannot watch the socket: .*No space left on device", server:stderr())
+    end
+    local ws = assert(moonws.connect(url, { timeout = 5 }))
+    assert(ws:send("still serving"))
+    assert.equal("still serving", ws:receive(5))
+    ws:close()
+    assert.is_true(server:alive())
+  end)
+
+  it("no descriptor left for the resolver: connect and pubsub fail, nothing raises", function()
+    local script = [[
+      local moonws = require "moonws"
+      -- Loaded before the descriptors run out (loading opens files).
+      local has_redis = pcall(require, "moonws.redis") and pcall(require, "moonws.pubsub")
+      local hold = {}
+      while true do -- use up every descriptor
+        local f = io.open("/dev/null")
+        if not f then break end
+        hold[#hold + 1] = f
+      end
+      local ok, ws, message, name = pcall(moonws.connect, "ws://localhost:9/", { timeout = 5 })
+      print("CONNECT", ok, ws, name, message)
+      local ws2 = moonws.new("ws://localhost:9/", { timeout = 5 })
+      ws2.onerror = function(e) print("ONERROR", e.error, e.message) end
+      ws2.onclose = function(e) print("ONCLOSE", e.code) end
+      moonws.run()
+      if has_redis then
+        local ps = moonws.pubsub("redis://localhost:9")
+        ps.ondisconnect = function(e) print("PUBSUB", e.message); ps:close() end
+        moonws.run()
+      else
+        print("PUBSUB no moonws.redis")
+      end
+      print("DONE")
+    ]]
+    local p = child(script)
+    finally(function() p:cleanup() end)
+    assert.is_true(p:wait_exit(30), p:stderr())
+    local out = p:stdout()
+    assert.equal("", p:stderr())
+    assert.matches("CONNECT\ttrue\tnil\tio\tcannot resolve host 'localhost': resolver: ", out)
+    assert.matches("ONERROR\tio\tcannot resolve host 'localhost': resolver: ", out)
+    assert.matches("ONCLOSE\t1006", out)
+    assert.matches("PUBSUB\tcannot resolve redis host 'localhost': resolver: ", out)
+    assert.matches("DONE", out)
+  end)
+end)
+
+describe("out of memory in the handshake", function()
+  -- Allocations of 4 MiB or more fail (as the memory test above); the
+  -- handshake's extra headers (3 MiB) make its output buffer grow to that.
+  local function env_for(shim)
+    local current = os.getenv("LD_PRELOAD") or ""
+    if current:find("libasan", 1, true) then
+      return { "ASAN_OPTIONS=detect_leaks=0:allocator_may_return_null=1:max_allocation_size_mb=4" }
+    end
+    return { "LD_PRELOAD=" .. shim, "MOONWS_FAIL_ALLOC_ABOVE=" .. 4 * 1024 * 1024 }
+  end
+
+  it("a server that cannot build its 101 answers 503 instead of opening a silent socket",
+    function()
+    local shim = build_shim("failmalloc")
+    local server = child([[
+      local moonws = require "moonws"
+      moonws.onerror = function(e) io.stderr:write(e.message, "\n") end
+      local srv = assert(moonws.listen { port = 0, max_handshake = 1024,
+        handshake = function(req)
+          return true, { ["X-Big"] = string.rep("a", 3 * 1024 * 1024) }
+        end })
+      srv.onconnection = function() print("OPENED") end
+      print("PORT " .. srv.port)
+      moonws.run()
+    ]], env_for(shim))
+    finally(function()
+      server:cleanup()
+      os.remove(shim)
+    end)
+    local port = server:port(helpers.idle)
+    local ws, message, name = moonws.connect("ws://127.0.0.1:" .. port, { timeout = 5 })
+    assert.is_nil(ws)
+    assert.equal("handshake", name)
+    assert.matches("503", message)
+    assert.is_nil(server:stdout():find("OPENED", 1, true))
+    assert.matches("refused: out of memory", server:stderr())
+  end)
+
+  it("a client that cannot build its request fails at once with nomem", function()
+    local shim = build_shim("failmalloc")
+    local p = child([[
+      local moonws = require "moonws"
+      local core = require "moonws.core"
+      local srv = assert(moonws.listen { port = 0 })
+      local t0 = core.now()
+      local ws, message, name = moonws.connect("ws://127.0.0.1:" .. srv.port, { timeout = 10,
+        headers = { ["X-Big"] = string.rep("a", 3 * 1024 * 1024) } })
+      print("RESULT", ws, name, message, core.now() - t0 < 5)
+    ]], env_for(shim))
+    finally(function()
+      p:cleanup()
+      os.remove(shim)
+    end)
+    assert.is_true(p:wait_exit(30), p:stderr())
+    assert.matches("RESULT\tnil\tnomem\thandshake: .*\ttrue", p:stdout())
+  end)
+end)

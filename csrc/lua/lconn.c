@@ -1112,6 +1112,15 @@ static int conn_close(lua_State *L) {
       L, ws_conn_close(&c->ws, (unsigned)code, reason, len));
 }
 
+/* deflates(n) -> whether a whole message of n bytes would go compressed
+ * (the Lua layer deflates big ones a slice per round). */
+static int conn_deflates(lua_State *L) {
+  lconn *c = check_conn(L);
+  lua_Integer n = luaL_checkinteger(L, 2);
+  lua_pushboolean(L, n >= 0 && ws_deflate_wants(c->deflate, (size_t)n));
+  return 1;
+}
+
 /* budget(n): the bytes the next next_event() calls may inflate in all,
  * renewed once per round, so a deflate bomb costs one slice a round. */
 static int conn_budget(lua_State *L) {
@@ -1191,6 +1200,7 @@ void lmoonws_open_conn(lua_State *L) {
       {"handshake_done", conn_handshake_done},
       {"next_event", conn_next_event},
       {"budget", conn_budget},
+      {"deflates", conn_deflates},
       {"counters", conn_counters},
       {"send", conn_send},
       {"send_fragment", conn_send_fragment},

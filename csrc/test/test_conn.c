@@ -1186,7 +1186,7 @@ static void test_pong_coalescing(void) {
   ws_conn c;
   evlist l = {0};
   bytes b = {0};
-  char payload[8];
+  char payload[16];
   for (int i = 0; i < 50; i++) {
     snprintf(payload, sizeof payload, "p%d", i);
     put_frame(&b, true, 0, WS_OP_PING, true, payload, strlen(payload));

@@ -196,6 +196,12 @@ local function on_backoff(r)
   if not r.ps.closed then r:connect() end
 end
 
+local function start_roles(ps)
+  if ps.closed then return end
+  ps.pub:connect()
+  ps.sub:connect()
+end
+
 function Role:connect()
   local ps = self.ps
   self.state = "connecting"
@@ -499,8 +505,9 @@ function pubsub.new(url, options)
   ps.sub = new_role(ps, "subscriber")
   open[ps] = true
   loop.ref()
-  ps.pub:connect()
-  ps.sub:connect()
+  -- Connect in the next round, as moonws.new does, so handlers set after
+  -- pubsub() see a failure that comes at once (no descriptor left).
+  loop.defer(start_roles, ps)
   return ps
 end
 

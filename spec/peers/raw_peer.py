@@ -70,6 +70,15 @@ it: a list of steps, or {"steps": [...]}.  Each step is a one-key object:
       `fragments` frames (RSV1 on the first only, unless "rsv" says
       otherwise), all in ONE write.
 
+  {"stream": {"first": [send_frame specs], "frames": [send_frame specs],
+      "times": n, "last": [send_frame specs], "timeout": s}}  a flood:
+      the first frames, then the "frames" pattern n times, then the last
+      ones, written in writes of about 1 MiB and never reading (a peer
+      that does not read its replies).  A write that makes no progress for
+      timeout seconds (default 30) ends it: {"event": "sent", "what":
+      "stream", "bytes": n, "stalled": true}.  E.g. 512 MiB of pings, or a
+      message in a million fragments with pings between them.
+
 Steps that send a generated payload print {"event": "sent", "what": ...,
 "bytes": n} with the bytes written.
 
@@ -509,6 +518,36 @@ class Peer:
         emit({"event": "sent", "what": "deflated_zeros", "bytes": len(payload),
               "inflated": total})
 
+    def stream(self, spec):
+        def frames(key):
+            return b"".join(self.build_frame(f) for f in spec.get(key, []))
+        pattern = frames("frames")
+        repeat = spec.get("times", 0) if pattern else 0
+        per_write = max(1, (1 << 20) // max(1, len(pattern)))
+        self.sock.settimeout(spec.get("timeout", 30))
+        sent, stalled = 0, False
+        chunk = pattern * min(per_write, repeat)
+        pieces = [frames("first")]
+        left = repeat
+        while left > 0:
+            k = min(per_write, left)
+            pieces.append(chunk if k == per_write else pattern * k)
+            left -= k
+        pieces.append(frames("last"))
+        try:
+            for piece in pieces:
+                view = memoryview(piece)
+                while view:
+                    n = self.sock.send(view)
+                    sent += n
+                    view = view[n:]
+        except socket.timeout:
+            stalled = True
+        except OSError as e:
+            emit({"event": "send_error", "error": e.__class__.__name__})
+        self.sock.settimeout(None)
+        emit({"event": "sent", "what": "stream", "bytes": sent, "stalled": stalled})
+
     def send_deflated(self, spec):
         if "payload_hex" in spec:
             data = bytes.fromhex(spec["payload_hex"])
@@ -589,6 +628,8 @@ def run(peer, steps, host=None, port=None):
             peer.send_deflated(arg or {})
         elif name == "send_deflated_zeros":
             peer.send_deflated_zeros(arg or {})
+        elif name == "stream":
+            peer.stream(arg)
         else:
             raise ValueError("unknown step %r" % name)
 

@@ -81,9 +81,9 @@ function process:wait_for(pattern, timeout, idle)
   end
 end
 
--- The port a listening peer printed.
-function process:port(idle)
-  return tonumber(self:wait_for("^PORT (%d+)", 10, idle))
+-- The port a listening peer printed (within timeout seconds, default 10).
+function process:port(idle, timeout)
+  return tonumber(self:wait_for("^PORT (%d+)", timeout or 10, idle))
 end
 
 -- Wait for the process to exit by itself (driving idle meanwhile).
@@ -114,6 +114,24 @@ function process:cleanup()
   os.remove(self.base .. ".err")
   os.remove(self.base .. ".status")
   os.remove(self.base)
+end
+
+-- A tracker: track(p) returns p and remembers it; cleanup() kills and
+-- removes every process tracked since (busted keeps only one `finally`
+-- per test, so a spec that starts several calls cleanup in after_each).
+function process.tracker()
+  local started = {}
+  local function track(p)
+    started[#started + 1] = p
+    return p
+  end
+  local function cleanup()
+    for i = #started, 1, -1 do
+      started[i]:cleanup()
+      started[i] = nil
+    end
+  end
+  return track, cleanup
 end
 
 process.read_file = read_file
