@@ -118,7 +118,6 @@ static const char *release_pong(ws_conn *c) {
   if (err)
     return err;
   c->pong_held = false;
-  c->pong_end = c->out_sent + ws_buf_len(&c->out);
   return NULL;
 }
 
@@ -132,8 +131,7 @@ static const char *queue_frame(ws_conn *c, bool fin, uint8_t op, const void *a,
 
 void ws_conn_out_consume(ws_conn *c, size_t n) {
   ws_buf_consume(&c->out, n);
-  c->out_sent += n;
-  if (c->pong_held && c->out_sent >= c->pong_end)
+  if (c->pong_held && ws_buf_len(&c->out) < WS_PONG_BACKLOG)
     (void)release_pong(c);
 }
 
@@ -334,13 +332,13 @@ static size_t on_control(ws_conn *c, const uint8_t *p, size_t n, ws_event *ev,
     /* RFC 6455 5.5.2: answer unless a close was *received* (we ignore all
      * input after one).  Our own close frame does not excuse us: 5.5.1
      * forbids only data frames after it, and the peer may still be
-     * pinging before it reads our close.  5.5.3: while our last pong is
-     * unsent, this one replaces any held and waits for it. */
+     * pinging before it reads our close.  5.5.3: while the peer leaves
+     * WS_PONG_BACKLOG bytes unread, this pong replaces any held and waits. */
     if (n)
       memcpy(c->pong, p, n);
     c->pong_len = (uint8_t)n;
     c->pong_held = true;
-    if (c->out_sent >= c->pong_end) {
+    if (ws_buf_len(&c->out) < WS_PONG_BACKLOG) {
       const char *err = release_pong(c);
       if (err)
         return conn_fail(c, ev, len, WS_CLOSE_INTERNAL_ERROR, err);

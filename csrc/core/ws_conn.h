@@ -29,11 +29,13 @@
  * Automatic replies: a ping is answered with a pong carrying its payload; a
  * close frame is answered by echoing its code (an empty close frame when it
  * had none), unless we already sent one.  Input after a close frame is
- * ignored.  Pongs are coalesced (RFC 6455 5.5.3): while our last pong is
- * still on out, unsent, a new ping's pong is held aside, replacing any
- * held before it, and queued once that pong has gone (ws_conn_out_consume)
- * or ahead of the next frame queued.  So a peer that pings and never
- * reads makes out hold at most two pongs, not one per ping.
+ * ignored.  Pongs are coalesced under backpressure (RFC 6455 5.5.3 allows
+ * answering only the latest ping): while WS_PONG_BACKLOG bytes or more
+ * wait on out, a ping's pong is held aside, replacing any held before it,
+ * and queued once out drains below that (ws_conn_out_consume) or ahead of
+ * the next frame queued.  A peer that reads gets a pong for every ping; one
+ * that pings and never reads makes out hold at most WS_PONG_BACKLOG bytes
+ * plus two pongs, not one pong per ping.
  *
  * Bounded work: a peer can make one small frame cost a lot of CPU by
  * compressing (a deflate bomb).  ws_conn_set_budget caps the bytes the
@@ -72,6 +74,9 @@
 #include "ws_utf8.h"
 
 typedef enum ws_role { WS_ROLE_CLIENT = 0, WS_ROLE_SERVER = 1 } ws_role;
+
+/* Output waiting beyond which pongs coalesce (see above). */
+#define WS_PONG_BACKLOG ((size_t)16 * 1024)
 
 struct ws_deflate; /* ws_deflate.h */
 
@@ -151,8 +156,6 @@ typedef struct ws_conn {
   size_t premasked;       /* input bytes after the last taken that were
                              already unmasked (a compressed frame stopped
                              for the budget) */
-  uint64_t out_sent;      /* bytes ever consumed from out */
-  uint64_t pong_end;      /* out_sent value once our last pong has gone */
   bool pong_held;         /* a pong waits in pong[0, pong_len) */
   uint8_t pong_len;
   uint8_t pong[WS_CONTROL_MAX];
@@ -185,7 +188,7 @@ size_t ws_conn_recv(ws_conn *c, uint8_t *data, size_t len, ws_event *ev);
 void ws_conn_set_budget(ws_conn *c, size_t n);
 
 /* n bytes of out (n <= its length) went to the peer: drop them, and queue
- * a held pong once the one before it has gone. */
+ * a held pong once out is below WS_PONG_BACKLOG. */
 void ws_conn_out_consume(ws_conn *c, size_t n);
 
 /* Direct reads: one copy fewer for big frames.  While c is inside an

@@ -386,10 +386,16 @@ static inline void fz_feed_cut(fz_run *r, const uint8_t *p, size_t n,
 }
 
 /* What fz_check_out found. */
+typedef struct fz_out_frame {
+  uint8_t opcode;
+  size_t start, end; /* offsets of the frame in out */
+  size_t len;        /* payload */
+  uint8_t payload[WS_CONTROL_MAX];
+} fz_out_frame;
+
 typedef struct fz_out_info {
-  size_t pongs;
-  size_t first_pong_ping; /* log index of the PING the first pong answers */
-  size_t last_pong_ping;  /* ... and the last one */
+  size_t n;            /* frames */
+  fz_out_frame *f;     /* the caller frees it */
   bool close;          /* a close frame was queued (it is the last) */
   uint16_t close_code; /* its code, 1005 when it has no payload */
 } fz_out_info;
@@ -401,14 +407,13 @@ static inline bool fz_same_payload(const fz_event *e, const uint8_t *p,
 
 /* Decode every frame a receiving conn queued on out: whole frames only,
  * masked exactly when the conn is a client, FIN, no RSV bits, only PONG
- * (answering PING events of log in order; coalescing may skip some) or one
- * final CLOSE whose payload is empty or a wire-valid code and a UTF-8
- * reason. */
+ * or one final CLOSE whose payload is empty or a wire-valid code and a
+ * UTF-8 reason.  Which pings the pongs answer: fz_check_out_agrees. */
 static inline void fz_check_out(const ws_buf *out, ws_role role,
-                                const fz_log *log, fz_out_info *info) {
+                                fz_out_info *info) {
   const uint8_t *p = ws_buf_len(out) ? ws_buf_data(out) : NULL;
-  size_t n = ws_buf_len(out), pos = 0, ping = 0;
-  uint8_t payload[WS_CONTROL_MAX];
+  size_t n = ws_buf_len(out), pos = 0;
+  size_t cap = 0;
   memset(info, 0, sizeof *info);
   while (pos < n) {
     ws_frame_header h;
@@ -419,33 +424,33 @@ static inline void fz_check_out(const ws_buf *out, ws_role role,
     FZ_CHECK(h.payload_len <= WS_CONTROL_MAX);
     FZ_CHECK(h.payload_len <= n - pos - (size_t)hs);
     FZ_CHECK(hs == (int)ws_frame_header_size(h.masked, h.payload_len));
+    if (info->n == cap) {
+      cap = cap ? 2 * cap : 8;
+      info->f = realloc(info->f, cap * sizeof *info->f);
+      FZ_CHECK(info->f != NULL);
+    }
+    fz_out_frame *fr = &info->f[info->n++];
     size_t len = (size_t)h.payload_len;
     const uint8_t *q = p + pos + (size_t)hs;
     for (size_t i = 0; i < len; i++)
-      payload[i] = h.masked ? (uint8_t)(q[i] ^ h.mask[i & 3]) : q[i];
+      fr->payload[i] = h.masked ? (uint8_t)(q[i] ^ h.mask[i & 3]) : q[i];
+    fr->opcode = h.opcode;
+    fr->len = len;
+    fr->start = pos;
+    fr->end = pos + (size_t)hs + len;
     FZ_CHECK(!info->close); /* nothing after our close frame */
-    if (h.opcode == WS_OP_PONG) {
-      while (ping < log->n && !(log->ev[ping].type == WS_EV_PING &&
-                                fz_same_payload(&log->ev[ping], payload, len)))
-        ping++;
-      FZ_CHECK(ping < log->n);
-      if (info->pongs == 0)
-        info->first_pong_ping = ping;
-      info->last_pong_ping = ping;
-      ping++;
-      info->pongs++;
-    } else {
+    if (h.opcode != WS_OP_PONG) {
       FZ_CHECK(h.opcode == WS_OP_CLOSE);
       FZ_CHECK(len != 1);
       info->close = true;
       info->close_code = WS_CLOSE_NO_STATUS_RECEIVED;
       if (len >= 2) {
-        info->close_code = (uint16_t)(payload[0] << 8 | payload[1]);
+        info->close_code = (uint16_t)(fr->payload[0] << 8 | fr->payload[1]);
         FZ_CHECK(ref_close_code_ok(info->close_code));
-        FZ_CHECK(ref_utf8_valid(payload + 2, len - 2));
+        FZ_CHECK(ref_utf8_valid(fr->payload + 2, len - 2));
       }
     }
-    pos += (size_t)hs + len;
+    pos = fr->end;
   }
 }
 
@@ -457,50 +462,56 @@ static inline size_t fz_count(const fz_log *l, ws_event_type t) {
   return k;
 }
 
-/* The log index of the first (or last) event of type t; n when none. */
-static inline size_t fz_find(const fz_log *l, ws_event_type t, bool last) {
-  size_t found = l->n;
-  for (size_t i = 0; i < l->n; i++)
-    if (l->ev[i].type == t) {
-      found = i;
-      if (!last)
-        break;
-    }
-  return found;
-}
-
 /* After a run: out agrees with the events.  Pings are answered as RFC
- * 6455 5.5.2-5.5.3 allow (our own close does not excuse a pong): nothing
- * was consumed from out during the run, so the first ping's pong is
- * queued and later ones coalesce into one held pong -- the last ping's --
- * which goes ahead of the next frame queued (a close) or stays held.
- * Unless we sent a close before feeding (close_first, which the caller
- * then consumed), an ERROR or CLOSE event has its close frame with its
- * code (an echo of a CLOSE carries the code, or nothing for 1005); after
- * ours, none. */
+ * 6455 5.5.2-5.5.3 allow (our own close does not excuse a pong), and
+ * nothing was consumed from out during the run, so: each ping gets its
+ * pong, in order, while out holds under WS_PONG_BACKLOG bytes; from then
+ * on the latest ping's pong is held, and goes ahead of the next frame
+ * queued (a close) or stays held.  Unless we sent a close before feeding
+ * (close_first, which the caller then consumed), an ERROR or CLOSE event
+ * has its close frame with its code (an echo of a CLOSE carries the code,
+ * or nothing for 1005); after ours, none. */
 static inline void fz_check_out_agrees(const fz_run *r, bool close_first) {
   fz_out_info oi;
   const ws_conn *c = r->c;
-  fz_check_out(&c->out, c->role, &r->log, &oi);
-  size_t first = fz_find(&r->log, WS_EV_PING, false);
-  size_t last = fz_find(&r->log, WS_EV_PING, true);
-  if (first == r->log.n) {
-    FZ_CHECK(oi.pongs == 0 && !c->pong_held);
-  } else {
-    /* Pongs are matched to pings by payload, so compare payloads. */
-    const fz_event *lp = &r->log.ev[oi.last_pong_ping];
-    FZ_CHECK(oi.pongs >= 1 && oi.pongs <= 2);
-    FZ_CHECK(oi.first_pong_ping == first);
-    if (c->pong_held)
-      FZ_CHECK(fz_same_payload(&r->log.ev[last], c->pong, c->pong_len));
-    else
-      FZ_CHECK(fz_same_payload(&r->log.ev[last], lp->data, lp->len));
+  const fz_log *log = &r->log;
+  fz_check_out(&c->out, c->role, &oi);
+  size_t k = 0, ping = 0;
+  const fz_event *last = NULL;
+  /* The pongs queued at once: one per ping, in order. */
+  for (size_t i = 0; i < log->n; i++) {
+    if (log->ev[i].type != WS_EV_PING)
+      continue;
+    last = &log->ev[i];
+    ping++;
+    size_t at = k ? oi.f[k - 1].end : 0;
+    if (at >= WS_PONG_BACKLOG)
+      continue; /* coalesced from here on */
+    FZ_CHECK(k < oi.n && oi.f[k].opcode == WS_OP_PONG);
+    FZ_CHECK(fz_same_payload(&log->ev[i], oi.f[k].payload, oi.f[k].len));
+    k++;
   }
+  /* The rest: the held pong (the latest ping's) released ahead of a close,
+   * or still held; then the close. */
+  size_t rest = oi.n - k;
+  bool coalesced = ping > k;
+  if (coalesced && rest && oi.f[k].opcode == WS_OP_PONG) {
+    FZ_CHECK(fz_same_payload(last, oi.f[k].payload, oi.f[k].len));
+    FZ_CHECK(!c->pong_held);
+    k++;
+    rest--;
+  } else if (coalesced) {
+    FZ_CHECK(c->pong_held && fz_same_payload(last, c->pong, c->pong_len));
+  } else {
+    FZ_CHECK(!c->pong_held);
+  }
+  FZ_CHECK(rest == (oi.close ? 1u : 0u));
+  free(oi.f);
   if (close_first) {
     FZ_CHECK(!oi.close);
     return;
   }
-  const fz_event *end = r->log.n ? &r->log.ev[r->log.n - 1] : NULL;
+  const fz_event *end = log->n ? &log->ev[log->n - 1] : NULL;
   bool ends = end && (end->type == WS_EV_ERROR || end->type == WS_EV_CLOSE);
   FZ_CHECK(oi.close == ends);
   if (ends)
