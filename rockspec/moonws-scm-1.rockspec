@@ -59,17 +59,19 @@ build = {
     ["moonws"] = "lua/moonws/init.lua",
     ["moonws.client"] = "lua/moonws/client.lua",
     ["moonws.compat"] = "lua/moonws/compat.lua",
+    ["moonws.errors"] = "lua/moonws/errors.lua",
     ["moonws.log"] = "lua/moonws/log.lua",
     ["moonws.loop"] = "lua/moonws/loop.lua",
+    ["moonws.loop_io"] = "lua/moonws/loop_io.lua",
     ["moonws.options"] = "lua/moonws/options.lua",
     ["moonws.pool"] = "lua/moonws/pool.lua",
-    -- moonws.pubsub needs moonws.redis (hiredis): rockspec/moonws-redis-scm-1.rockspec
-    ["moonws.pubsub"] = "lua/moonws/pubsub.lua",
     ["moonws.proxy"] = "lua/moonws/proxy.lua",
+    ["moonws.pubsub"] = "lua/moonws/pubsub.lua",
     ["moonws.resty"] = "lua/moonws/resty.lua",
+    ["moonws.resty_io"] = "lua/moonws/resty_io.lua",
     ["moonws.server"] = "lua/moonws/server.lua",
-    ["moonws.socket"] = "lua/moonws/socket.lua",
     ["moonws.tls"] = "lua/moonws/tls.lua",
+    ["moonws.websocket"] = "lua/moonws/websocket.lua",
   },
 }
 test = {

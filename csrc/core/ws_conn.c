@@ -190,26 +190,39 @@ static enum ws_error error_for_code(uint16_t code) {
   }
 }
 
+/* Queue the close frame of a failure (code, the error text as reason).
+ * If even that cannot be queued (no memory), close_sent is still set so
+ * nothing else is ever sent; the caller drops the connection. */
+static void queue_fail_close(ws_conn *c) {
+  size_t n = strlen(c->fail_why);
+  uint8_t be[2] = {(uint8_t)(c->fail_code >> 8), (uint8_t)c->fail_code};
+  (void)queue_frame(c, true, WS_OP_CLOSE, be, 2, c->fail_why,
+                    n < WS_CLOSE_REASON_MAX ? n : WS_CLOSE_REASON_MAX);
+  c->close_sent = true;
+}
+
+enum ws_error ws_conn_fail_close(ws_conn *c) {
+  if (!c->failed || c->close_sent)
+    return WS_E_CLOSED;
+  queue_fail_close(c);
+  return WS_E_NONE;
+}
+
 /* Fail the connection: every input byte counts as consumed, since all
- * later input is ignored anyway.  If even the close frame cannot be queued
- * (no memory), close_sent is still set so nothing else is ever sent; the
- * caller drops the connection. */
+ * later input is ignored anyway.  why is static text or error_text. */
 static size_t conn_fail(ws_conn *c, ws_event *ev, size_t len, uint16_t code,
                         const char *why) {
-  size_t n = strlen(why);
   c->failed = true;
-  if (!c->close_sent) {
-    uint8_t be[2] = {(uint8_t)(code >> 8), (uint8_t)code};
-    (void)queue_frame(c, true, WS_OP_CLOSE, be, 2, why,
-                      n < WS_CLOSE_REASON_MAX ? n : WS_CLOSE_REASON_MAX);
-    c->close_sent = true;
-  }
+  c->fail_code = code;
+  c->fail_why = why;
+  if (!c->close_sent && !c->cfg.defer_fail_close)
+    queue_fail_close(c);
   ws_buf_free(&c->msg);
   ev->type = WS_EV_ERROR;
   ev->code = code;
   ev->error = error_for_code(code);
   ev->data = (const uint8_t *)why;
-  ev->len = n;
+  ev->len = strlen(why);
   return len;
 }
 
@@ -254,10 +267,8 @@ static const char *header_check(ws_conn *c, uint16_t *code) {
   if (h->opcode != WS_OP_CONTINUATION && c->msg_opcode)
     return "new data frame inside a fragmented message";
   /* Size refusals say the sizes (they are also the close reason the peer
-   * reads, well under 123 bytes); the text goes in ctrl, which no
-   * control frame is using while a data frame's header is checked. */
+   * reads, well under 123 bytes). */
   *code = WS_CLOSE_MESSAGE_TOO_BIG;
-  char *text = (char *)c->ctrl;
   char got[32], limit[32];
   /* The message limit is named first: it is the one users set (max_frame
    * defaults to it).  A compressed message's size is known only while it
@@ -267,15 +278,17 @@ static const char *header_check(ws_conn *c, uint16_t *code) {
   if (!compressed && (so_far > c->cfg.max_payload ||
                       h->payload_len > c->cfg.max_payload - so_far)) {
     /* so_far <= max_payload and payload_len < 2^63: the sum fits. */
-    snprintf(text, sizeof c->ctrl, "payload of %s exceeds max_payload %s",
+    snprintf(c->error_text, sizeof c->error_text,
+             "payload of %s exceeds max_payload %s",
              size_text(got, so_far + h->payload_len),
              size_text(limit, c->cfg.max_payload));
-    return text;
+    return c->error_text;
   }
   if (h->payload_len > c->cfg.max_frame) {
-    snprintf(text, sizeof c->ctrl, "payload of %s exceeds max_frame %s",
+    snprintf(c->error_text, sizeof c->error_text,
+             "payload of %s exceeds max_frame %s",
              size_text(got, h->payload_len), size_text(limit, c->cfg.max_frame));
-    return text;
+    return c->error_text;
   }
   return NULL;
 }
@@ -291,11 +304,9 @@ static size_t on_close(ws_conn *c, const uint8_t *p, size_t n, ws_event *ev,
   if (n >= 2) {
     code = (unsigned)p[0] << 8 | p[1];
     if (!ws_close_code_valid_on_wire(code)) {
-      /* The control frame is done with, so ctrl holds the message; it
-       * stays valid until the next call like any event data. */
-      snprintf((char *)c->ctrl, sizeof c->ctrl, "invalid close code %u", code);
-      return conn_fail(c, ev, len, WS_CLOSE_PROTOCOL_ERROR,
-                       (const char *)c->ctrl);
+      snprintf(c->error_text, sizeof c->error_text, "invalid close code %u",
+               code);
+      return conn_fail(c, ev, len, WS_CLOSE_PROTOCOL_ERROR, c->error_text);
     }
     reason = p + 2;
     reason_len = n - 2;
@@ -352,37 +363,258 @@ static size_t on_control(ws_conn *c, const uint8_t *p, size_t n, ws_event *ev,
   return pos;
 }
 
+/* A data message is complete: count it and hand it out. */
+static size_t deliver(ws_conn *c, ws_event *ev, bool text, const uint8_t *data,
+                      size_t n, size_t ret) {
+  ev->type = text ? WS_EV_TEXT : WS_EV_BINARY;
+  ev->data = data;
+  ev->len = n;
+  c->counters.messages_in++;
+  c->counters.bytes_in += n;
+  return ret;
+}
+
 /* The message assembled in msg is complete. */
 static size_t message_done(ws_conn *c, ws_event *ev, bool text, size_t pos,
                            size_t len) {
   if (text && !ws_utf8_complete(&c->utf8))
     return conn_fail(c, ev, len, WS_CLOSE_INVALID_PAYLOAD, msg_cut_text);
   c->msg_opcode = 0;
-  ev->type = text ? WS_EV_TEXT : WS_EV_BINARY;
-  ev->data = c->msg.base ? ws_buf_data(&c->msg) : (const uint8_t *)"";
-  ev->len = ws_buf_len(&c->msg);
-  c->counters.messages_in++;
-  c->counters.bytes_in += ev->len;
-  return pos;
+  return deliver(c, ev, text,
+                 c->msg.base ? ws_buf_data(&c->msg) : (const uint8_t *)"",
+                 ws_buf_len(&c->msg), pos);
 }
 
-/* Inflating failed: 1009, 1007 (zlib's words kept in ctrl, free during a
- * data frame, valid until the next call like any event data) or 1011. */
+/* Inflating failed: 1009, 1007 (zlib's words) or 1011. */
 static size_t inflate_fail(ws_conn *c, ws_event *ev, size_t len,
                            enum ws_error e, const char *why) {
   if (e == WS_E_TOO_BIG) {
     char limit[32];
-    snprintf((char *)c->ctrl, sizeof c->ctrl,
+    snprintf(c->error_text, sizeof c->error_text,
              "payload exceeds max_payload %s once decompressed",
              size_text(limit, c->cfg.max_payload));
-    return conn_fail(c, ev, len, WS_CLOSE_MESSAGE_TOO_BIG,
-                     (const char *)c->ctrl);
+    return conn_fail(c, ev, len, WS_CLOSE_MESSAGE_TOO_BIG, c->error_text);
   }
   if (e != WS_E_INVALID_DATA)
     return conn_fail(c, ev, len, WS_CLOSE_INTERNAL_ERROR, msg_nomem);
-  snprintf((char *)c->ctrl, sizeof c->ctrl, "invalid compressed data: %s",
+  snprintf(c->error_text, sizeof c->error_text, "invalid compressed data: %s",
            why ? why : "corrupt");
-  return conn_fail(c, ev, len, WS_CLOSE_INVALID_PAYLOAD, (const char *)c->ctrl);
+  return conn_fail(c, ev, len, WS_CLOSE_INVALID_PAYLOAD, c->error_text);
+}
+
+/* ---- ws_conn_recv, one phase per function ----
+ * A phase takes the input from in->pos and either hands the call its
+ * result (returns true, *ret set) or has advanced and lets the loop go on
+ * with the next frame (returns false). */
+
+typedef struct recv_in {
+  uint8_t *data;
+  size_t len, pos;
+  ws_event *ev;
+} recv_in;
+
+/* Decode and judge the next frame header (a part of it may be kept from
+ * earlier calls); on success the frame is entered. */
+static bool recv_header(ws_conn *c, recv_in *in, size_t *ret) {
+  int r;
+  if (c->hdr_len == 0) {
+    r = ws_frame_header_decode(in->data + in->pos, in->len - in->pos, &c->frame);
+    if (r == WS_INCOMPLETE) { /* fewer than 14 bytes left */
+      memcpy(c->hdr, in->data + in->pos, in->len - in->pos);
+      c->hdr_len = (uint8_t)(in->len - in->pos);
+      *ret = in->len;
+      return true;
+    }
+    if (r == WS_ERROR) {
+      *ret = conn_fail(c, in->ev, in->len, WS_CLOSE_PROTOCOL_ERROR,
+                       length_msg(in->data + in->pos));
+      return true;
+    }
+    in->pos += (size_t)r;
+  } else {
+    size_t take = WS_FRAME_HEADER_MAX - c->hdr_len;
+    if (take > in->len - in->pos)
+      take = in->len - in->pos;
+    memcpy(c->hdr + c->hdr_len, in->data + in->pos, take);
+    r = ws_frame_header_decode(c->hdr, c->hdr_len + take, &c->frame);
+    if (r == WS_INCOMPLETE) { /* took all input */
+      c->hdr_len = (uint8_t)(c->hdr_len + take);
+      *ret = in->len;
+      return true;
+    }
+    if (r == WS_ERROR) {
+      *ret = conn_fail(c, in->ev, in->len, WS_CLOSE_PROTOCOL_ERROR,
+                       length_msg(c->hdr));
+      return true;
+    }
+    in->pos += (size_t)r - c->hdr_len; /* r > hdr_len: it was incomplete */
+    c->hdr_len = 0;
+  }
+  uint16_t code;
+  const char *why = header_check(c, &code);
+  if (why) {
+    *ret = conn_fail(c, in->ev, in->len, code, why);
+    return true;
+  }
+  c->in_frame = true;
+  c->frame_done = 0;
+  if (c->frame.opcode == WS_OP_TEXT || c->frame.opcode == WS_OP_BINARY) {
+    ws_utf8_init(&c->utf8);
+    c->msg_compressed = c->cfg.deflate != NULL && (c->frame.rsv & WS_RSV1) != 0;
+    if (!c->frame.fin)
+      c->msg_opcode = c->frame.opcode;
+  }
+  return false;
+}
+
+/* A control frame: whole in the input (unmasked in place), or gathered in
+ * ctrl across calls. */
+static size_t recv_control(ws_conn *c, recv_in *in) {
+  const ws_frame_header *h = &c->frame;
+  uint64_t left = h->payload_len - c->frame_done;
+  size_t avail = in->len - in->pos;
+  const uint8_t *p;
+  if (c->frame_done == 0 && avail >= left) {
+    uint8_t *q = in->data + in->pos;
+    if (h->masked)
+      ws_mask_inplace(q, (size_t)left, h->mask, 0);
+    p = q;
+    in->pos += (size_t)left;
+  } else {
+    size_t take = avail < left ? avail : (size_t)left;
+    uint8_t *dst = c->ctrl + c->frame_done;
+    if (h->masked)
+      ws_mask_copy(dst, in->data + in->pos, take, h->mask, (size_t)c->frame_done);
+    else
+      memcpy(dst, in->data + in->pos, take);
+    c->frame_done += take;
+    in->pos += take;
+    if (c->frame_done < h->payload_len)
+      return in->len;
+    p = c->ctrl;
+  }
+  c->in_frame = false;
+  return on_control(c, p, (size_t)h->payload_len, in->ev, in->pos, in->len);
+}
+
+/* A compressed data frame: unmask in place (but what a call stopped by
+ * the budget already did), inflate into msg within the budget, validate
+ * what came out. */
+static bool recv_compressed(ws_conn *c, recv_in *in, bool text, size_t *ret) {
+  const ws_frame_header *h = &c->frame;
+  uint64_t left = h->payload_len - c->frame_done;
+  size_t avail = in->len - in->pos;
+  size_t take = avail < left ? avail : (size_t)left;
+  uint8_t *q = take ? in->data + in->pos : NULL;
+  size_t pre = c->premasked < take ? c->premasked : take;
+  if (h->masked && take > pre)
+    ws_mask_inplace(q + pre, take - pre, h->mask,
+                    (size_t)((c->frame_done + pre) & 3));
+  ws_inflate_step step = {
+      .in = q,
+      .len = take,
+      .fin = h->fin && c->frame_done + take == h->payload_len,
+      .budget = c->budget,
+  };
+  size_t before = ws_buf_len(&c->msg);
+  const char *why = NULL;
+  enum ws_error e = ws_deflate_inflate(c->cfg.deflate, &step, &c->msg,
+                                       c->cfg.max_payload, &why);
+  if (c->budget != SIZE_MAX)
+    c->budget = step.budget;
+  c->premasked = take - step.used;
+  c->frame_done += step.used;
+  in->pos += step.used;
+  c->counters.wire_bytes_in += step.used;
+  /* Before reporting the size limit, check the text inflated up to it:
+   * read whole, a message both too big and bad early would otherwise get
+   * 1009, and read in pieces 1007.  zlib yields the same bytes up to the
+   * limit either way, so now the verdict does not depend on the split.
+   * (Corrupt data is reported as such: its output is garbage.) */
+  size_t got = ws_buf_len(&c->msg) - before;
+  c->counters.inflated_in += got;
+  if (text && got && (e == WS_E_NONE || e == WS_E_TOO_BIG) &&
+      ws_utf8_feed(&c->utf8, ws_buf_data(&c->msg) + before, got) != 0) {
+    *ret = conn_fail(c, in->ev, in->len, WS_CLOSE_INVALID_PAYLOAD, msg_bad_text);
+    return true;
+  }
+  if (e != WS_E_NONE) {
+    *ret = inflate_fail(c, in->ev, in->len, e, why);
+    return true;
+  }
+  if (!step.done) {
+    c->paused = true;
+    in->ev->type = WS_EV_BUDGET;
+    *ret = in->pos;
+    return true;
+  }
+  if (c->frame_done < h->payload_len) {
+    *ret = in->len;
+    return true;
+  }
+  c->in_frame = false;
+  if (!h->fin)
+    return false;
+  c->msg_compressed = false;
+  *ret = message_done(c, in->ev, text, in->pos, in->len);
+  return true;
+}
+
+/* A whole message in one frame, all of it in the caller's buffer: unmasked
+ * and checked in place, handed out without a copy. */
+static size_t recv_whole(ws_conn *c, recv_in *in, bool text) {
+  const ws_frame_header *h = &c->frame;
+  uint8_t *q = in->data + in->pos;
+  size_t n = (size_t)h->payload_len;
+  if (h->masked)
+    ws_mask_inplace(q, n, h->mask, 0);
+  if (text) {
+    if (ws_utf8_feed(&c->utf8, q, n) != 0)
+      return conn_fail(c, in->ev, in->len, WS_CLOSE_INVALID_PAYLOAD, msg_bad_text);
+    if (!ws_utf8_complete(&c->utf8))
+      return conn_fail(c, in->ev, in->len, WS_CLOSE_INVALID_PAYLOAD, msg_cut_text);
+  }
+  c->in_frame = false;
+  c->counters.wire_bytes_in += n;
+  return deliver(c, in->ev, text, q, n, in->pos + n);
+}
+
+/* The rest: a piece of a message spread over frames or reads, unmasked
+ * while copied into msg and checked as it comes. */
+static bool recv_buffered(ws_conn *c, recv_in *in, bool text, size_t *ret) {
+  const ws_frame_header *h = &c->frame;
+  uint64_t left = h->payload_len - c->frame_done;
+  size_t avail = in->len - in->pos;
+  size_t take = avail < left ? avail : (size_t)left;
+  if (take) {
+    if (ws_buf_reserve(&c->msg, take) != 0) {
+      *ret = conn_fail(c, in->ev, in->len, WS_CLOSE_INTERNAL_ERROR, msg_nomem);
+      return true;
+    }
+    uint8_t *dst = ws_buf_tail(&c->msg);
+    if (h->masked)
+      ws_mask_copy(dst, in->data + in->pos, take, h->mask,
+                   (size_t)(c->frame_done & 3));
+    else
+      memcpy(dst, in->data + in->pos, take);
+    if (text && ws_utf8_feed(&c->utf8, dst, take) != 0) {
+      *ret = conn_fail(c, in->ev, in->len, WS_CLOSE_INVALID_PAYLOAD, msg_bad_text);
+      return true;
+    }
+    ws_buf_commit(&c->msg, take);
+    c->frame_done += take;
+    c->counters.wire_bytes_in += take;
+    in->pos += take;
+  }
+  if (c->frame_done < h->payload_len) {
+    *ret = in->len;
+    return true;
+  }
+  c->in_frame = false;
+  if (!h->fin)
+    return false;
+  *ret = message_done(c, in->ev, text, in->pos, in->len);
+  return true;
 }
 
 size_t ws_conn_recv(ws_conn *c, uint8_t *data, size_t len, ws_event *ev) {
@@ -397,180 +629,25 @@ size_t ws_conn_recv(ws_conn *c, uint8_t *data, size_t len, ws_event *ev) {
     if (c->msg.cap > MSG_KEEP)
       ws_buf_trim(&c->msg, 0);
   }
-  size_t pos = 0;
+  recv_in in = {data, len, 0, ev};
+  size_t ret;
   for (;;) {
-    if (!c->in_frame) {
-      int r;
-      if (c->hdr_len == 0) {
-        r = ws_frame_header_decode(data + pos, len - pos, &c->frame);
-        if (r == WS_INCOMPLETE) { /* fewer than 14 bytes left */
-          memcpy(c->hdr, data + pos, len - pos);
-          c->hdr_len = (uint8_t)(len - pos);
-          return len;
-        }
-        if (r == WS_ERROR)
-          return conn_fail(c, ev, len, WS_CLOSE_PROTOCOL_ERROR,
-                           length_msg(data + pos));
-        pos += (size_t)r;
-      } else {
-        size_t take = WS_FRAME_HEADER_MAX - c->hdr_len;
-        if (take > len - pos)
-          take = len - pos;
-        memcpy(c->hdr + c->hdr_len, data + pos, take);
-        r = ws_frame_header_decode(c->hdr, c->hdr_len + take, &c->frame);
-        if (r == WS_INCOMPLETE) { /* took all input */
-          c->hdr_len = (uint8_t)(c->hdr_len + take);
-          return len;
-        }
-        if (r == WS_ERROR)
-          return conn_fail(c, ev, len, WS_CLOSE_PROTOCOL_ERROR,
-                           length_msg(c->hdr));
-        pos += (size_t)r - c->hdr_len; /* r > hdr_len: it was incomplete */
-        c->hdr_len = 0;
-      }
-      uint16_t code;
-      const char *why = header_check(c, &code);
-      if (why)
-        return conn_fail(c, ev, len, code, why);
-      c->in_frame = true;
-      c->frame_done = 0;
-      if (c->frame.opcode == WS_OP_TEXT || c->frame.opcode == WS_OP_BINARY) {
-        ws_utf8_init(&c->utf8);
-        c->msg_compressed =
-            c->cfg.deflate != NULL && (c->frame.rsv & WS_RSV1) != 0;
-        if (!c->frame.fin)
-          c->msg_opcode = c->frame.opcode;
-      }
-    }
-
+    if (!c->in_frame && recv_header(c, &in, &ret))
+      return ret;
     const ws_frame_header *h = &c->frame;
-    uint64_t left = h->payload_len - c->frame_done;
-    size_t avail = len - pos;
-
-    if (WS_OPCODE_IS_CONTROL(h->opcode)) {
-      const uint8_t *p;
-      if (c->frame_done == 0 && avail >= left) {
-        uint8_t *q = data + pos;
-        if (h->masked)
-          ws_mask_inplace(q, (size_t)left, h->mask, 0);
-        p = q;
-        pos += (size_t)left;
-      } else {
-        size_t take = avail < left ? avail : (size_t)left;
-        uint8_t *dst = c->ctrl + c->frame_done;
-        if (h->masked)
-          ws_mask_copy(dst, data + pos, take, h->mask, (size_t)c->frame_done);
-        else
-          memcpy(dst, data + pos, take);
-        c->frame_done += take;
-        pos += take;
-        if (c->frame_done < h->payload_len)
-          return len;
-        p = c->ctrl;
-      }
-      c->in_frame = false;
-      return on_control(c, p, (size_t)h->payload_len, ev, pos, len);
-    }
-
-    uint8_t op = h->opcode == WS_OP_CONTINUATION ? c->msg_opcode : h->opcode;
-    bool text = op == WS_OP_TEXT;
-
+    if (WS_OPCODE_IS_CONTROL(h->opcode))
+      return recv_control(c, &in);
+    bool text = (h->opcode == WS_OP_CONTINUATION ? c->msg_opcode
+                                                 : h->opcode) == WS_OP_TEXT;
     if (c->msg_compressed) {
-      /* Unmask in place (but what a call stopped by the budget already
-       * did), inflate into msg within the budget, validate what came out. */
-      size_t take = avail < left ? avail : (size_t)left;
-      uint8_t *q = take ? data + pos : NULL;
-      size_t pre = c->premasked < take ? c->premasked : take;
-      if (h->masked && take > pre)
-        ws_mask_inplace(q + pre, take - pre, h->mask,
-                        (size_t)((c->frame_done + pre) & 3));
-      ws_inflate_step step = {
-          .in = q,
-          .len = take,
-          .fin = h->fin && c->frame_done + take == h->payload_len,
-          .budget = c->budget,
-      };
-      size_t before = ws_buf_len(&c->msg);
-      const char *why = NULL;
-      enum ws_error e = ws_deflate_inflate(c->cfg.deflate, &step, &c->msg,
-                                           c->cfg.max_payload, &why);
-      if (c->budget != SIZE_MAX)
-        c->budget = step.budget;
-      c->premasked = take - step.used;
-      c->frame_done += step.used;
-      pos += step.used;
-      c->counters.wire_bytes_in += step.used;
-      /* Before reporting the size limit, check the text inflated up to it:
-       * read whole, a message both too big and bad early would otherwise
-       * get 1009, and read in pieces 1007.  zlib yields the same bytes up
-       * to the limit either way, so now the verdict does not depend on the
-       * split.  (Corrupt data is reported as such: its output is garbage.) */
-      size_t got = ws_buf_len(&c->msg) - before;
-      c->counters.inflated_in += got;
-      if (text && got && (e == WS_E_NONE || e == WS_E_TOO_BIG) &&
-          ws_utf8_feed(&c->utf8, ws_buf_data(&c->msg) + before, got) != 0)
-        return conn_fail(c, ev, len, WS_CLOSE_INVALID_PAYLOAD, msg_bad_text);
-      if (e != WS_E_NONE)
-        return inflate_fail(c, ev, len, e, why);
-      if (!step.done) {
-        c->paused = true;
-        ev->type = WS_EV_BUDGET;
-        return pos;
-      }
-      if (c->frame_done < h->payload_len)
-        return len;
-      c->in_frame = false;
-      if (!h->fin)
-        continue;
-      c->msg_compressed = false;
-      return message_done(c, ev, text, pos, len);
+      if (recv_compressed(c, &in, text, &ret))
+        return ret;
+    } else if (h->fin && !c->msg_opcode && c->frame_done == 0 &&
+               in.len - in.pos >= h->payload_len) {
+      return recv_whole(c, &in, text);
+    } else if (recv_buffered(c, &in, text, &ret)) {
+      return ret;
     }
-
-    if (h->fin && !c->msg_opcode && c->frame_done == 0 && avail >= left) {
-      /* The whole message is in the caller's buffer: no copy. */
-      uint8_t *q = data + pos;
-      size_t n = (size_t)left;
-      if (h->masked)
-        ws_mask_inplace(q, n, h->mask, 0);
-      if (text) {
-        if (ws_utf8_feed(&c->utf8, q, n) != 0)
-          return conn_fail(c, ev, len, WS_CLOSE_INVALID_PAYLOAD, msg_bad_text);
-        if (!ws_utf8_complete(&c->utf8))
-          return conn_fail(c, ev, len, WS_CLOSE_INVALID_PAYLOAD, msg_cut_text);
-      }
-      c->in_frame = false;
-      ev->type = text ? WS_EV_TEXT : WS_EV_BINARY;
-      ev->data = q;
-      ev->len = n;
-      c->counters.messages_in++;
-      c->counters.bytes_in += n;
-      c->counters.wire_bytes_in += n;
-      return pos + n;
-    }
-
-    size_t take = avail < left ? avail : (size_t)left;
-    if (take) {
-      if (ws_buf_reserve(&c->msg, take) != 0)
-        return conn_fail(c, ev, len, WS_CLOSE_INTERNAL_ERROR, msg_nomem);
-      uint8_t *dst = ws_buf_tail(&c->msg);
-      if (h->masked)
-        ws_mask_copy(dst, data + pos, take, h->mask,
-                     (size_t)(c->frame_done & 3));
-      else
-        memcpy(dst, data + pos, take);
-      if (text && ws_utf8_feed(&c->utf8, dst, take) != 0)
-        return conn_fail(c, ev, len, WS_CLOSE_INVALID_PAYLOAD, msg_bad_text);
-      ws_buf_commit(&c->msg, take);
-      c->frame_done += take;
-      c->counters.wire_bytes_in += take;
-      pos += take;
-    }
-    if (c->frame_done < h->payload_len)
-      return len;
-    c->in_frame = false;
-    if (!h->fin)
-      continue;
-    return message_done(c, ev, text, pos, len);
   }
 }
 

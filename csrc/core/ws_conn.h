@@ -22,9 +22,12 @@
  *     failing at the first bad byte (1007)
  *   - close frames: a 1-byte payload or a code not valid on the wire (1002),
  *     a reason that is not UTF-8 (1007)
- * When the connection fails, a close frame with the code (and the error text
- * as reason) is queued on out unless one was already sent, conn->failed is
- * set, and every later byte is ignored.
+ * When the connection fails, conn->failed is set, every later byte is
+ * ignored, and a close frame with the code (and the error text as reason)
+ * is queued on out unless one was already sent -- or, with
+ * cfg.defer_fail_close, once the caller calls ws_conn_fail_close: a front
+ * whose application has not yet taken the messages that came before the
+ * failure lets it answer them first (data may be sent until then).
  *
  * Automatic replies: a ping is answered with a pong carrying its payload; a
  * close frame is answered by echoing its code (an empty close frame when it
@@ -75,6 +78,9 @@
 
 typedef enum ws_role { WS_ROLE_CLIENT = 0, WS_ROLE_SERVER = 1 } ws_role;
 
+/* Room for an error message made at run time (sizes, zlib's words). */
+#define WS_ERROR_TEXT_SIZE 128
+
 /* Output waiting beyond which pongs coalesce (see above). */
 #define WS_PONG_BACKLOG ((size_t)16 * 1024)
 
@@ -89,6 +95,8 @@ typedef struct ws_conn_config {
                                  borrowed, not freed by ws_conn_free */
   ws_random_fn random;  /* mask source; NULL = ws_random_default */
   void *random_ud;
+  bool defer_fail_close; /* a failure's close frame waits for
+                            ws_conn_fail_close */
 } ws_conn_config;
 
 typedef enum ws_event_type {
@@ -161,6 +169,9 @@ typedef struct ws_conn {
   uint8_t pong[WS_CONTROL_MAX];
   uint8_t ctrl[WS_CONTROL_MAX]; /* a control frame split across reads
                                    (frame_done bytes of it so far) */
+  uint16_t fail_code;     /* the failure's close code ... */
+  const char *fail_why;   /* ... and text (static, or error_text) */
+  char error_text[WS_ERROR_TEXT_SIZE]; /* error messages made at run time */
 } ws_conn;
 
 /* Set up a connection for role; cfg may be NULL for defaults. */
@@ -181,6 +192,10 @@ void ws_conn_set_deflate(ws_conn *c, struct ws_deflate *d);
  * WS_EV_BUDGET: the budget ran out; the rest of data (from the returned
  * count on) must be passed again, unchanged, once the budget is renewed. */
 size_t ws_conn_recv(ws_conn *c, uint8_t *data, size_t len, ws_event *ev);
+
+/* With cfg.defer_fail_close, after WS_EV_ERROR: queue the failure's close
+ * frame now.  WS_E_CLOSED when there is no failure or a close was sent. */
+enum ws_error ws_conn_fail_close(ws_conn *c);
 
 /* Let the following ws_conn_recv calls inflate at most n bytes in all
  * (SIZE_MAX, the default, is no bound).  Clears nothing else: a front

@@ -122,7 +122,10 @@ int lconn_new(lua_State *L, ws_role role, int fd) {
       return lmoonws_fail(L, WS_E_NOMEM, "out of memory creating a socket");
     }
   }
-  ws_conn_init(&c->ws, role, NULL);
+  /* The Lua layer lets a receiver answer the messages before a failure
+   * before its close frame goes (conn:fail_close). */
+  ws_conn_config cfg = {.defer_fail_close = true};
+  ws_conn_init(&c->ws, role, &cfg);
   c->handshaking = true;
   c->released = false;
   return 1;
@@ -160,7 +163,8 @@ static int conn_release(lua_State *L) {
 static int conn_gc(lua_State *L) {
   lconn *c = luaL_checkudata(L, 1, LCONN_TYPE);
   if (!c->released && c->t && !c->handshaking && !c->ws.close_sent &&
-      ws_conn_close(&c->ws, 0, "", 0) == WS_E_NONE) {
+      (c->ws.failed ? ws_conn_fail_close(&c->ws)
+                    : ws_conn_close(&c->ws, 0, "", 0)) == WS_E_NONE) {
     ws_buf *out = &c->ws.out;
     ssize_t w = c->t->ops->write(c->t, ws_buf_data(out), ws_buf_len(out));
     if (w > 0 && (size_t)w == ws_buf_len(out))
@@ -437,7 +441,8 @@ static int conn_limits(lua_State *L) {
   if (!c->handshaking)
     return luaL_error(L, "limits can only be set before the handshake ends");
   ws_conn_config cfg = {.max_payload = (uint64_t)max_payload,
-                        .max_frame = (uint64_t)max_frame};
+                        .max_frame = (uint64_t)max_frame,
+                        .defer_fail_close = true};
   ws_buf keep = c->ws.out; /* handshake bytes may already be queued */
   size_t budget = c->ws.budget;
   c->ws.out = (ws_buf)WS_BUF_INIT;
@@ -1154,6 +1159,13 @@ static int conn_counters(lua_State *L) {
   return 1;
 }
 
+/* fail_close(): after an "error" event, queue the failure's close frame
+ * (the Lua layer first lets the receiver answer earlier messages). */
+static int conn_fail_close(lua_State *L) {
+  lconn *c = check_conn(L);
+  return push_send_result(L, ws_conn_fail_close(&c->ws));
+}
+
 /* state() -> close_sent, close_received, failed */
 static int conn_state(lua_State *L) {
   lconn *c = check_conn(L);
@@ -1207,6 +1219,7 @@ void lmoonws_open_conn(lua_State *L) {
       {"ping", conn_ping},
       {"pong", conn_pong},
       {"close", conn_close},
+      {"fail_close", conn_fail_close},
       {"state", conn_state},
       {"shutdown", conn_shutdown},
       {"close_fd", conn_close_fd},

@@ -1234,6 +1234,35 @@ static void test_pong_coalescing(void) {
   free(b.d);
 }
 
+/* cfg.defer_fail_close: the messages before a failure can be answered
+ * before its close frame goes, which then carries the same code and text. */
+static void test_deferred_fail_close(void) {
+  ws_conn_config cfg;
+  memset(&cfg, 0, sizeof cfg);
+  cfg.defer_fail_close = true;
+  ws_conn c;
+  evlist l = {0};
+  bytes b = {0};
+  put_frame(&b, true, 0, WS_OP_TEXT, true, "hello", 5);
+  put_frame(&b, true, WS_RSV2, WS_OP_TEXT, true, "bad", 3);
+  ws_conn_init(&c, SRV, &cfg);
+  feed_copy(&c, b.d, b.n, &l);
+  CHECK_EVENTS(&l, EV(WS_EV_TEXT, "hello"),
+               EV_ERR(1002, WS_E_PROTOCOL, "reserved bit RSV2 set without an extension"));
+  CHECK(c.failed && !c.close_sent);
+  CHECK_EQ_INT(ws_buf_len(&c.out), 0);
+  CHECK_EQ_INT(ws_conn_send(&c, WS_OP_TEXT, "reply", 5), WS_E_NONE);
+  CHECK_EQ_INT(ws_conn_fail_close(&c), WS_E_NONE);
+  CHECK(c.close_sent);
+  CHECK_OUT(&c.out, "\x81\x05reply\x88\x2c\x03\xEA"
+                    "reserved bit RSV2 set without an extension", 7 + 46);
+  CHECK_EQ_INT(ws_conn_fail_close(&c), WS_E_CLOSED);
+  CHECK_EQ_INT(ws_conn_send(&c, WS_OP_TEXT, "late", 4), WS_E_CLOSED);
+  evlist_free(&l);
+  ws_conn_free(&c);
+  free(b.d);
+}
+
 /* Counters: a whole message (zero-copy), a fragmented one (assembled),
  * control frames not counted; sends counted as queued. */
 static void test_counters(void) {
@@ -1565,6 +1594,7 @@ int main(void) {
   TEST_RUN(test_ping_autopong);
   TEST_RUN(test_pong_coalescing);
   TEST_RUN(test_counters);
+  TEST_RUN(test_deferred_fail_close);
   TEST_RUN(test_client_frames_exact);
   TEST_RUN(test_send_rules);
   TEST_RUN(test_msg_memory);

@@ -9,16 +9,16 @@
 local compat = require "moonws.compat"
 local core = require "moonws.core"
 local loop = require "moonws.loop"
-local socket = require "moonws.socket"
+local websocket = require "moonws.websocket"
 local client = require "moonws.client"
 local server = require "moonws.server"
 
 local moonws = {
   _VERSION = "moonws scm",
-  CONNECTING = socket.CONNECTING,
-  OPEN = socket.OPEN,
-  CLOSING = socket.CLOSING,
-  CLOSED = socket.CLOSED,
+  CONNECTING = websocket.CONNECTING,
+  OPEN = websocket.OPEN,
+  CLOSING = websocket.CLOSING,
+  CLOSED = websocket.CLOSED,
   codes = core.codes,     -- codes[1009] == "MESSAGE_TOO_BIG", codes.NORMAL == 1000
   errors = core.errors,   -- stable error name -> description
 }

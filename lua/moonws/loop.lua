@@ -17,6 +17,7 @@
 -- socket nobody references can be collected; socket.lua pins what must
 -- live (handlers set, coroutines waiting).
 
+local E = require "moonws.errors"
 local compat = require "moonws.compat"
 local core = require "moonws.core"
 
@@ -95,7 +96,7 @@ end
 function loop.report(message)
   local handler = loop.onerror
   if handler then
-    local ok, err = pcall(handler, { type = "error", message = message, error = "handler" })
+    local ok, err = pcall(handler, { type = "error", message = message, error = E.HANDLER })
     if ok then return end
     message = message .. "\n(moonws.onerror failed too: " .. tostring(err) .. ")"
   end

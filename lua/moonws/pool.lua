@@ -55,222 +55,247 @@ local function interpreter()
   return _VERSION == "Lua 5.1" and "luajit" or "lua5.4"
 end
 
-local function check(opts)
+-- Check pool.new's (or pool.run's: caller) options, blaming the caller.
+local function check(opts, caller)
   if type(opts) ~= "table" then
-    error("bad argument #1 to 'run' (table expected, got " .. type(opts) .. ")", 3)
+    error(("bad argument #1 to '%s' (table expected, got %s)"):format(caller, type(opts)), 4)
   end
   local known = { script = "string", args = "table", workers = "number", lua = "string",
     env = "table", stop_timeout = "number", ready_timeout = "number", onworker = "function" }
   for k, v in pairs(opts) do
-    if not known[k] then error(("unknown option '%s' to 'run'"):format(tostring(k)), 3) end
+    if not known[k] then error(("unknown option '%s' to '%s'"):format(tostring(k), caller), 4) end
     if type(v) ~= known[k] then
-      error(("option '%s' to 'run' must be a %s"):format(k, known[k]), 3)
+      error(("option '%s' to '%s' must be a %s"):format(k, caller, known[k]), 4)
     end
   end
-  if not opts.script then error("option 'script' to 'run' is required", 3) end
+  if not opts.script then error(("option 'script' to '%s' is required"):format(caller), 4) end
   local n = opts.workers or core.cpu_count()
   if n < 1 or n ~= math.floor(n) then
-    error("option 'workers' to 'run' must be a positive integer", 3)
+    error(("option 'workers' to '%s' must be a positive integer"):format(caller), 4)
   end
   return n
 end
 
--- pool.run{ script = "server.lua", workers = N, args = {...}, ... }: start
--- the workers and drive the loop until the pool is stopped (SIGTERM/SIGINT
--- or pool.stop()).  Returns true when every worker exited with status 0 at
--- the end, else nil, message.  See README "Every core, graceful restarts,
--- behind nginx".
-function pool.run(opts)
-  local count = check(opts)
-  local argv = { opts.lua or interpreter(), opts.script }
-  for _, a in ipairs(opts.args or {}) do argv[#argv + 1] = tostring(a) end
-  local base_env = {
+-- The environment every worker gets: the pool's pid, and the module paths
+-- the pool found.
+local function base_env(opts)
+  local env = {
     MOONWS_POOL_PID = tostring(core.getpid()),
-    -- Workers find the modules the pool found.
     LUA_PATH = package.path, LUA_CPATH = package.cpath,
   }
   local major, minor = _VERSION:match("^Lua (%d+)%.(%d+)$")
   if major and _VERSION ~= "Lua 5.1" then -- LUA_PATH_5_4 wins over LUA_PATH
     local suffix = "_" .. major .. "_" .. minor
-    base_env["LUA_PATH" .. suffix], base_env["LUA_CPATH" .. suffix] = package.path, package.cpath
+    env["LUA_PATH" .. suffix], env["LUA_CPATH" .. suffix] = package.path, package.cpath
   end
-  for k, v in pairs(opts.env or {}) do base_env[k] = v end
-  local stop_timeout = opts.stop_timeout or 30
-  local ready_timeout = opts.ready_timeout or 2
+  for k, v in pairs(opts.env or {}) do env[k] = v end
+  return env
+end
 
-  local slots = {}      -- i -> the current worker {pid, slot, started}
-  local procs = {}      -- pid -> worker, for every live process (old ones too)
-  local stopping, stop_deadline = false, nil
-  local failures = {}   -- what went wrong at the end
-  local ready_seen = 0  -- USR1s received (pool.ready() of a new worker)
-  local rolling, roll_again = false, false
-  local waiters = {}    -- coroutines waiting for any of the above to change
-  local function changed() loop.wake_all(waiters) end
+local Pool = {}
+Pool.__index = Pool
+Pool.__name = "moonws.pool"
 
-  local function notify(event)
-    if opts.onworker then
-      local ok, err = pcall(opts.onworker, event)
-      if not ok then loop.report("error in pool onworker: " .. tostring(err)) end
+-- pool.new{ script = "server.lua", workers = N, args = {...}, ... }: a pool
+-- that runs script in N worker processes once :run() is called.
+local function new_pool(opts, caller)
+  local count = check(opts, caller)
+  local argv = { opts.lua or interpreter(), opts.script }
+  for _, a in ipairs(opts.args or {}) do argv[#argv + 1] = tostring(a) end
+  return setmetatable({
+    opts = opts, count = count, argv = argv, env = base_env(opts),
+    stop_timeout = opts.stop_timeout or 30, ready_timeout = opts.ready_timeout or 2,
+    slots = {},        -- i -> the current worker {pid, slot, started}
+    procs = {},        -- pid -> worker, for every live process (old ones too)
+    failures = {},     -- what went wrong at the end
+    ready_seen = 0,    -- USR1s received (pool.ready() of a new worker)
+    waiters = {},      -- coroutines waiting for any of the above to change
+    stopping = false, rolling = false, roll_again = false,
+  }, Pool)
+end
+
+function pool.new(opts) return new_pool(opts, "new") end
+
+function Pool:changed() loop.wake_all(self.waiters) end
+
+function Pool:notify(event)
+  local onworker = self.opts.onworker
+  if onworker then
+    local ok, err = pcall(onworker, event)
+    if not ok then loop.report("error in pool onworker: " .. tostring(err)) end
+  end
+end
+
+-- Start worker i: the new worker, or nil (reported) when it cannot spawn.
+function Pool:start(i)
+  local env = { MOONWS_WORKER = tostring(i) }
+  for k, v in pairs(self.env) do env[k] = v end
+  local pid, err = core.spawn(self.argv, env)
+  if not pid then
+    loop.report(("pool: cannot start worker %d: %s"):format(i, tostring(err)))
+    return nil
+  end
+  local w = { pid = pid, slot = i, started = now() }
+  self.procs[pid] = w
+  self:notify { type = "start", worker = i, pid = pid }
+  return w
+end
+
+-- Slot i gets a worker after delay seconds (a crashing or unstartable one).
+function Pool:start_later(i, delay)
+  local placeholder = { slot = i, pending = true, delay = delay, pool = self }
+  self.slots[i] = placeholder
+  loop.timer(now() + delay, Pool.restart, placeholder)
+end
+
+function Pool.restart(placeholder)
+  local self = placeholder.pool
+  if self.stopping or self.slots[placeholder.slot] ~= placeholder then return end
+  local w = self:start(placeholder.slot)
+  if w then
+    w.delay = placeholder.delay
+    self.slots[placeholder.slot] = w
+  else -- could not even spawn: try again later
+    self:start_later(placeholder.slot, math.min(MAX_DELAY, math.max(0.1, placeholder.delay * 2)))
+  end
+end
+
+function Pool:on_exit(w, how, value)
+  self.procs[w.pid] = nil
+  w.exited = true
+  self:changed()
+  local clean = how == "exit" and value == 0
+  self:notify { type = "exit", worker = w.slot, pid = w.pid,
+    status = how == "exit" and value or nil, signal = how == "signal" and value or nil }
+  if w.retiring or self.stopping then
+    if not clean then
+      self.failures[#self.failures + 1] = ("worker %d (pid %d) ended with %s %s"):format(w.slot,
+        w.pid, how, tostring(value))
+    end
+    return
+  end
+  if self.slots[w.slot] ~= w then return end
+  -- Died on its own: start it again, later when it keeps dying young.
+  loop.report(("pool: worker %d (pid %d) ended with %s %s; restarting"):format(w.slot, w.pid,
+    how, tostring(value)))
+  local delay = 0
+  if now() - w.started < YOUNG then
+    delay = math.min(MAX_DELAY, math.max(0.1, (w.delay or 0) * 2))
+  end
+  self:start_later(w.slot, delay)
+end
+
+-- Look for exited workers (and kill the ones a stop has waited too long for).
+function Pool:poll()
+  local list = {}
+  for _, w in pairs(self.procs) do list[#list + 1] = w end
+  for _, w in ipairs(list) do
+    local how, value = core.waitpid(w.pid)
+    if how then
+      self:on_exit(w, how, value)
+    elseif how == nil then -- not our child any more (reaped elsewhere)
+      self:on_exit(w, "exit", -1)
     end
   end
-
-  local function start(i)
-    local env = { MOONWS_WORKER = tostring(i) }
-    for k, v in pairs(base_env) do env[k] = v end
-    local pid, err = core.spawn(argv, env)
-    if not pid then
-      loop.report(("pool: cannot start worker %d: %s"):format(i, tostring(err)))
-      return nil
-    end
-    local w = { pid = pid, slot = i, started = now() }
-    procs[pid] = w
-    notify { type = "start", worker = i, pid = pid }
-    return w
+  if self.stopping and self.stop_deadline and now() >= self.stop_deadline then
+    self.stop_deadline = nil
+    for pid in pairs(self.procs) do core.kill(pid, "KILL") end
   end
+end
 
-  local restart -- forward
+-- Stop: every worker gets SIGTERM, SIGKILL after stop_timeout; run()
+-- returns once all have exited.
+function Pool:stop()
+  if self.stopping then return end
+  self.stopping = true
+  self.stop_deadline = now() + self.stop_timeout
+  for pid in pairs(self.procs) do core.kill(pid, "TERM") end
+  self:changed()
+end
 
-  local function on_exit(w, how, value)
-    procs[w.pid] = nil
-    w.exited = true
-    changed()
-    local clean = how == "exit" and value == 0
-    notify { type = "exit", worker = w.slot, pid = w.pid,
-      status = how == "exit" and value or nil, signal = how == "signal" and value or nil }
-    if w.retiring or stopping then
-      if not clean then
-        failures[#failures + 1] = ("worker %d (pid %d) ended with %s %s"):format(w.slot, w.pid,
-          how, tostring(value))
-      end
-      return
+-- Replace worker i (a rolling restart's step): start its replacement, wait
+-- until it is ready, retire the old one.  false when the roll must stop.
+function Pool:replace(i)
+  local old = self.slots[i]
+  if not old or old.pending then return true end
+  local seen = self.ready_seen
+  local new = self:start(i)
+  if not new then return false end
+  local deadline = now() + self.ready_timeout
+  loop.wait_until(function()
+    return self.ready_seen > seen or new.exited or self.stopping or now() >= deadline
+  end, deadline, self.waiters)
+  if new.exited or self.stopping then
+    -- A replacement that cannot start must not take the old one down.
+    if new.exited then
+      loop.report(("pool: worker %d's replacement (pid %d) died at start; keeping pid %d")
+        :format(i, new.pid, old.pid))
     end
-    if slots[w.slot] ~= w then return end
-    -- Died on its own: start it again, later when it keeps dying young.
-    loop.report(("pool: worker %d (pid %d) ended with %s %s; restarting"):format(w.slot, w.pid,
-      how, tostring(value)))
-    local delay = 0
-    if now() - w.started < YOUNG then
-      delay = math.min(MAX_DELAY, math.max(0.1, (w.delay or 0) * 2))
-    end
-    slots[w.slot] = { slot = w.slot, pending = true, delay = delay }
-    loop.timer(now() + delay, restart, slots[w.slot])
+    return false
   end
-
-  function restart(placeholder)
-    if stopping or slots[placeholder.slot] ~= placeholder then return end
-    local w = start(placeholder.slot)
-    if w then
-      w.delay = placeholder.delay
-      slots[placeholder.slot] = w
-    else -- could not even spawn: try again later
-      placeholder.delay = math.min(MAX_DELAY, math.max(0.1, placeholder.delay * 2))
-      loop.timer(now() + placeholder.delay, restart, placeholder)
-    end
+  self.slots[i] = new
+  old.retiring = true
+  if not old.exited then core.kill(old.pid, "TERM") end
+  loop.wait_until(function() return old.exited end, now() + self.stop_timeout, self.waiters)
+  if not old.exited then
+    core.kill(old.pid, "KILL")
+    loop.wait_until(function() return old.exited end, now() + 5, self.waiters)
   end
+  return true
+end
 
-  local function poll()
-    local list = {}
-    for _, w in pairs(procs) do list[#list + 1] = w end
-    for _, w in ipairs(list) do
-      local how, value = core.waitpid(w.pid)
-      if how then
-        on_exit(w, how, value)
-      elseif how == nil then -- not our child any more (reaped elsewhere)
-        on_exit(w, "exit", -1)
-      end
-    end
-    if stopping and stop_deadline and now() >= stop_deadline then
-      stop_deadline = nil
-      for pid in pairs(procs) do core.kill(pid, "KILL") end
-    end
+-- SIGHUP: a rolling restart, one worker at a time (in a coroutine).
+function Pool:roll()
+  self.rolling = true
+  for i = 1, self.count do
+    if self.stopping or not self:replace(i) then break end
   end
-
-  local function kill_all(signal)
-    for pid in pairs(procs) do core.kill(pid, signal) end
+  self.rolling = false
+  if self.roll_again and not self.stopping then
+    self.roll_again = false
+    loop.spawn(Pool.roll, self)
   end
+end
 
-  local function stop()
-    if stopping then return end
-    stopping = true
-    stop_deadline = now() + stop_timeout
-    kill_all("TERM")
-    changed()
-  end
+function Pool:on_hup()
+  if self.stopping then return end
+  if self.rolling then self.roll_again = true else loop.spawn(Pool.roll, self) end
+end
 
-  -- SIGHUP: replace the workers one by one.
-  local function roll()
-    rolling = true
-    for i = 1, count do
-      local old = slots[i]
-      if stopping then break end
-      if old and not old.pending then
-        local seen = ready_seen
-        local new = start(i)
-        if not new then break end
-        local deadline = now() + ready_timeout
-        loop.wait_until(function()
-          return ready_seen > seen or new.exited or stopping or now() >= deadline
-        end, deadline, waiters)
-        if new.exited or stopping then
-          -- A replacement that cannot start must not take the old one down.
-          if new.exited then
-            loop.report(("pool: worker %d's replacement (pid %d) died at start; keeping pid %d")
-              :format(i, new.pid, old.pid))
-          end
-          break
-        end
-        slots[i] = new
-        old.retiring = true
-        if not old.exited then core.kill(old.pid, "TERM") end
-        local kill_at = now() + stop_timeout
-        loop.wait_until(function() return old.exited end, kill_at, waiters)
-        if not old.exited then
-          core.kill(old.pid, "KILL")
-          loop.wait_until(function() return old.exited end, now() + 5, waiters)
-        end
-      end
-    end
-    rolling = false
-    if roll_again and not stopping then
-      roll_again = false
-      loop.spawn(roll)
-    end
-  end
-
-  local function on_hup()
-    if stopping then return end
-    if rolling then roll_again = true else loop.spawn(roll) end
-  end
-
+-- pool:run(): start the workers and drive the loop until the pool is
+-- stopped (SIGTERM/SIGINT or pool:stop()).  Returns true when every
+-- worker exited with status 0 at the end, else nil, message.  See
+-- docs/SCALING.md.
+function Pool:run()
   -- Handlers first: a worker's early pool.ready() must not meet SIGUSR1's
   -- default action (which ends the process).
+  local function stop() self:stop() end
   local removers = {
-    loop.onsignal("TERM", stop), loop.onsignal("INT", stop), loop.onsignal("HUP", on_hup),
-    loop.onsignal("USR1", function() ready_seen = ready_seen + 1; changed() end),
+    loop.onsignal("TERM", stop), loop.onsignal("INT", stop),
+    loop.onsignal("HUP", function() self:on_hup() end),
+    loop.onsignal("USR1", function() self.ready_seen = self.ready_seen + 1; self:changed() end),
   }
-  pool.stop = stop
-  for i = 1, count do
-    local w = start(i)
-    if not w then
-      slots[i] = { slot = i, pending = true, delay = 0.1 }
-      loop.timer(now() + 0.1, restart, slots[i])
-    else
-      slots[i] = w
-    end
+  for i = 1, self.count do
+    local w = self:start(i)
+    if w then self.slots[i] = w else self:start_later(i, 0.1) end
   end
-
-  local poller = {}
+  local ticker = {}
   local function tick()
-    poll()
-    poller.timer = loop.timer(now() + POLL, tick, poller)
+    self:poll()
+    ticker.timer = loop.timer(now() + POLL, tick, ticker)
   end
   tick()
-  loop.wait_until(function() return stopping and next(procs) == nil end, nil, waiters, "pool.run")
-  loop.cancel(poller.timer)
+  loop.wait_until(function() return self.stopping and next(self.procs) == nil end, nil,
+    self.waiters, "pool:run")
+  loop.cancel(ticker.timer)
   for _, r in ipairs(removers) do r() end
-  pool.stop = nil
-  if #failures > 0 then return nil, table.concat(failures, "; ") end
+  if #self.failures > 0 then return nil, table.concat(self.failures, "; ") end
   return true
+end
+
+-- pool.run(opts): pool.new(opts):run().
+function pool.run(opts)
+  return new_pool(opts, "run"):run()
 end
 
 return pool

@@ -12,6 +12,7 @@
 -- onreconnect fires (event.missed: the subscriber was down, and what was
 -- published meanwhile is gone: Redis pub/sub keeps nothing).
 
+local E = require "moonws.errors"
 local compat = require "moonws.compat"
 local core = require "moonws.core"
 local loop = require "moonws.loop"
@@ -44,7 +45,7 @@ local function report(ps, what, err)
   local handler = ps.onerror
   if handler and what ~= "onerror" then
     local ok, err2 = xpcall(handler, traceback,
-      { target = ps, message = message, error = "handler" })
+      { target = ps, message = message, error = E.HANDLER })
     if ok then return end
     message = message .. "\n(onerror failed too: " .. tostring(err2) .. ")"
   end
@@ -187,7 +188,7 @@ end
 
 local function on_connect_timeout(r)
   if r.state == "connecting" and not r.ps.closed then
-    r:down(("timed out connecting to redis at %s:%d"):format(r.ps.host, r.ps.port), "timeout")
+    r:down(("timed out connecting to redis at %s:%d"):format(r.ps.host, r.ps.port), E.TIMEOUT)
   end
 end
 
@@ -215,7 +216,7 @@ function Role:dial(ip, why)
   if ip then
     conn, message, name = redis.connect(ip, self.ps.port)
   else
-    message, name = why, "resolve"
+    message, name = why, E.RESOLVE
   end
   if not conn then return self:down(message, name) end
   self.conn = conn
@@ -236,7 +237,7 @@ function Role:down(message, name, unconfirmed)
   end
   if unconfirmed and unconfirmed > 0 then
     pubsub.lost(ps, unconfirmed, ("%d message(s) published but not confirmed: %s")
-      :format(unconfirmed, message), "io")
+      :format(unconfirmed, message), E.IO)
   end
   if was_up or not self.told then
     self.told = true
@@ -300,15 +301,15 @@ function Role:event(kind, a, b)
     self:up()
   elseif kind == "error" then
     if self.name == "publisher" then
-      pubsub.lost(ps, 1, "redis refused a publish: " .. a, "io")
+      pubsub.lost(ps, 1, "redis refused a publish: " .. a, E.IO)
     else
-      fire(ps, "onerror", { message = "redis: " .. a, error = "io" })
+      fire(ps, "onerror", { message = "redis: " .. a, error = E.IO })
     end
   elseif kind == "dropped" then
     fire(ps, "onerror", { message = ("%d message(s) from redis dropped: out of memory")
-      :format(a), error = "nomem", count = a })
+      :format(a), error = E.NOMEM, count = a })
   elseif kind == "down" then
-    self:down(a, "io", b)
+    self:down(a, E.IO, b)
   end
 end
 
@@ -361,10 +362,10 @@ function PubSub:publish(channel, data)
   local r = self.pub
   local ok, message, name
   if r.state ~= "up" then
-    message, name = "redis is disconnected", "closed"
+    message, name = "redis is disconnected", E.CLOSED
   elseif r.conn:pending() >= self.opts.max_pending then
     message, name = ("%d publishes await redis's reply (max_pending)"):format(
-      self.opts.max_pending), "too_big"
+      self.opts.max_pending), E.TOO_BIG
   else
     ok, message, name = r.conn:publish(channel, data)
   end
@@ -440,8 +441,8 @@ function PubSub:wait(timeout)
   local ps = self
   loop.wait_until(function() return ps.closed or ps:ready() end, deadline,
     self.waiters, "pubsub:wait")
-  if self.closed then return nil, "pubsub closed", "closed" end
-  if not self:ready() then return nil, "redis is not ready", "timeout" end
+  if self.closed then return nil, "pubsub closed", E.CLOSED end
+  if not self:ready() then return nil, "redis is not ready", E.TIMEOUT end
   return true
 end
 
@@ -454,9 +455,9 @@ function PubSub:close()
   loop.unref()
   local unsent = self.pub:drop_conn()
   self.sub:drop_conn()
-  self.pub.state, self.sub.state = "closed", "closed"
+  self.pub.state, self.sub.state = "ended", "ended"
   if unsent > 0 then
-    pubsub.lost(self, unsent, "pubsub closed before the message was written", "closed")
+    pubsub.lost(self, unsent, "pubsub closed before the message was written", E.CLOSED)
   end
   loop.wake_all(self.waiters)
   return true

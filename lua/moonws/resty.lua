@@ -1,53 +1,34 @@
--- moonws.resty -- the WebSocket object of DESIGN.md 1.3 inside nginx
--- (OpenResty's lua-nginx-module), on cosockets instead of moonws's loop.
+-- moonws.resty -- moonws inside nginx (OpenResty's lua-nginx-module):
+-- the same WebSocket object as moonws's loop (moonws.websocket), on the
+-- cosocket driver (moonws.resty_io, where every difference from the loop
+-- is written down with its reason).
 --
 --   upgrade([options])     in a content_by_lua handler: answer the request's
 --                          upgrade on the raw request socket -> ws, request
 --   connect(url [, opts])  a client on ngx.socket.tcp (wss:// through the
 --                          cosocket's sslhandshake) -> ws
 --
--- Only the I/O lives here: framing, masking, UTF-8 checks, close codes,
--- the handshake's checks and permessage-deflate are the C core's conn
--- driven through feed()/take_output(), the same core moonws's own loop
--- drives.  Cosockets already yield the request's coroutine, so the style
--- is DESIGN.md 1.2 without a scheduler: receive() reads until it has a
--- message, send() writes until the kernel has the bytes.  There are no
--- event handlers and no pause/resume: the socket reads only while someone
--- is inside receive() (or close(), waiting for the peer's close frame).
---
--- Light threads (ngx.thread.spawn) may share a socket the way cosockets
--- allow it: one reads (receive) while others send; a send that finds
--- another one writing leaves its frame queued for that writer.  close()
--- from a thread while another is inside receive() waits on a semaphore
--- for the reader to see the peer's answer.
---
+-- Only the I/O and the phases before OPEN live here and in resty_io:
+-- framing, masking, UTF-8 checks, close codes, the handshake's checks and
+-- permessage-deflate are the C core's, and the object's API, state and
+-- handshake policy are moonws.websocket's, exactly as on moonws's loop.
 -- Errors as in moonws: runtime conditions return nil, message, name
 -- (moonws.errors), misuse raises.
 
 local core = require "moonws.core"
-local compat = require "moonws.compat"
+local E = require "moonws.errors"
 local options = require "moonws.options"
+local resty_io = require "moonws.resty_io"
+local websocket = require "moonws.websocket"
 
 local ngx = ngx -- luacheck: ignore (the nginx global)
 
-local CONNECTING, OPEN, CLOSING, CLOSED = 0, 1, 2, 3 -- luacheck: ignore CONNECTING
-local FOREVER = 3600 -- seconds one cosocket wait lasts when nothing bounds it (re-armed)
+local now, ms = resty_io.now, resty_io.ms
 
 local resty = {
-  CONNECTING = CONNECTING, OPEN = OPEN, CLOSING = CLOSING, CLOSED = CLOSED,
-  codes = core.codes, errors = core.errors,
+  CONNECTING = websocket.CONNECTING, OPEN = websocket.OPEN, CLOSING = websocket.CLOSING,
+  CLOSED = websocket.CLOSED, codes = core.codes, errors = core.errors,
 }
-
-local PRIV = {}
-local methods, getters = {}, {}
-local mt = { __name = "moonws.resty.websocket" }
-
-local function now() return ngx.now() end
-
-local function ms(seconds)
-  local v = math.floor(seconds * 1000 + 0.5)
-  return v < 1 and 1 or v
-end
 
 local function need_ngx(caller)
   if type(ngx) ~= "table" or not ngx.socket then
@@ -63,6 +44,8 @@ local COMMON = {
   timeout = true, close_timeout = true, max_payload = true, max_frame = true,
   max_handshake = true, compression = true, headers = true, protocols = true,
   ping_interval = true, ping_timeout = true, fragment_size = true, max_step_bytes = true,
+  -- what the shared object gives both fronts
+  send_limit = true, send_timeout = true, max_queue = true, max_step_events = true, log = true,
 }
 local SERVER = setmetatable({ handshake = true }, { __index = COMMON })
 local CLIENT = setmetatable({ origin = true, tls = true }, { __index = COMMON })
@@ -97,403 +80,6 @@ local function check_supported(given, allowed, caller)
   end
 end
 
----------------------------------------------------------------- ending
-
--- Drop the cosocket once no light thread is inside a call on it.  A
--- client's is closed; the raw request socket has no close in the http
--- module: nginx closes it when the handler returns.
-local function release_sock(st)
-  if st.sock and not st.reading and not st.writing then
-    if st.role == "client" then st.sock:close() end
-    st.sock = nil
-  end
-end
-
--- Wake the light threads waiting in wait_turn.
-local function wake(st)
-  local sema = st.sema
-  if sema and sema:count() < 0 then sema:post(-sema:count()) end
-end
-
-local function finish(st, code, reason, clean)
-  if st.state == CLOSED then return end
-  st.state = CLOSED
-  st.close_code, st.close_reason, st.was_clean = code, reason or "", clean
-  if st.conn then st.conn:release(); st.conn = nil end
-  release_sock(st)
-  wake(st)
-end
-
-local function abort(st, message, name, code)
-  if st.state == CLOSED then return end
-  if message then st.err_message, st.err_name = message, name end
-  finish(st, code or 1006, "", false)
-end
-
-local function enter_closing(st)
-  if st.state == OPEN then
-    st.state = CLOSING
-    st.close_deadline = now() + st.opts.close_timeout
-  end
-end
-
--- The TCP connection ended or failed (message nil: the peer closed it).
-local function connection_lost(st, message, name)
-  local sent, received = st.conn:state()
-  if sent and received then
-    finish(st, st.close_code, st.close_reason, true)
-  elseif st.state == CLOSING then
-    finish(st, 1006, "", false)
-  else
-    abort(st, message or "connection lost: the peer closed TCP without a closing handshake",
-      name or "io")
-  end
-end
-
--- close_timeout passed while CLOSING.
-local function close_timed_out(st)
-  local sent, received = st.conn:state()
-  if sent and received then
-    finish(st, st.close_code, st.close_reason, true) -- only the TCP close is missing
-  else
-    finish(st, 1006, "", false)
-  end
-end
-
----------------------------------------------------------------- output
-
--- Write everything the core has queued.  One light thread writes at a
--- time (cosockets refuse a second writer): another one finding it busy
--- leaves its bytes to it.
-local function flush(st)
-  if st.writing then return true end
-  local ok, err = true, nil
-  st.writing = true
-  while st.conn and st.sock and st.conn:buffered() > 0 do
-    local out = st.conn:take_output()
-    st.in_flight = #out
-    ok, err = st.sock:send(out)
-    st.in_flight = 0
-    if not ok then break end
-  end
-  st.writing = false
-  if not ok and st.state ~= CLOSED then
-    connection_lost(st, "send failed: " .. tostring(err), err == "timeout" and "timeout" or "io")
-  end
-  if st.state == CLOSED then
-    release_sock(st)
-    if not ok then return nil, st.err_message or "closed", st.err_name or "closed" end
-  end
-  return true
-end
-
----------------------------------------------------------------- input
-
-local function set_read_timeout(st, seconds)
-  local o = st.opts
-  st.sock:settimeouts(ms(o.timeout), ms(o.timeout), ms(seconds))
-end
-
--- Keepalive (ping_interval): send a ping when one is due; fail when the
--- last one got no byte back within ping_timeout.  Returns when the next
--- check is due (nil: none).
-local function keepalive(st)
-  local o = st.opts
-  if not o.ping_interval or st.state ~= OPEN then return nil end
-  local t = now()
-  if st.awaiting_pong and t >= st.pong_deadline then
-    abort(st, ("no data from the peer within ping_timeout (%gs) after a ping"):format(
-      o.ping_timeout), "timeout")
-    return nil
-  end
-  if t >= st.next_ping then
-    st.next_ping = t + o.ping_interval
-    if not st.awaiting_pong then
-      st.awaiting_pong, st.pong_deadline = true, t + o.ping_timeout
-      st.conn:ping("")
-      flush(st)
-      if st.state ~= OPEN then return nil end
-    end
-  end
-  return st.awaiting_pong and math.min(st.next_ping, st.pong_deadline) or st.next_ping
-end
-
--- Wait for bytes from the peer, at most until deadline (nil: no limit),
--- and feed them to the core.  true: bytes fed; false: a wait ran out
--- (the caller checks its deadlines); nil: the socket is CLOSED now.
-local function read_more(st, deadline)
-  local limit = deadline
-  local due = keepalive(st)
-  if st.state == CLOSED then return nil end
-  if due and (not limit or due < limit) then limit = due end
-  if st.state == CLOSING and st.close_deadline < (limit or math.huge) then
-    limit = st.close_deadline
-  end
-  local wait = limit and limit - now() or FOREVER
-  if wait <= 0 then return false end
-  -- A close or terminate from another light thread cannot cut this wait
-  -- short: bound it, so the reader notices within close_timeout.
-  set_read_timeout(st, math.min(wait, st.opts.close_timeout))
-  st.reading = true
-  local data, err = st.sock:receiveany(st.opts.max_step_bytes)
-  st.reading = false
-  if st.state == CLOSED then -- finished by another light thread meanwhile
-    release_sock(st)
-    return nil
-  end
-  if data then
-    st.awaiting_pong = false -- any byte proves the peer alive
-    local ok, message, name = st.conn:feed(data)
-    if not ok then abort(st, message, name) return nil end
-    return true
-  end
-  if err == "timeout" then return false end
-  if err == "closed" then
-    connection_lost(st)
-  else
-    connection_lost(st, "receive failed: " .. tostring(err), "io")
-  end
-  return nil
-end
-
--- A client, after both close frames (or after failing): the server ends
--- TCP first (RFC 6455 7.1.1); wait for that, bounded by close_timeout,
--- reading and dropping whatever still comes.
-local function await_server_close(st)
-  while st.state ~= CLOSED do
-    local got = read_more(st, nil)
-    if got == nil then return end
-    if got then st.conn:discard() end
-    if st.state ~= CLOSED and now() >= st.close_deadline then return close_timed_out(st) end
-  end
-end
-
--- Act on one event of the core; returns data, kind for a message to hand out.
-local function handle_event(st, kind, a, b)
-  if kind == "text" or kind == "binary" then
-    if st.state == OPEN then return a, kind end -- once closing, dropped (as the browser)
-  elseif kind == "ping" then
-    flush(st) -- the pong the core queued
-  elseif kind == "close" then
-    st.close_code, st.close_reason = a, b
-    enter_closing(st)
-    flush(st) -- our echo, when we had not sent a close frame yet
-    if st.state ~= CLOSED then
-      if st.role == "server" then
-        finish(st, a, b, true) -- the server ends TCP: the handler returns
-      else
-        await_server_close(st)
-      end
-    end
-  elseif kind == "error" then
-    st.err_message, st.err_name = a, b
-    enter_closing(st)
-    flush(st) -- the close frame the core queued with the RFC code
-    if st.state ~= CLOSED and st.role == "client" then await_server_close(st) end
-    finish(st, 1006, "", false)
-  end
-  -- "pong": nothing to do; its bytes already proved the peer alive.
-end
-
--- Read and dispatch until a message comes (data, kind), the deadline
--- passes (false) or the socket is CLOSED (nil).
-local function pump(st, deadline, who)
-  st.pumping = who
-  local data, kind
-  while st.state ~= CLOSED do
-    local ev, a, b = st.conn:next_event()
-    if ev then
-      data, kind = handle_event(st, ev, a, b)
-      if data then break end
-    elseif ev == false then
-      -- A slice of a big compressed message is inflated: let the worker's
-      -- other requests run before the next (a deflate bomb must not stall
-      -- them), then go on.
-      ngx.sleep(0)
-      st.conn:budget(st.opts.max_step_bytes)
-    else
-      local got = read_more(st, deadline)
-      if got == false then
-        local t = now()
-        if st.state == CLOSING and t >= st.close_deadline then
-          close_timed_out(st)
-        elseif deadline and t >= deadline then
-          data = false
-          break
-        end
-      end
-    end
-  end
-  st.pumping = nil
-  wake(st) -- a thread waiting to read may take over
-  return data, kind
-end
-
--- Another light thread is reading: wait (at most seconds) until it stops
--- or the socket is CLOSED.
-local function wait_turn(st, seconds)
-  if not st.sema then st.sema = require("ngx.semaphore").new(0) end
-  st.sema:wait(seconds)
-end
-
----------------------------------------------------------------- the object
-
-local function priv(ws)
-  local st = type(ws) == "table" and rawget(ws, PRIV)
-  if not st then error("bad self (a moonws.resty websocket expected)", 3) end
-  return st
-end
-
-local function closed_result(st)
-  if st.err_message then return nil, st.err_message, st.err_name end
-  return nil, ("closed (%d%s)"):format(st.close_code,
-    st.close_reason ~= "" and " " .. st.close_reason or ""), "closed"
-end
-
-function methods.receive(ws, timeout)
-  local st = priv(ws)
-  if timeout ~= nil and (type(timeout) ~= "number" or timeout < 0) then
-    error("bad argument #1 to 'receive' (non-negative number expected)", 2)
-  end
-  if st.pumping == "receive" then
-    error("receive: another light thread is already reading this websocket", 2)
-  end
-  while st.pumping == "close" and st.state ~= CLOSED do -- no message can come any more
-    local left = st.close_deadline - now()
-    if left <= 0 then close_timed_out(st) break end
-    wait_turn(st, left)
-  end
-  if st.state == CLOSED then return closed_result(st) end
-  local data, kind = pump(st, timeout and now() + timeout, "receive")
-  if data then return data, kind end
-  if data == false then return nil, "receive timed out", "timeout" end
-  return closed_result(st)
-end
-
-function methods.send(ws, data, kind)
-  local st = priv(ws)
-  if type(data) ~= "string" then
-    error("bad argument #1 to 'send' (string expected, got " .. type(data) .. ")", 2)
-  end
-  local binary = options.send_kind(kind)
-  if st.state ~= OPEN then return nil, "closed", "closed" end
-  local ok, msg, name = st.conn:send(data, binary, nil, st.opts.fragment_size)
-  if not ok then return nil, msg, name end
-  return flush(st)
-end
-
-local function control(name, ws, data)
-  local st = priv(ws)
-  if data == nil then data = "" end
-  if type(data) ~= "string" then
-    error(("bad argument #1 to '%s' (string expected, got %s)"):format(name, type(data)), 3)
-  end
-  if #data > core.CONTROL_MAX then
-    error(("bad argument #1 to '%s' (payload over 125 bytes)"):format(name), 3)
-  end
-  if st.state ~= OPEN then return nil, "closed", "closed" end
-  local ok, msg, ename = st.conn[name](st.conn, data)
-  if not ok then return nil, msg, ename end
-  return flush(st)
-end
-
-function methods.ping(ws, data) return control("ping", ws, data) end
-function methods.pong(ws, data) return control("pong", ws, data) end
-
-
--- Send our close frame (no waiting).
-local function start_close(st, code, reason)
-  if st.state == OPEN then
-    st.conn:close(code, reason)
-    enter_closing(st)
-    flush(st)
-  end
-end
-
--- close([code [, reason]]): the closing handshake, waiting (at most
--- close_timeout) for the peer's close frame; messages still arriving are
--- dropped.  true, or nil, message, "closed" when it did not complete.
-function methods.close(ws, code, reason)
-  local st = priv(ws)
-  code, reason = options.close_args(code, reason)
-  start_close(st, code, reason)
-  while st.state ~= CLOSED do
-    if st.pumping then -- the reader sees the answer
-      local left = st.close_deadline - now()
-      if left <= 0 then break end
-      wait_turn(st, left)
-    else
-      pump(st, nil, "close")
-    end
-  end
-  if st.state ~= CLOSED then close_timed_out(st) end
-  if not st.was_clean then return nil, "the closing handshake did not complete", "closed" end
-  return true
-end
-
--- Drop the connection without a closing handshake.  A client's TCP
--- connection closes now; a server's when the handler returns.
-function methods.terminate(ws)
-  local st = priv(ws)
-  finish(st, 1006, "", false)
-end
-
-getters.readyState = function(st) return st.state end
-getters.bufferedAmount = function(st)
-  return (st.conn and st.conn:buffered() or 0) + (st.in_flight or 0)
-end
-getters.url = function(st) return st.url end
-getters.protocol = function(st) return st.protocol end
-getters.extensions = function(st) return st.extensions end
-getters.closeCode = function(st) return st.state == CLOSED and st.close_code or nil end
-getters.closeReason = function(st) return st.state == CLOSED and st.close_reason or nil end
-
-local HANDLERS = {
-  onopen = true, onmessage = true, onclose = true, onerror = true, onping = true, onpong = true,
-}
-
-function mt.__index(ws, k)
-  local m = methods[k]
-  if m ~= nil then return m end
-  local g = getters[k]
-  if g then return g(rawget(ws, PRIV)) end
-  return nil
-end
-
-function mt.__newindex(ws, k, v)
-  if HANDLERS[k] then
-    error(("moonws.resty sockets have no %s handler: call receive() in the handler"):format(k), 2)
-  elseif getters[k] then
-    error(k .. " is read-only", 2)
-  end
-  rawset(ws, k, v)
-end
-
-local STATE_NAMES = { [0] = "CONNECTING", "OPEN", "CLOSING", "CLOSED" }
-function mt.__tostring(ws)
-  local st = rawget(ws, PRIV)
-  return ("moonws.resty.websocket (%s, %s%s)"):format(STATE_NAMES[st.state], st.role,
-    st.url ~= "" and ", " .. st.url or "")
-end
-
--- Lua 5.4's `<close>` (OpenResty's LuaJIT has none): start a close.
-function mt.__close(ws)
-  local st = rawget(ws, PRIV)
-  start_close(st, 1000, "")
-end
-
-local function new_socket(role, sock, conn, opts, url, protocol, extensions)
-  local st = {
-    role = role, sock = sock, conn = conn, opts = opts, url = url,
-    state = OPEN, protocol = protocol or "", extensions = extensions or "", in_flight = 0,
-  }
-  if opts.ping_interval then st.next_ping = now() + opts.ping_interval end
-  -- From here on, options.timeout bounds each send (nginx's send timer);
-  -- reads set their own.
-  sock:settimeouts(ms(opts.timeout), ms(opts.timeout), ms(FOREVER))
-  return setmetatable({ [PRIV] = st }, mt), st
-end
-
 ---------------------------------------------------------------- server
 
 -- The plain-HTTP answer to a request we do not upgrade, through nginx's
@@ -508,30 +94,7 @@ local function refuse(status, message, headers)
   for k, v in pairs(headers or {}) do ngx.header[k] = v end
   ngx.header["Content-Type"] = "text/plain; charset=utf-8"
   ngx.say(message)
-  return nil, ("handshake refused (%d): %s"):format(status, message), "handshake", status
-end
-
-local function choose_protocol(wanted, req)
-  if type(wanted) == "function" then
-    local chosen = wanted(req.protocols, req)
-    if chosen ~= nil then
-      for _, p in ipairs(req.protocols) do
-        if p == chosen then return chosen end
-      end
-      error(("protocols callback chose '%s', which the client did not offer"):format(
-        tostring(chosen)), 0)
-    end
-    return nil
-  end
-  if type(wanted) == "string" then wanted = { wanted } end
-  if wanted then
-    for _, p in ipairs(req.protocols) do
-      for _, w in ipairs(wanted) do
-        if p == w then return p end
-      end
-    end
-  end
-  return nil
+  return nil, ("handshake refused (%d): %s"):format(status, message), E.HANDSHAKE, status
 end
 
 -- upgrade([options]) -> ws, request | nil, message, "handshake", status.
@@ -548,9 +111,7 @@ function resty.upgrade(opts)
     return refuse(400, "not an HTTP/1.1 request: " .. tostring(head))
   end
   local conn = core.conn("server")
-  conn:limits(opts.max_payload, opts.max_frame)
-  conn:set_compression(opts.compression)
-  conn:budget(opts.max_step_bytes) -- inflated bytes between two yields
+  websocket.configure(conn, opts)
   local fed, ferr = conn:feed(head)
   if not fed then
     conn:release()
@@ -562,33 +123,23 @@ function resty.upgrade(opts)
     conn:release()
     return refuse(status, why)
   end
-  local protocol = choose_protocol(opts.protocols, req)
-  local extra_headers
-  if opts.handshake then
-    local verdict, a, b = opts.handshake(req)
-    if verdict == false then
-      conn:release()
-      return refuse(compat.is_integer(a) and a or 403, b or "forbidden")
-    end
-    if type(a) == "table" then extra_headers = a end
-  end
-  local answered, extensions = conn:respond_upgrade(req.key, protocol, nil, extra_headers)
-  if not answered then -- out of memory: extensions holds the message
+  local ok, protocol, extensions, headers = websocket.accept(opts, conn, req, resty_io.report,
+    resty_io.traceback)
+  if not ok then
     conn:release()
-    return refuse(503, extensions)
+    return refuse(protocol, extensions, headers)
   end
-  req.key = nil
   local sock, err = ngx.req.socket(true)
   if not sock then
     conn:release()
-    return nil, "cannot take over the connection: " .. tostring(err), "handshake"
+    return nil, "cannot take over the connection: " .. tostring(err), E.HANDSHAKE
   end
-  conn:handshake_done()
   local scheme = ngx.var.https == "on" and "wss://" or "ws://"
-  local ws, st = new_socket("server", sock, conn, opts,
-    scheme .. (req.headers.host or "") .. req.path, protocol, extensions)
-  local ok, message, name = flush(st) -- the 101
-  if not ok then return nil, message, name end
+  local ws, st = resty_io.new("server", opts, scheme .. (req.headers.host or "") .. req.path,
+    sock, conn)
+  websocket.opened(st, protocol, extensions)
+  local sent, message, name = resty_io.flush(st) -- the 101
+  if not sent then return nil, message, name end
   return ws, req
 end
 
@@ -596,10 +147,10 @@ end
 
 local function connect_error_name(err)
   err = tostring(err)
-  if err == "timeout" then return "timeout" end
-  if err:find("refused", 1, true) then return "refused" end
-  if err:find("resolve", 1, true) or err:find("resolver", 1, true) then return "resolve" end
-  return "io"
+  if err == "timeout" then return E.TIMEOUT end
+  if err:find("refused", 1, true) then return E.REFUSED end
+  if err:find("resolve", 1, true) or err:find("resolver", 1, true) then return E.RESOLVE end
+  return E.IO
 end
 
 local function read_file(path)
@@ -648,13 +199,13 @@ local function tls_handshake(sock, servername, verify)
   return true
 end
 
--- The socket's part of connecting, each step bounded by what is left of
--- options.timeout.  Returns the open socket's pieces or nil, message, name.
+-- Connect, TLS and the opening handshake, each step bounded by what is
+-- left of options.timeout.  ws or nil, message, name [, status].
 local function open_client(sock, conn, u, url, opts)
   local deadline = now() + opts.timeout
   local function left() return math.max(0.001, deadline - now()) end
   local function timed_out()
-    return nil, ("connecting to %s timed out after %gs"):format(url, opts.timeout), "timeout"
+    return nil, ("connecting to %s timed out after %gs"):format(url, opts.timeout), E.TIMEOUT
   end
   sock:settimeouts(ms(left()), ms(left()), ms(left()))
   -- nginx resolves names with its own `resolver` (no /etc/hosts): dial
@@ -669,50 +220,35 @@ local function open_client(sock, conn, u, url, opts)
     local tls = opts.tls or {}
     if tls.cert then
       ok, err = set_client_cert(sock, tls)
-      if not ok then return nil, err, "tls" end
+      if not ok then return nil, err, E.TLS end
     end
     sock:settimeouts(ms(left()), ms(left()), ms(left()))
     ok, err = tls_handshake(sock, tls.servername or u.host, tls.verify ~= false)
     if not ok then
       if err == "timeout" then return timed_out() end
-      return nil, ("TLS handshake with %s failed: %s"):format(u.host, tostring(err)), "tls"
+      return nil, ("TLS handshake with %s failed: %s"):format(u.host, tostring(err)), E.TLS
     end
   end
-  local headers = opts.headers
-  if u.userinfo then
-    headers = {}
-    for k, v in pairs(opts.headers or {}) do headers[k] = v end
-    headers.Authorization = "Basic " .. core.base64(u.userinfo)
-  end
-  local offered
-  if opts.protocols then
-    offered = type(opts.protocols) == "string" and opts.protocols
-      or table.concat(opts.protocols, ", ")
-  end
-  local queued, qerr, qname = conn:request {
-    host = u.host_header, target = u.resource, protocols = offered,
-    origin = opts.origin, headers = headers,
-  }
+  local queued, qerr, qname = conn:request(websocket.request_spec(u, opts))
   if not queued then return nil, "handshake: " .. qerr, qname end
   sock:settimeouts(ms(left()), ms(left()), ms(left()))
   ok, err = sock:send(conn:take_output())
   if not ok then
     if err == "timeout" then return timed_out() end
-    return nil, "sending the handshake failed: " .. tostring(err), "io"
+    return nil, "sending the handshake failed: " .. tostring(err), E.IO
   end
+  local ws, st = resty_io.new("client", opts, url, sock, conn)
   while true do
-    local accepted, a, b, _, name = conn:parse_response(opts.max_handshake, offered, false)
-    if accepted then return a, b end
-    if accepted == false then
-      return nil, "handshake failed: " .. a, name or "handshake", b
-    end
+    local accepted, message, name, status = websocket.check_response(st)
+    if accepted then return ws end
+    if accepted == false then return nil, message, name, status end
     sock:settimeouts(ms(left()), ms(left()), ms(left()))
     local data
     data, err = sock:receiveany(opts.max_step_bytes)
     if not data then
       if err == "timeout" then return timed_out() end
       return nil, "the server closed the connection during the handshake"
-        .. (err ~= "closed" and ": " .. tostring(err) or ""), "handshake"
+        .. (err ~= "closed" and ": " .. tostring(err) or ""), E.HANDSHAKE
     end
     local fed, ferr, fname = conn:feed(data)
     if not fed then return nil, "handshake: " .. ferr, fname end
@@ -732,17 +268,14 @@ function resty.connect(url, opts)
   opts = options.client(opts, "connect")
   local sock = ngx.socket.tcp()
   local conn = core.conn("client")
-  conn:limits(opts.max_payload, opts.max_frame)
-  conn:set_compression(opts.compression)
-  conn:budget(opts.max_step_bytes) -- inflated bytes between two yields
-  local protocol, extensions, name, status = open_client(sock, conn, u, url, opts)
-  if not protocol then
+  websocket.configure(conn, opts)
+  local ws, message, name, status = open_client(sock, conn, u, url, opts)
+  if not ws then
     sock:close()
     conn:release()
-    return nil, extensions, name, status
+    return nil, message, name, status
   end
-  conn:handshake_done()
-  return (new_socket("client", sock, conn, opts, url, protocol, extensions))
+  return ws
 end
 
 return resty

@@ -1,17 +1,24 @@
--- moonws.server -- listening, accepting, and the server side of the opening
--- handshake: request checks (in C), subprotocol choice, the user's
--- handshake callback for origin/auth decisions, then the open socket is
--- handed to server.onconnection (or to a coroutine by moonws.serve).
+-- moonws.server -- listening, accepting, and the server's opening phase on
+-- moonws's loop (part of the loop driver, moonws.loop_io): the request is
+-- read and checked (in C), the object's handshake policy (moonws.websocket:
+-- subprotocol, the handshake callback) decides, and the open socket is
+-- handed to server.onconnection (or to a coroutine by moonws.serve).  A
+-- plain HTTP request may be answered by the `request` option.  Per-socket
+-- data lives in st.drv with the rest of the driver's; per-server data in
+-- the server's private state (ss).
 
 local compat = require "moonws.compat"
 local core = require "moonws.core"
+local E = require "moonws.errors"
 local log = require "moonws.log"
 local loop = require "moonws.loop"
+local loop_io = require "moonws.loop_io"
 local options = require "moonws.options"
-local socket = require "moonws.socket"
 local tls = require "moonws.tls"
+local websocket = require "moonws.websocket"
 
 local now = loop.now
+local PRIV = websocket.PRIV
 
 local server = {}
 
@@ -29,9 +36,8 @@ local server_mt = { __name = "moonws.server", __index = server_methods }
 local function answer(st, status, headers, body)
   local ok = pcall(st.conn.respond_refusal, st.conn, status, nil, headers, body)
   if not ok then st.conn:respond_refusal(status, nil, nil, body) end
-  st.refusing = true
-  st.state = socket.CLOSING
-  socket.flush(st)
+  websocket.refusing(st)
+  loop_io.write(st)
 end
 
 local function refuse(st, status, message, headers)
@@ -68,29 +74,6 @@ local function plain_http(ss, st, req, status, why)
   answer(st, code, headers, body ~= nil and tostring(body) or nil)
 end
 
-local function choose_protocol(ss, req)
-  local wanted = ss.opts.protocols
-  if type(wanted) == "function" then
-    local ok, chosen = pcall(wanted, req.protocols, req)
-    if not ok then return nil, "protocols callback failed: " .. tostring(chosen) end
-    if chosen ~= nil then
-      local offered = false
-      for _, p in ipairs(req.protocols) do offered = offered or p == chosen end
-      if not offered then
-        return nil, ("protocols callback chose '%s', which the client did not offer")
-          :format(tostring(chosen))
-      end
-    end
-    return chosen
-  end
-  if wanted then
-    for _, p in ipairs(req.protocols) do
-      if ss.protocol_set[p] then return p end
-    end
-  end
-  return nil
-end
-
 ---------------------------------------------------------------- handshake
 
 local function hand_over(ss, st, req)
@@ -98,70 +81,47 @@ local function hand_over(ss, st, req)
   local srv = ss.server
   ss.clients[st] = true
   if ss.shutdown then -- finished its handshake while the server shuts down
-    return socket.start_close(st, ss.shutdown.code, ss.shutdown.reason)
+    return websocket.start_close(st, ss.shutdown.code, ss.shutdown.reason)
   end
   if srv.onconnection then
     local ok, err = xpcall(srv.onconnection, loop.traceback, st.ws, req)
     if not ok then loop.report("error in onconnection handler: " .. tostring(err)) end
   end
-  socket.announce(st, false)
+  websocket.announce(st, false)
 end
 
 local function on_handshake_ready(st, events)
-  local got = socket.handshake_read(st, events)
+  local got = loop_io.handshake_read(st, events)
   if got == nil then return end
-  if not got then
-    return socket.finish(st, 1006, "", false) -- the client left; no one to tell
+  if not got then -- the client left; no one to tell
+    return websocket.fail(st, nil, nil, 1006)
   end
-  local ss, conn = st.server_state, st.conn
+  local ss, conn = st.drv.server, st.conn
   local req, status, why, request, name = conn:parse_request(ss.opts.max_handshake)
   if req == nil then return end
   if req == false then
     if name then loop.report(("handshake from %s refused: %s"):format(st.peer or "?", why)) end
     return plain_http(ss, st, request, status, why)
   end
-
-  local protocol, perr = choose_protocol(ss, req)
-  if perr then return refuse(st, 500, perr) end
-  local extra_headers
-  if ss.opts.handshake then
-    local ok, verdict, a, b = xpcall(ss.opts.handshake, loop.traceback, req)
-    if not ok then
-      loop.report("error in handshake callback: " .. tostring(verdict))
-      return refuse(st, 500, "internal error")
-    end
-    if verdict == false then
-      return refuse(st, compat.is_integer(a) and a or 403, b or "forbidden")
-    end
-    if type(a) == "table" then extra_headers = a end
-  end
-  local called, ok, extensions = pcall(conn.respond_upgrade, conn, req.key, protocol, nil,
-    extra_headers)
-  if not called then
-    loop.report("handshake callback returned bad headers: " .. tostring(ok))
-    return refuse(st, 500, "internal error")
-  end
-  if not ok then -- out of memory: extensions holds the message
-    loop.report(("handshake from %s refused: %s"):format(st.peer or "?", extensions))
-    return refuse(st, 503, "out of memory")
-  end
-  req.key = nil
-  st.url = (ss.tls_ctx and "wss://" or "ws://") .. (req.headers.host or "") .. req.path
-  socket.opened(st, protocol, extensions)
-  socket.flush(st)
+  local ok, a, b, headers = websocket.accept(ss.opts, conn, req, loop.report, loop.traceback)
+  if not ok then return refuse(st, a, b, headers) end
+  websocket.set_url(st, (ss.tls_ctx and "wss://" or "ws://") .. (req.headers.host or "")
+    .. req.path)
+  websocket.opened(st, a, b)
+  loop_io.open_phase(st)
+  loop_io.write(st)
   hand_over(ss, st, req)
 end
 
 -- Bounds the whole server handshake, including sending a refusal to a
 -- client that does not read it.
 local function on_handshake_timeout(st)
-  st.connect_timer = nil
-  if not st.was_opened then socket.finish(st, 1006, "", false) end
+  if not st.was_opened then websocket.fail(st, nil, nil, 1006) end
 end
 
 local function forget(st)
   handshaking[st] = nil
-  local ss = st.server_state
+  local ss = st.drv.server
   if ss then
     ss.clients[st] = nil
     local sd = ss.shutdown
@@ -186,11 +146,11 @@ local function on_tls_ready(st)
   local ok, want = core.tls_handshake(st.conn)
   if ok == nil then
     if st.opts.log then log.emit(st, "error", "tls: handshake failed: " .. tostring(want)) end
-    return socket.finish(st, 1015, "", false)
+    return websocket.fail(st, nil, nil, 1015)
   end
-  if ok == 0 then return socket.set_interest(st, want == "read", want == "write") end
-  st.on_ready = on_handshake_ready
-  socket.set_interest(st, true, false)
+  if ok == 0 then return loop_io.set_interest(st, want == "read", want == "write") end
+  loop_io.set_phase(st, on_handshake_ready)
+  loop_io.set_interest(st, true, false)
   -- The request may already sit decrypted inside TLS, where epoll cannot see it.
   if st.conn:pending() then on_handshake_ready(st, loop.READ) end
 end
@@ -224,21 +184,20 @@ local function on_accept_ready(ss)
       return
     end
     ss.accept_failing = false
-    local _, st = socket.new("server", ss.opts, "")
-    conn:set_compression(ss.opts.compression)
-    st.server_state = ss
-    st.peer = peer
+    local _, st = loop_io.new("server", ss.opts, "")
+    local d = st.drv
+    d.server, d.on_closed = ss, forget
+    websocket.peer_known(st, peer)
     if ss.opts.log then log.emit(st, "accepted", "on port " .. tostring(ss.listener:port())) end
-    st.on_finish = forget
     handshaking[st] = true
     if ss.tls_ctx then
       core.tls_start(conn, ss.tls_ctx, nil)
-      st.tls = true -- TLS may hold decrypted bytes epoll cannot see
-      socket.attach(st, conn, on_tls_ready, true, false)
+      d.tls = true -- TLS may hold decrypted bytes epoll cannot see
+      loop_io.attach(st, conn, on_tls_ready, true, false)
     else
-      socket.attach(st, conn, on_handshake_ready, true, false)
+      loop_io.attach(st, conn, on_handshake_ready, true, false)
     end
-    st.connect_timer = loop.timer(now() + ss.opts.timeout, on_handshake_timeout, st)
+    websocket.arm_connect_timer(st, on_handshake_timeout)
   end
 end
 
@@ -263,19 +222,13 @@ function server.listen(opts)
     clients = setmetatable({}, { __mode = "k" }),
     on_ready = on_accept_ready,
   }
-  if type(opts.protocols) == "table" then
-    ss.protocol_set = {}
-    for _, p in ipairs(opts.protocols) do ss.protocol_set[p] = true end
-  elseif type(opts.protocols) == "string" then
-    ss.protocol_set = { [opts.protocols] = true }
-  end
   local watched
   watched, message, name = loop.watch(listener:fd(), ss, true, false)
   if not watched then
     listener:close()
     return nil, "cannot watch the listening socket: " .. message, name
   end
-  local srv = setmetatable({ port = listener:port(), host = host or "*", [socket.PRIV] = ss },
+  local srv = setmetatable({ port = listener:port(), host = host or "*", [PRIV] = ss },
     server_mt)
   ss.server = srv
   listening[ss] = true
@@ -294,7 +247,7 @@ function server.serve(opts, handler)
 end
 
 local function server_state(srv)
-  local ss = type(srv) == "table" and rawget(srv, socket.PRIV)
+  local ss = type(srv) == "table" and rawget(srv, PRIV)
   if not ss then error("bad self (a moonws server expected)", 3) end
   return ss
 end
@@ -337,7 +290,7 @@ local function on_shutdown_timeout(sd)
   sd.timer = nil
   local list = {}
   for st in pairs(sd.left) do list[#list + 1] = st end
-  for _, st in ipairs(list) do socket.finish(st, 1006, "", false) end
+  for _, st in ipairs(list) do websocket.fail(st, nil, nil, 1006) end
 end
 
 -- Start a shutdown (once): stop accepting, close every connection with
@@ -350,19 +303,19 @@ local function start_shutdown(srv, ss, code, reason)
   local sd = { code = code, reason = reason, left = {}, count = 0, unclean = 0, waiters = {} }
   ss.shutdown = sd
   for st in pairs(handshaking) do
-    if st.server_state == ss and st.state ~= socket.CLOSED then
+    if st.drv.server == ss and st.state ~= websocket.CLOSED then
       sd.left[st], sd.count = true, sd.count + 1
     end
   end
   local open = {}
   for st in pairs(ss.clients) do
-    if st.state ~= socket.CLOSED then
+    if st.state ~= websocket.CLOSED then
       sd.left[st], sd.count = true, sd.count + 1
       open[#open + 1] = st
     end
   end
   sd.total = sd.count
-  for _, st in ipairs(open) do socket.start_close(st, code, reason) end
+  for _, st in ipairs(open) do websocket.start_close(st, code, reason) end
   if sd.count > 0 then
     -- A little after the sockets' own close timers (same close_timeout),
     -- so theirs decide first.
@@ -385,7 +338,7 @@ function server_methods.shutdown(srv, code, reason)
   end
   if sd.count == 0 and sd.unclean > 0 then
     return nil, ("%d of %d connections did not close cleanly"):format(sd.unclean, sd.total),
-      "closed"
+      E.CLOSED
   end
   return true
 end
@@ -408,7 +361,7 @@ function server_methods.clients(srv)
   local ss = server_state(srv)
   local list = {}
   for st in pairs(ss.clients) do
-    if st.state == socket.OPEN then list[#list + 1] = st.ws end
+    if st.state == websocket.OPEN then list[#list + 1] = st.ws end
   end
   local i = 0
   return function()
@@ -418,9 +371,9 @@ function server_methods.clients(srv)
 end
 
 function server_mt.__tostring(srv)
-  local ss = rawget(srv, socket.PRIV)
+  local ss = rawget(srv, PRIV)
   return ("moonws.server (%s:%d, %s)"):format(srv.host, srv.port,
-    listening[ss] and "listening" or "closed")
+    listening[ss] and "listening" or "closed") -- a state, not an error name
 end
 
 return server

@@ -1,0 +1,282 @@
+-- moonws.loop_io -- the driver of moonws's own loop for websocket objects
+-- (the interface is written at the head of moonws.websocket): nonblocking
+-- reads and writes on the connection's descriptor, watched by the loop's
+-- poller; one write per socket per round ("corking"); timers on the
+-- loop's heap; waiting by yielding a coroutine or driving the loop.
+-- moonws.client and moonws.server are the opening phases on top of it.
+--
+-- Its per-socket data lives in st.drv: the descriptor and the interest
+-- set on it, the phase's readiness handler, the timers, the coroutines
+-- waiting on the socket.  The loop holds st.drv weakly (a watcher, a
+-- dirty object), so a socket nobody references and nothing waits on is
+-- collected, and its collection closes the connection.
+
+local E = require "moonws.errors"
+local loop = require "moonws.loop"
+local websocket = require "moonws.websocket"
+
+local now = loop.now
+local readable, writable = loop.readable, loop.writable
+
+local loop_io = {
+  name = "moonws", type_name = "moonws.websocket", handlers = true,
+  traceback = loop.traceback, report = loop.report, now = now,
+}
+
+local kept = {} -- st -> true: sockets the loop keeps alive (handlers set)
+
+---------------------------------------------------------------- interest
+
+local function set_interest(st, want_read, want_write)
+  local d = st.drv
+  if d.fd and (d.i_read ~= want_read or d.i_write ~= want_write) then
+    d.i_read, d.i_write = want_read, want_write
+    local ok, message, name = loop.watch(d.fd, d, want_read, want_write)
+    if not ok and not d.watch_error then
+      -- The poller refused the socket (out of memory, max_user_watches):
+      -- it fails alone, in the next round, so no caller is cut off
+      -- midway.  An operator should hear of it even when no handler is
+      -- set (a server's socket still in its handshake has none).
+      d.watch_error = "cannot watch the socket: " .. tostring(message)
+      loop.defer(function(s)
+        if not s.onerror then loop.report(d.watch_error) end
+        websocket.fail(s, d.watch_error, name or E.IO)
+      end, st)
+    end
+  end
+end
+loop_io.set_interest = set_interest
+
+function loop_io.reading(st, on)
+  set_interest(st, on, st.drv.i_write or false)
+end
+
+---------------------------------------------------------------- output
+
+-- Write what is queued; the loop calls it for dirty sockets at the end of
+-- a round, and the readiness handler when the socket turns writable.
+local function write(st)
+  local conn = st.conn
+  if not conn then return end
+  websocket.frame_queued(st)
+  if st.conn ~= conn then return end
+  local left, want, name = conn:flush()
+  if not left then return websocket.io_error(st, want, name) end
+  local d = st.drv
+  local want_write = left > 0 and want == "write"
+  local reading = websocket.reading_wanted(st) or want == "read"
+  if want_write ~= (d.i_write or false) or reading ~= (d.i_read or false) then
+    set_interest(st, reading, want_write)
+  end
+  websocket.flushed(st, left)
+end
+loop_io.write = write
+
+-- The dirty object of a socket is its drv: drv:flush() writes.
+local function drv_flush(d) return write(d.st) end
+
+function loop_io.flush(st)
+  if st.conn then loop.dirty(st.drv) end
+  return true
+end
+
+---------------------------------------------------------------- lingering
+
+-- Closing a socket whose input is not all read makes the kernel send a
+-- reset, which can destroy our last bytes (a close frame, a 4xx answer)
+-- before the peer reads them.  So when we end a connection, the sending
+-- side is shut down (FIN) and input is read and dropped until the peer
+-- closes too, or LINGER seconds pass.  The WebSocket is already CLOSED;
+-- this only finishes TCP politely, and does not keep run() going.
+local LINGER = 2
+local lingering = {}
+
+local function end_linger(w)
+  if lingering[w] then
+    lingering[w] = nil
+    loop.cancel(w.timer)
+    loop.unwatch(w.fd)
+    w.conn:release()
+  end
+end
+
+local function on_linger_ready(w)
+  local n = w.conn:read()
+  if not n then return end_linger(w) end -- the peer closed, or failed
+  w.conn:discard()
+end
+
+local function linger(conn, fd)
+  local w = { conn = conn, fd = fd, on_ready = on_linger_ready }
+  conn:shutdown()
+  lingering[w] = true
+  w.timer = loop.timer(now() + LINGER, end_linger, w)
+  if not loop.watch(fd, w, true, false) then end_linger(w) end
+end
+
+function loop_io.release(st, how)
+  local conn, d = st.conn, st.drv
+  if d.lookup_cancel then d.lookup_cancel(st) end
+  if not conn then return end
+  if how == "linger" and d.fd then
+    linger(conn, d.fd) -- its watcher takes the descriptor over
+  else
+    if d.fd then loop.unwatch(d.fd) end
+    -- After a closing handshake, end TLS properly too (one nonblocking try).
+    if how == "clean" then conn:shutdown() end
+    conn:release()
+  end
+  d.fd = nil
+end
+
+---------------------------------------------------------------- input
+
+-- Read and dispatch; TLS may hold decrypted bytes the poller cannot see
+-- (SSL_has_pending), so keep reading while the transport has some.
+local function on_readable(st)
+  repeat
+    local conn = st.conn
+    local n, want, name = conn:read(st.opts.max_step_bytes)
+    if n == false then return websocket.eof(st) end
+    if n == nil then return websocket.io_error(st, want, name) end
+    if n == 0 then return end
+    websocket.heard(st)
+    if not websocket.drain(st) then return end -- out of budget for this round
+  until not (st.drv.tls and st.conn and websocket.reading_wanted(st) and st.conn:pending())
+end
+
+function loop_io.pending(st)
+  return st.drv.tls and st.conn and websocket.reading_wanted(st) and st.conn:pending()
+end
+
+function loop_io.more(st)
+  if loop_io.pending(st) then on_readable(st) end
+end
+
+-- The readiness handler of an open (or closing) socket.
+local function on_ready_open(st, events)
+  if events >= 2 then write(st) end -- writable(events), inlined: once per wake-up
+  if events % 2 == 1 and st.conn then on_readable(st) end
+end
+
+-- What both sides' handshake handlers do first: send what is queued, then
+-- read.  Returns true when new bytes wait to be parsed; false, message,
+-- name when the stream ended (message nil at end of stream) or failed;
+-- nothing when there is nothing to parse yet.
+function loop_io.handshake_read(st, events)
+  if writable(events) then
+    write(st)
+    if st.state ~= websocket.CONNECTING then return nil end
+  end
+  if not readable(events) then return nil end
+  local got = nil
+  repeat -- TLS may hold more decrypted bytes than one read takes
+    local n, message, name = st.conn:read()
+    if n == false then return false end
+    if n == nil then return false, message, name end
+    if n > 0 then got = true end
+  until n == 0 or not st.conn:pending()
+  return got
+end
+
+---------------------------------------------------------------- the phases
+
+-- The loop calls drv:on_ready(events); the phase decides what it means.
+local function drv_on_ready(d, events) return d.phase(d.st, events) end
+
+-- A new socket object on this driver (CONNECTING; counted by run()).
+function loop_io.new(role, opts, url)
+  local ws, st = websocket.new(role, opts, url, loop_io)
+  local d = st.drv
+  d.st, d.flush, d.on_ready = st, drv_flush, drv_on_ready
+  d.waiters, d.timers = {}, {}
+  d.counted = true
+  loop.ref()
+  return ws, st
+end
+
+-- Give st its connection (an fd exists) and the phase's readiness handler.
+function loop_io.attach(st, conn, phase, want_read, want_write)
+  websocket.configure(conn, st.opts)
+  websocket.attach(st, conn)
+  local d = st.drv
+  d.fd, d.phase, d.i_read, d.i_write = conn:fd(), phase, nil, nil
+  set_interest(st, want_read, want_write)
+end
+
+-- Drop st's connection before it opened (a connect attempt failed).
+function loop_io.detach(st)
+  local d = st.drv
+  if d.fd then loop.unwatch(d.fd) end
+  d.fd = nil
+  websocket.detach(st):release()
+end
+
+-- The connection left the handshake phases: from now on, frames.
+function loop_io.open_phase(st)
+  st.drv.phase = on_ready_open
+end
+
+-- A different readiness handler for the phase to come (TLS, handshake).
+function loop_io.set_phase(st, phase)
+  st.drv.phase = phase
+end
+
+---------------------------------------------------------------- the rest of the interface
+
+function loop_io.wait(st, cond, deadline, what)
+  return loop.wait_until(cond, deadline, st.drv.waiters, what)
+end
+
+function loop_io.can_wait() return loop.wait_mode() ~= nil end
+
+function loop_io.wake(st)
+  local waiters = st.drv.waiters
+  if #waiters > 0 then loop.wake_all(waiters) end
+end
+
+function loop_io.timer(st, key, deadline, fn)
+  local timers = st.drv.timers
+  local old = timers[key]
+  if old then
+    loop.cancel(old)
+    timers[key] = nil
+  end
+  if deadline then
+    local handle
+    handle = loop.timer(deadline, function(s)
+      if s.drv.timers[key] == handle then s.drv.timers[key] = nil end
+      fn(s)
+    end, st)
+    timers[key] = handle
+  end
+end
+
+function loop_io.later(st, fn) loop.defer(fn, st) end
+
+loop_io.round = loop.round
+
+function loop_io.keep(st, on) kept[st] = on or nil end
+
+local function uncount(st)
+  local d = st.drv
+  if d.counted then
+    d.counted = false
+    loop.unref()
+  end
+end
+
+function loop_io.closed(st)
+  uncount(st)
+  if st.drv.on_closed then st.drv.on_closed(st) end
+end
+
+function loop_io.collected(st)
+  uncount(st)
+  if st.drv.lookup_cancel then st.drv.lookup_cancel(st) end
+end
+
+-- cqueues.poll(ws): the loop's polling protocol on every socket.
+websocket.add_methods(loop.polling)
+
+return loop_io

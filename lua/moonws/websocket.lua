@@ -1,0 +1,984 @@
+-- moonws.websocket -- THE WebSocket object (docs/DESIGN.md, "One object,
+-- two drivers"): its state machine, its public API and argument checks,
+-- the handshake policy and the event dispatch live here, once, for every
+-- front.  How bytes move is a driver's job: moonws.loop_io on moonws's own
+-- loop (with moonws.client and moonws.server for the phases before OPEN),
+-- moonws.resty_io on nginx cosockets.  Only functions of this module change
+-- the object's state.
+--
+-- The public object is an empty proxy whose metatable serves methods and
+-- read-only properties, so assigning a handler (ws.onmessage = f) passes
+-- through __newindex and the driver can keep the socket alive while
+-- handlers are set.  The state lives in a private table (st) reached by a
+-- private key.  A driver reads st.conn, st.opts, st.state and st.role and
+-- keeps its own per-socket data in st.drv; it never writes other fields.
+--
+-- State rules (the browser's): onclose fires exactly once, after onerror
+-- when there was an error; wasClean is true only when both close frames
+-- were exchanged before the TCP connection ended; code is the peer's close
+-- code (1005 when its frame had none) or 1006 when no close frame came.
+--
+-- The driver interface (a table of functions, each taking st first):
+--   flush(st) -> true | nil, message, name
+--                         output was queued on st.conn: write it now, or
+--                         at the end of the loop round; before writing it
+--                         calls websocket.frame_queued(st), after it
+--                         websocket.flushed(st, bytes_left)
+--   wait(st, cond, deadline, what) -> true | false
+--                         wait until cond() holds (false: deadline, an
+--                         absolute now(), passed); raises where waiting is
+--                         not possible (inside an event handler)
+--   can_wait(st)          whether wait would wait rather than raise
+--   wake(st)              what waiters wait for may have changed
+--   timer(st, key, deadline, fn)  arm the socket's timer key to call
+--                         fn(st) at deadline; deadline nil cancels it
+--   reading(st, on)       whether to read from the peer (pause, a full
+--                         receive queue, send backpressure)
+--   later(st, fn)         call fn(st) soon, from the driver (not inside
+--                         the current call)
+--   round(st) -> n        the driver's round, for per-round budgets
+--   release(st, how)      end the transport: "now"; "clean" (after the
+--                         closing handshake); "linger" (the peer may still
+--                         be sending: let our last bytes reach it)
+--   keep(st, on)          the socket must stay alive (handlers set)
+--   report(message)       an error no handler took
+--   now() -> seconds      the driver's clock
+-- and fields: name and type_name (for messages and tostring), traceback
+-- (the message handler for user callbacks), handlers (false: the front
+-- cannot run event handlers), unsupported (method name -> why the front
+-- lacks it), and optional functions in_flight(st) (bytes handed to the
+-- transport and not yet written), pending(st) and more(st) (whether the
+-- transport holds bytes the poller cannot see, TLS records, and reading
+-- them), closed(st) (the socket became
+-- CLOSED) and collected(st) (the object was collected).
+-- The driver calls websocket.drain(st) when bytes wait in st.conn,
+-- websocket.eof(st) at end of stream, websocket.io_error(st, message,
+-- name) when the transport failed, and the functions of the opening phase
+-- (opened, announce, fail, refusing).
+
+local compat = require "moonws.compat"
+local core = require "moonws.core"
+local E = require "moonws.errors"
+local log = require "moonws.log"
+local options = require "moonws.options"
+
+local CONNECTING, OPEN, CLOSING, CLOSED = 0, 1, 2, 3
+
+local websocket = {
+  CONNECTING = CONNECTING, OPEN = OPEN, CLOSING = CLOSING, CLOSED = CLOSED,
+}
+
+local PRIV = setmetatable({}, { __name = "moonws.private",
+  __tostring = function() return "<moonws private>" end })
+websocket.PRIV = PRIV
+
+local HANDLERS = {
+  onopen = true, onmessage = true, onclose = true, onerror = true, onping = true, onpong = true,
+}
+
+-- Timers a socket may have armed (keys of drv.timer).
+local TIMERS = { "connect", "close", "ping", "pong", "backlog" }
+
+local methods, getters = {}, {}
+local mt = { __name = "moonws.websocket" }
+websocket.mt = mt
+
+---------------------------------------------------------------- events
+
+local function report_handler_error(st, name, err)
+  local message = ("error in %s handler: %s"):format(name, tostring(err))
+  local onerror = st.onerror
+  if name ~= "onerror" and onerror then
+    local ok, err2 = xpcall(onerror, st.io.traceback,
+      { type = "error", message = message, error = E.HANDLER, target = st.ws })
+    if ok then return end
+    message = message .. "\n(onerror failed too: " .. tostring(err2) .. ")"
+  end
+  st.io.report(message)
+end
+
+-- Call handler `name` of st with event; errors never escape.
+local function fire(st, name, event)
+  local handler = st[name]
+  if not handler then return false end
+  event.target = st.ws
+  local ok, err = xpcall(handler, st.io.traceback, event)
+  if not ok then report_handler_error(st, name, err) end
+  return true
+end
+
+local function handlers_set(st)
+  return st.onopen or st.onmessage or st.onclose or st.onerror or st.onping or st.onpong
+end
+
+local function rekeep(st)
+  st.io.keep(st, st.state ~= CLOSED and handlers_set(st) and true or false)
+end
+
+---------------------------------------------------------------- reading
+
+-- Reading stops while the application pauses, while receive()'s queue is
+-- full, and while send_limit bytes wait for a peer that does not read
+-- what we send (a peer must not make us buffer without bound for it).
+local function reading_wanted(st)
+  return not st.paused and not st.queue_paused and not st.backlogged
+end
+websocket.reading_wanted = reading_wanted
+
+local function refresh_reading(st)
+  if st.conn and st.state ~= CONNECTING then st.io.reading(st, reading_wanted(st)) end
+end
+
+---------------------------------------------------------------- deflating sends
+
+-- A big message that goes compressed costs its deflate (about 3 ms a MiB):
+-- sent whole, an echo of a peer's 16 MiB message would stall every other
+-- connection for 50 ms.  So it is deflated max_step_bytes a round and goes
+-- out as fragments; messages sent after it, and a close, wait behind it in
+-- order.  What waits counts in bufferedAmount and against send_limit.
+
+local function unsent(st)
+  local in_flight = st.io.in_flight
+  return st.conn:buffered() + st.outq_bytes + (in_flight and in_flight(st) or 0)
+end
+
+local function outq_push(st, data, binary)
+  local q = st.outq
+  if not q then
+    q = { head = 1, tail = 0 }
+    st.outq = q
+  end
+  q.tail = q.tail + 1
+  q[q.tail] = { data = data, binary = binary, pos = 1 }
+  st.outq_bytes = st.outq_bytes + #data
+end
+
+local function outq_drop(st)
+  st.outq, st.outq_bytes, st.close_after = nil, 0, nil
+end
+
+---------------------------------------------------------------- ending
+
+-- The connection is over: free it (how: as drv.release takes it; by
+-- default "clean" after a closing handshake, else "now"), and fire
+-- onclose (once).
+local function finish(st, code, reason, clean, how)
+  if st.state == CLOSED then return end
+  local io = st.io
+  for _, key in ipairs(TIMERS) do io.timer(st, key, nil) end
+  if st.conn then
+    st.final_counters = st.conn:counters()
+    io.release(st, how or (clean and "clean" or "now"))
+    st.conn = nil
+  end
+  outq_drop(st)
+  st.state = CLOSED
+  st.close_code, st.close_reason, st.was_clean = code, reason or "", clean
+  if io.closed then io.closed(st) end
+  if st.opts.log then
+    log.emit(st, "closed", ("code %d%s, %s"):format(code,
+      st.close_reason ~= "" and (" %q"):format(st.close_reason) or "",
+      clean and "clean" or "not clean"), { code = code, reason = st.close_reason, clean = clean })
+  end
+  fire(st, "onclose", { type = "close", code = code, reason = st.close_reason, wasClean = clean })
+  io.keep(st, false)
+  io.wake(st)
+end
+
+-- Record an error and fire onerror (before the onclose that follows).
+-- With a code (a close frame carrying it goes to the peer), the message
+-- says so: what the application reads matches what the peer sees.
+local function error_event(st, message, name, code)
+  if code then message = ("%s; closing with %d"):format(message, code) end
+  if st.opts.log then log.emit(st, "error", message, { error = name, code = code }) end
+  st.err_message, st.err_name = message, name
+  fire(st, "onerror", { type = "error", message = message, error = name, code = code })
+end
+
+-- A failure that ends the connection at once (no closing handshake);
+-- onclose gets code (default 1006; 1015 for TLS failures).
+local function abort(st, message, name, code)
+  if st.state == CLOSED then return end
+  if message then error_event(st, message, name) end
+  finish(st, code or 1006, "", false)
+end
+websocket.fail = abort
+
+local function on_close_timeout(st)
+  if st.state == CLOSED then return end
+  local sent, received = false, false
+  if st.conn then sent, received = st.conn:state() end
+  if sent and received then
+    -- Both close frames went by; only the peer's TCP close is missing.
+    finish(st, st.close_code, st.close_reason, true)
+  else
+    finish(st, 1006, "", false)
+  end
+end
+
+local function enter_closing(st)
+  if st.state == OPEN or st.state == CONNECTING then
+    st.state = CLOSING
+    st.io.timer(st, "ping", nil)
+    st.io.timer(st, "pong", nil)
+    st.close_deadline = st.io.now() + st.opts.close_timeout
+    st.io.timer(st, "close", st.close_deadline, on_close_timeout)
+  end
+end
+
+-- The server answered the handshake with a refusal (an HTTP status, on
+-- conn): once it has gone out, the connection ends.
+function websocket.refusing(st)
+  st.refusing = true
+  enter_closing(st)
+end
+
+-- Our output drained: end the TCP connection when the protocol says so.
+local function after_flush(st)
+  if st.state ~= CLOSING or not st.conn then return end
+  if st.refusing then return finish(st, 1006, "", false, "linger") end
+  local sent, received, failed = st.conn:state()
+  if failed then
+    finish(st, 1006, "", false, "linger")
+  elseif sent and received and st.role == "server" then
+    -- RFC 6455 7.1.1: the server closes the TCP connection first.
+    finish(st, st.close_code, st.close_reason, true, "linger")
+  end
+  -- A client waits for the server's TCP close (bounded by close_timeout).
+end
+
+-- The transport failed (message: what failed).
+function websocket.io_error(st, message, name)
+  if st.state == CLOSED then return end
+  local sent, received = false, false
+  if st.conn then sent, received = st.conn:state() end
+  if sent and received then
+    finish(st, st.close_code, st.close_reason, true)
+  elseif st.state == CLOSING then
+    finish(st, 1006, "", false)
+  else
+    abort(st, message, name or E.IO)
+  end
+end
+
+-- The peer ended the stream.
+function websocket.eof(st)
+  if st.state == CLOSED then return end
+  local sent, received = st.conn:state()
+  if sent and received then
+    finish(st, st.close_code, st.close_reason, true)
+  elseif st.state == CLOSING then
+    finish(st, 1006, "", false)
+  else
+    abort(st, "connection lost: the peer closed TCP without a closing handshake", E.IO)
+  end
+end
+
+---------------------------------------------------------------- output
+
+-- The peer left send_limit bytes unread for send_timeout seconds, with
+-- reading stopped all along: it is not reading, so stop waiting for it.
+local function on_backlog_timeout(st)
+  if st.state ~= OPEN then return end
+  error_event(st, ("the peer read nothing for send_timeout (%gs) with %d bytes "
+    .. "waiting (send_limit)"):format(st.opts.send_timeout, unsent(st)), E.TIMEOUT, 1008)
+  st.conn:close(1008, "peer not reading")
+  enter_closing(st)
+  st.io.flush(st)
+end
+
+-- Output reached send_limit (over: true) or fell back to half of it.
+local function set_backlogged(st, over)
+  st.backlogged = over
+  local io = st.io
+  if over then
+    io.timer(st, "backlog", io.now() + st.opts.send_timeout, on_backlog_timeout)
+  else
+    io.timer(st, "backlog", nil)
+    if st.conn and st.state ~= CONNECTING then io.later(st, websocket.drain) end
+  end
+  refresh_reading(st)
+end
+
+-- Frame what this round's budget allows of the deflating queue; the driver
+-- calls it before it writes.
+function websocket.frame_queued(st)
+  if not st.outq then return end
+  local io = st.io
+  if st.send_round ~= io.round(st) then
+    st.send_round, st.send_budget = io.round(st), st.opts.max_step_bytes
+  end
+  local q, conn, budget = st.outq, st.conn, st.send_budget
+  while q.head <= q.tail and budget > 0 do
+    local e = q[q.head]
+    local data, n, ok, message, name, took = e.data, #e.data, nil, nil, nil, nil
+    if e.pos == 1 and n <= budget then -- small: whole, as send() would
+      ok, message, name = conn:send(data, e.binary, nil, st.opts.fragment_size)
+      took = n
+    else
+      local last = math.min(n, e.pos + budget - 1)
+      ok, message, name = conn:send_fragment(data:sub(e.pos, last), e.binary, last == n, true)
+      took = last - e.pos + 1
+    end
+    if not ok then
+      outq_drop(st)
+      -- Closed: nothing may follow.  Out of memory mid-message: it cannot
+      -- be finished, so the connection fails.
+      if name ~= E.CLOSED then abort(st, "send: " .. message, name) end
+      return
+    end
+    e.pos, budget, st.outq_bytes = e.pos + took, budget - took, st.outq_bytes - took
+    if e.pos > n then
+      q[q.head] = nil
+      q.head = q.head + 1
+    end
+  end
+  st.send_budget = budget
+  if q.head <= q.tail then
+    io.later(st, io.flush) -- the rest in the next rounds
+    return
+  end
+  st.outq = nil
+  local close = st.close_after
+  if close then
+    st.close_after = nil
+    conn:close(close[1], close[2])
+  end
+end
+
+-- The driver wrote what it could; left bytes wait (in conn or in flight).
+function websocket.flushed(st, left)
+  left = left + st.outq_bytes
+  -- Reading stops at send_limit and resumes at half of it, so a peer that
+  -- takes a few bytes now and then does not flip it every round.
+  local limit = st.opts.send_limit
+  local over
+  if st.backlogged then over = left > limit / 2 else over = left >= limit end
+  if over ~= (st.backlogged or false) then set_backlogged(st, over) end
+  if left <= st.opts.send_buffer then st.io.wake(st) end
+  if left == 0 and st.state == CLOSING then after_flush(st) end
+end
+
+---------------------------------------------------------------- input
+
+local apply_failure -- forward
+
+local function queue_message(st, data, kind)
+  local tail = st.qtail + 1
+  st.queue[tail] = data
+  st.kinds[tail] = kind
+  st.qtail = tail
+  if tail - st.qhead + 1 >= st.opts.max_queue then
+    st.queue_paused = true
+    refresh_reading(st)
+  end
+end
+
+local function pop_message(st)
+  local head, queue, kinds = st.qhead, st.queue, st.kinds
+  local data, kind = queue[head], kinds[head]
+  queue[head], kinds[head] = nil, nil
+  if head >= st.qtail then
+    st.qhead, st.qtail = 1, 0
+  else
+    st.qhead = head + 1
+  end
+  if st.queue_paused and st.qtail - st.qhead + 1 <= math.floor(st.opts.max_queue / 2) then
+    st.queue_paused = false
+    refresh_reading(st)
+    if st.conn then st.io.later(st, websocket.drain) end
+  end
+  -- The last message before a failure is taken: the failure follows, once
+  -- the caller has had its turn to answer.
+  if st.failure and st.qtail < st.qhead then st.io.later(st, apply_failure) end
+  return data, kind
+end
+
+local function deliver(st, data, kind)
+  -- Built whole (target too): no table resize per message.
+  fire(st, "onmessage", { type = "message", data = data, binary = kind == "binary",
+    target = st.ws })
+end
+
+-- Messages queued for receive() before onmessage was set go to the handler
+-- first, in order.
+local function deliver_queued(st)
+  st.delivering = false
+  while st.onmessage and st.qtail >= st.qhead do
+    deliver(st, pop_message(st))
+  end
+end
+
+local function on_message(st, data, kind)
+  if st.state ~= OPEN then return end -- the browser drops messages once closing
+  if st.onmessage and st.qtail < st.qhead then
+    deliver(st, data, kind)
+  else
+    queue_message(st, data, kind)
+    if st.onmessage then
+      if not st.delivering then st.delivering = true; st.io.later(st, deliver_queued) end
+    else
+      st.io.wake(st)
+    end
+  end
+end
+
+-- The connection failed (the peer broke the protocol): the close frame
+-- with the RFC's code goes out, onerror fires, the closing begins.
+local function fail_now(st, message, name, code)
+  st.failure = nil
+  if not st.conn or st.state == CLOSED then return end
+  st.conn:fail_close()
+  enter_closing(st)
+  error_event(st, "frame: " .. message, name, code)
+  st.io.flush(st)
+end
+
+function apply_failure(st)
+  local f = st.failure
+  if f then fail_now(st, f[1], f[2], f[3]) end
+end
+
+local function handle_event(st, kind, a, b, c)
+  if kind == "text" or kind == "binary" then
+    on_message(st, a, kind)
+  elseif kind == "ping" then
+    st.io.flush(st) -- the pong the core queued
+    if st.onping then fire(st, "onping", { type = "ping", data = a }) end
+  elseif kind == "pong" then
+    if st.onpong then fire(st, "onpong", { type = "pong", data = a }) end
+  elseif kind == "close" then
+    st.close_code, st.close_reason = a, b
+    enter_closing(st)
+    st.io.flush(st) -- our echo, or the wake-up that ends a completed handshake
+  elseif kind == "error" then
+    if st.qtail >= st.qhead then
+      -- Messages that came before the bad frame wait for receive() (or
+      -- for onmessage): let the application take them, and answer them,
+      -- before the close goes out -- as event style, whose handler runs
+      -- before the next frame is read, always could.
+      st.failure = { a, b, c }
+    else
+      fail_now(st, a, b, c)
+    end
+  end
+end
+
+-- Parse and dispatch the complete events waiting in the conn, at most
+-- max_step_events of them and max_step_bytes inflated a round: a flood or
+-- a bomb must not stall one round of the loop (a game frame).  The rest is
+-- dispatched in a later round.  Returns false when it stopped for a budget.
+function websocket.drain(st)
+  local conn, io = st.conn, st.io
+  if not conn then return true end
+  local round = io.round(st)
+  if st.budget_round ~= round then
+    st.budget_round, st.budget = round, st.opts.max_step_events
+    conn:budget(st.opts.max_step_bytes) -- bytes to inflate
+  end
+  local budget = st.budget
+  local finished, queued = true, false
+  while st.conn == conn and not st.paused and not st.queue_paused and not st.backlogged do
+    if budget == 0 then
+      finished = false
+      break
+    end
+    local kind, a, b, c = conn:next_event()
+    if not kind then
+      -- false: inflated max_step_bytes already; the rest next round
+      if kind == false then finished = false end
+      break
+    end
+    budget = budget - 1
+    local onmessage = st.onmessage
+    if onmessage and (kind == "text" or kind == "binary") and st.state == OPEN
+        and st.qtail < st.qhead then
+      -- The hot path (on_message -> deliver -> fire, inlined): a message
+      -- for the handler, nothing queued before it.
+      local ok, err = xpcall(onmessage, io.traceback, { type = "message", data = a,
+        binary = kind == "binary", target = st.ws })
+      if not ok then report_handler_error(st, "onmessage", err) end
+    elseif not onmessage and (kind == "text" or kind == "binary") and st.state == OPEN then
+      -- The other hot path: queued for receive() (on_message, inlined);
+      -- the waiters are woken once, after the loop.
+      queue_message(st, a, kind)
+      queued = true
+    else
+      handle_event(st, kind, a, b, c)
+    end
+  end
+  st.budget = budget
+  if not finished and not st.drain_deferred then
+    st.drain_deferred = true
+    io.later(st, websocket.drain_later)
+  end
+  if queued then io.wake(st) end
+  return finished
+end
+
+-- The next round's share of a drain cut short by its budget.
+function websocket.drain_later(st)
+  st.drain_deferred = false
+  if st.conn and websocket.drain(st) and st.conn and st.io.more then st.io.more(st) end
+end
+
+---------------------------------------------------------------- keepalive
+
+local function on_pong_timeout(st)
+  if st.state == OPEN and st.awaiting_pong then
+    abort(st, ("no data from the peer within ping_timeout (%gs) after a ping"):format(
+      st.opts.ping_timeout), E.TIMEOUT)
+  end
+end
+
+local function on_ping_timer(st)
+  if st.state ~= OPEN then return end
+  local io = st.io
+  if not st.awaiting_pong then
+    st.awaiting_pong = true
+    st.conn:ping("")
+    io.flush(st)
+    if st.state ~= OPEN then return end
+    io.timer(st, "pong", io.now() + st.opts.ping_timeout, on_pong_timeout)
+  end
+  io.timer(st, "ping", io.now() + st.opts.ping_interval, on_ping_timer)
+end
+
+-- Bytes came from the peer: it is alive (keepalive's proof).
+function websocket.heard(st) st.awaiting_pong = false end
+
+---------------------------------------------------------------- the opening
+
+-- A new socket object in CONNECTING state; role "client" or "server"; io
+-- is its driver.
+function websocket.new(role, opts, url, io)
+  local st = {
+    state = CONNECTING, role = role, opts = opts, io = io, drv = {},
+    url = url or "", protocol = "", extensions = "",
+    queue = {}, kinds = {}, qhead = 1, qtail = 0, outq_bytes = 0,
+  }
+  local ws = setmetatable({ [PRIV] = st }, mt)
+  compat.on_collect(ws, mt.__gc)
+  st.ws = ws
+  return ws, st
+end
+
+-- A new conn takes the limits and compression of opts (before its
+-- handshake).
+function websocket.configure(conn, opts)
+  conn:limits(opts.max_payload, opts.max_frame)
+  conn:set_compression(opts.compression)
+end
+
+-- Give st its conn.
+function websocket.attach(st, conn)
+  st.conn = conn
+end
+
+-- Take st's conn back (a connect attempt failed; another may follow).
+function websocket.detach(st)
+  local conn = st.conn
+  st.conn = nil
+  return conn
+end
+
+-- The opening handshake succeeded: the socket is OPEN.
+function websocket.opened(st, protocol, extensions)
+  local io = st.io
+  st.conn:handshake_done()
+  st.state = OPEN
+  st.was_opened = true
+  st.protocol, st.extensions = protocol or "", extensions or ""
+  io.timer(st, "connect", nil)
+  refresh_reading(st)
+  if st.opts.ping_interval then
+    io.timer(st, "ping", io.now() + st.opts.ping_interval, on_ping_timer)
+  end
+  if st.opts.log then
+    log.emit(st, "open", ("%s protocol %q extensions %q"):format(st.url, st.protocol,
+      st.extensions))
+  end
+end
+
+-- Announce the open socket and parse frames that came with the handshake.
+function websocket.announce(st, fire_onopen)
+  if fire_onopen then fire(st, "onopen", { type = "open" }) end
+  st.io.wake(st)
+  if st.state == OPEN then
+    websocket.drain(st)
+    local io = st.io
+    if st.conn and io.pending and io.pending(st) then io.later(st, io.more) end
+  end
+end
+
+-- The URL a server learned from the request (scheme, Host, target).
+function websocket.set_url(st, url) st.url = url end
+
+-- The peer's address, as the driver knows it ("127.0.0.1:8080"): for
+-- the log and for the application.
+function websocket.peer_known(st, peer) st.peer = peer end
+
+-- Bound the opening phase: connect + handshake (client), handshake
+-- (server); on_timeout(st) runs when it passes.
+function websocket.arm_connect_timer(st, on_timeout)
+  st.io.timer(st, "connect", st.io.now() + st.opts.timeout, on_timeout)
+end
+
+---------------------------------------------------------------- handshake policy
+
+-- "%40" -> "@": userinfo in URLs is percent-encoded (RFC 3986 3.2.1).
+local function unescape(s)
+  return (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
+end
+websocket.unescape = unescape
+
+-- The client's upgrade request for parsed URL u under opts, as conn:request
+-- takes it: URL credentials become an Authorization header.
+function websocket.request_spec(u, opts)
+  local headers = opts.headers
+  if u.userinfo then
+    local h = {}
+    for k, v in pairs(headers or {}) do h[k] = v end
+    h.Authorization = "Basic " .. core.base64(unescape(u.userinfo))
+    headers = h
+  end
+  return {
+    host = u.host_header,
+    target = u.resource,
+    protocols = websocket.offered_protocols(opts),
+    origin = opts.origin,
+    headers = headers,
+  }
+end
+
+-- The client's Sec-WebSocket-Protocol offer ("a, b"), or nil.
+function websocket.offered_protocols(opts)
+  local p = opts.protocols
+  if not p then return nil end
+  return type(p) == "string" and p or table.concat(p, ", ")
+end
+
+-- Judge the server's response bytes on st.conn: nil (not complete yet),
+-- true (OPEN now), or false, message, name, status (the connection failed;
+-- the caller ends it).
+function websocket.check_response(st)
+  local ok, a, b, _, name = st.conn:parse_response(st.opts.max_handshake,
+    websocket.offered_protocols(st.opts), false)
+  if ok == nil then return nil end
+  if not ok then return false, "handshake: " .. a, name or E.HANDSHAKE, b end
+  websocket.opened(st, a, b)
+  return true
+end
+
+-- The subprotocol a server picks for request req: its `protocols` option
+-- is a list (the first offered that it lists) or a function(offered, req).
+-- nil, or nil, message when the function failed or chose badly.
+local function choose_protocol(opts, req)
+  local wanted = opts.protocols
+  if type(wanted) == "function" then
+    local ok, chosen = pcall(wanted, req.protocols, req)
+    if not ok then return nil, "protocols callback failed: " .. tostring(chosen) end
+    if chosen ~= nil then
+      for _, p in ipairs(req.protocols) do
+        if p == chosen then return chosen end
+      end
+      return nil, ("protocols callback chose '%s', which the client did not offer")
+        :format(tostring(chosen))
+    end
+    return nil
+  end
+  if type(wanted) == "string" then wanted = { wanted } end
+  if wanted then
+    for _, p in ipairs(req.protocols) do
+      for _, w in ipairs(wanted) do
+        if p == w then return p end
+      end
+    end
+  end
+  return nil
+end
+
+-- The server side of an upgrade that the C checks accepted: subprotocol,
+-- the handshake callback (origin, auth), then the 101 queued on conn.
+-- true, protocol, extensions | false, status, message, headers (refuse:
+-- the front answers).  Failures of the user's callbacks are reported.
+function websocket.accept(opts, conn, req, report, traceback)
+  local protocol, perr = choose_protocol(opts, req)
+  if perr then
+    report(perr)
+    return false, 500, "internal error"
+  end
+  local extra_headers
+  if opts.handshake then
+    local ok, verdict, a, b = xpcall(opts.handshake, traceback, req)
+    if not ok then
+      report("error in handshake callback: " .. tostring(verdict))
+      return false, 500, "internal error"
+    end
+    if verdict == false then
+      return false, compat.is_integer(a) and a or 403, b or "forbidden"
+    end
+    if type(a) == "table" then extra_headers = a end
+  end
+  local called, ok, extensions = pcall(conn.respond_upgrade, conn, req.key, protocol, nil,
+    extra_headers)
+  if not called then
+    report("handshake callback returned bad headers: " .. tostring(ok))
+    return false, 500, "internal error"
+  end
+  if not ok then -- out of memory: extensions holds the message
+    report("handshake refused: " .. tostring(extensions))
+    return false, 503, "out of memory"
+  end
+  req.key = nil
+  return true, protocol, extensions
+end
+
+---------------------------------------------------------------- the object
+
+local function priv(ws)
+  local st = type(ws) == "table" and rawget(ws, PRIV) -- a raw field of every socket
+  if not st then error("bad self (a moonws websocket expected)", 3) end
+  return st
+end
+websocket.priv = priv
+
+-- What a closed socket's calls return.
+local function closed_result(st)
+  if st.err_message then return nil, st.err_message, st.err_name end
+  return nil, ("closed (%d%s)"):format(st.close_code,
+    st.close_reason ~= "" and " " .. st.close_reason or ""), E.CLOSED
+end
+
+-- A message for the deflating queue: checked as conn:send checks; returns
+-- true and the bytes now unsent, or nil, message, name.
+local function send_later(st, data, binary)
+  if not binary and not core.utf8_valid(data) then
+    error("bad argument #1 to 'send' (invalid UTF-8 in a text message (send it as binary))", 3)
+  end
+  local queued = unsent(st)
+  if queued >= st.opts.send_limit then
+    return nil, ("send queue full: %d bytes wait for a peer that is not reading (send_limit)")
+      :format(queued), E.TOO_BIG
+  end
+  outq_push(st, data, binary)
+  return true, queued + #data
+end
+
+-- The hot path: one C call per message (it also applies send_limit and
+-- fragment_size, and says how much is queued).
+function methods.send(ws, data, kind)
+  local st = priv(ws)
+  if type(data) ~= "string" then
+    error("bad argument #1 to 'send' (string expected, got " .. type(data) .. ")", 2)
+  end
+  local binary = options.send_kind(kind)
+  local state = st.state
+  if state ~= OPEN then
+    if state == CONNECTING then
+      error("send while CONNECTING: wait for onopen (or use moonws.connect)", 2)
+    end
+    return nil, E.CLOSED, E.CLOSED
+  end
+  -- Event-style sends never wait, so a peer that stops reading would make
+  -- the queue grow without end: past send_limit, refuse (queue nothing).
+  local opts, io = st.opts, st.io
+  local conn, ok, queued, name = st.conn, nil, nil, nil
+  if st.outq or (#data > opts.max_step_bytes and conn:deflates(#data)) then
+    ok, queued, name = send_later(st, data, binary)
+  else
+    ok, queued, name = conn:send(data, binary, opts.send_limit, opts.fragment_size)
+  end
+  if not ok then return nil, queued, name end
+  local flushed, message, ename = io.flush(st)
+  if not flushed then return nil, message, ename end
+  local limit = opts.send_buffer
+  if queued > limit and io.can_wait(st) then
+    io.wait(st, function()
+      return st.state ~= OPEN or st.conn == nil or unsent(st) <= limit
+    end, nil, "send")
+    if st.state ~= OPEN then return nil, "closed before the message was sent", E.CLOSED end
+  end
+  return true
+end
+
+local function control(name, ws, data)
+  local st = priv(ws)
+  if data == nil then data = "" end
+  if type(data) ~= "string" then
+    error(("bad argument #1 to '%s' (string expected, got %s)"):format(name, type(data)), 3)
+  end
+  if #data > core.CONTROL_MAX then
+    error(("bad argument #1 to '%s' (payload over 125 bytes)"):format(name), 3)
+  end
+  if st.state == CONNECTING then
+    error(name .. " while CONNECTING: wait for onopen", 3)
+  end
+  if st.state ~= OPEN then return nil, E.CLOSED, E.CLOSED end
+  local ok, msg, ename = st.conn[name](st.conn, data)
+  if not ok then return nil, msg, ename end
+  return st.io.flush(st)
+end
+
+function methods.ping(ws, data) return control("ping", ws, data) end
+function methods.pong(ws, data) return control("pong", ws, data) end
+
+-- Start the closing handshake (no waiting).
+local function start_close(st, code, reason)
+  if st.state == CONNECTING then
+    abort(st, "closed before the connection was established", E.CLOSED)
+  elseif st.state == OPEN then
+    -- After what the deflating queue still holds, as the browser sends
+    -- what was sent before close().
+    if st.outq then st.close_after = { code, reason } else st.conn:close(code, reason) end
+    enter_closing(st)
+    st.io.flush(st)
+  end
+end
+websocket.start_close = start_close -- server:shutdown closes with 1001, which close() refuses
+
+function methods.close(ws, code, reason)
+  local st = priv(ws)
+  code, reason = options.close_args(code, reason)
+  start_close(st, code, reason)
+  if st.state ~= CLOSED and st.io.can_wait(st) then
+    st.io.wait(st, function() return st.state == CLOSED end, nil, "close")
+  end
+  if st.state == CLOSED and not st.was_clean then
+    return nil, "the closing handshake did not complete", E.CLOSED
+  end
+  return true
+end
+
+function methods.terminate(ws)
+  local st = priv(ws)
+  if st.state ~= CLOSED then finish(st, 1006, "", false) end
+end
+
+function methods.receive(ws, timeout)
+  local st = priv(ws)
+  if timeout ~= nil and (type(timeout) ~= "number" or timeout < 0) then
+    error("bad argument #1 to 'receive' (non-negative number expected)", 2)
+  end
+  -- A message already queued needs no waiting (nor a closure).
+  if st.qtail >= st.qhead then return pop_message(st) end
+  local deadline = timeout and st.io.now() + timeout
+  local ok = st.io.wait(st, function()
+    return st.qtail >= st.qhead or st.state == CLOSED
+  end, deadline, "receive")
+  if st.qtail >= st.qhead then return pop_message(st) end
+  if not ok then return nil, "receive timed out", E.TIMEOUT end
+  return closed_result(st)
+end
+
+function methods.pause(ws)
+  local st = priv(ws)
+  st.paused = true
+  refresh_reading(st)
+end
+
+function methods.resume(ws)
+  local st = priv(ws)
+  if not st.paused then return end
+  st.paused = false
+  refresh_reading(st)
+  if st.conn and st.state ~= CONNECTING then st.io.later(st, websocket.drain) end
+end
+
+function methods.getfd(ws)
+  local st = priv(ws)
+  return st.conn and st.conn:fd() or nil
+end
+
+-- stats([t]): what went through the connection (data messages; see
+-- docs): messages_in, bytes_in, wire_bytes_in, inflated_in, messages_out,
+-- bytes_out, wire_bytes_out.  Into t when given.  After the close, the
+-- last values.
+function methods.stats(ws, t)
+  local st = priv(ws)
+  if t ~= nil and type(t) ~= "table" then
+    error("bad argument #1 to 'stats' (table expected, got " .. type(t) .. ")", 2)
+  end
+  if st.conn then return st.conn:counters(t) end
+  t = t or {}
+  for k, v in pairs(st.final_counters or {}) do t[k] = v end
+  return t
+end
+
+getters.readyState = function(st) return st.state end
+getters.bufferedAmount = function(st) return st.conn and unsent(st) or 0 end
+getters.url = function(st) return st.url end
+getters.protocol = function(st) return st.protocol end
+getters.extensions = function(st) return st.extensions end
+getters.closeCode = function(st) return st.state == CLOSED and st.close_code or nil end
+getters.closeReason = function(st) return st.state == CLOSED and st.close_reason or nil end
+for name in pairs(HANDLERS) do
+  getters[name] = function(st) return st[name] end
+end
+
+-- Methods and properties a front adds (the loop's cqueues polling).
+function websocket.add_methods(t)
+  for name, fn in pairs(t) do methods[name] = fn end
+end
+
+function mt.__index(ws, k)
+  local m = methods[k]
+  if m ~= nil then
+    local st = rawget(ws, PRIV)
+    local why = st and st.io.unsupported and st.io.unsupported[k]
+    if why then error(("%s is not available in %s: %s"):format(k, st.io.name, why), 2) end
+    return m
+  end
+  local g = getters[k]
+  if g then return g(rawget(ws, PRIV)) end
+  return nil
+end
+
+function mt.__newindex(ws, k, v)
+  if HANDLERS[k] then
+    local st = rawget(ws, PRIV)
+    if st.io.handlers == false then
+      error(("%s sockets have no %s handler: call receive() in the handler"):format(
+        st.io.name, k), 2)
+    end
+    if v ~= nil and type(v) ~= "function" then
+      local m = getmetatable(v)
+      if not (m and m.__call) then
+        error(("%s must be a function (got %s)"):format(k, type(v)), 2)
+      end
+    end
+    st[k] = v
+    rekeep(st)
+    if k == "onmessage" and v and st.qtail >= st.qhead and not st.delivering then
+      st.delivering = true
+      st.io.later(st, deliver_queued)
+    end
+  elseif getters[k] then
+    error(k .. " is read-only", 2)
+  else
+    rawset(ws, k, v)
+  end
+end
+
+local STATE_NAMES = { [0] = "CONNECTING", "OPEN", "CLOSING", "CLOSED" }
+function mt.__tostring(ws)
+  local st = rawget(ws, PRIV)
+  return ("%s (%s, %s%s)"):format(st.io.type_name, STATE_NAMES[st.state], st.role,
+    st.url ~= "" and ", " .. st.url or "")
+end
+
+-- `local ws <close> = ...`: close with 1000 at scope end, without waiting.
+function mt.__close(ws)
+  local st = rawget(ws, PRIV)
+  if st.state == OPEN or st.state == CONNECTING then start_close(st, 1000, "") end
+end
+
+-- Collected while open: the C conn's own finalizer sends a close frame
+-- without a status code and closes the socket; the driver forgets it.
+function mt.__gc(ws)
+  local st = rawget(ws, PRIV)
+  if st.io.collected then st.io.collected(st) end
+end
+
+websocket.methods = methods
+return websocket
