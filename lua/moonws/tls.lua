@@ -20,40 +20,38 @@ local function cache_key(server, config, fields)
   return table.concat(parts, "\0")
 end
 
--- The shared context for a client (`tls` option of moonws.new/connect, may
--- be nil): ctx | nil, message, "tls".
-function tls.client_context(config)
-  config = config or {}
-  local key = cache_key(false, config, CLIENT_FIELDS)
+-- The shared context for config (one per distinct configuration).
+local function context(server, config, fields, spec)
+  local key = cache_key(server, config, fields)
   local ctx = contexts[key]
   if ctx then return ctx end
   local message, name
-  ctx, message, name = core.tls_context {
-    server = false,
-    verify = config.verify ~= false,
-    cafile = config.cafile, capath = config.capath,
-    cert = config.cert, key = config.key, ciphers = config.ciphers,
-  }
+  ctx, message, name = core.tls_context(spec)
   if not ctx then return nil, message, name end
   contexts[key] = ctx
   return ctx
 end
 
+-- The shared context for a client (`tls` option of moonws.new/connect, may
+-- be nil): ctx | nil, message, "tls".
+function tls.client_context(config)
+  config = config or {}
+  return context(false, config, CLIENT_FIELDS, {
+    server = false,
+    verify = config.verify ~= false,
+    cafile = config.cafile, capath = config.capath,
+    cert = config.cert, key = config.key, ciphers = config.ciphers,
+  })
+end
+
 -- The context of a server's `tls` option: ctx | nil, message, "tls".
 function tls.server_context(config)
-  local key = cache_key(true, config, SERVER_FIELDS)
-  local ctx = contexts[key]
-  if ctx then return ctx end
-  local message, name
-  ctx, message, name = core.tls_context {
+  return context(true, config, SERVER_FIELDS, {
     server = true,
     verify = config.verify_client or false,
     cafile = config.cafile, capath = config.capath,
     cert = config.cert, key = config.key, ciphers = config.ciphers,
-  }
-  if not ctx then return nil, message, name end
-  contexts[key] = ctx
-  return ctx
+  })
 end
 
 return tls
