@@ -4,8 +4,9 @@
  * One source of truth: opcodes, close codes (with their RFC/IANA names),
  * the stable error names of the public API, default limits, and the result
  * convention of every parsing function in csrc/core.  The Lua binding
- * exports the tables below as moonws.codes and moonws.errors; nothing else
- * spells these numbers or names.
+ * exports the tables below as moonws.codes and moonws.errors, and the Lua
+ * layer's error constants (lua/moonws/errors.lua) are made from the
+ * latter, so nothing else spells these numbers or names.
  *
  * Result convention (as picohttpparser): a parser returns the number of
  * bytes it consumed (>= 0), WS_INCOMPLETE when it needs more input, or

@@ -14,11 +14,13 @@
 
 #define LMOONWS_API __attribute__((visibility("default")))
 
-/* Push nil, message, name for an error name and message; returns 3. */
+/* Push nil, message, name for error e (message NULL: e's description);
+ * returns 3. */
 int lmoonws_fail(lua_State *L, enum ws_error e, const char *message);
 
 /* Push nil, "<what>: <strerror>", name for an errno (ECONNREFUSED ->
- * "refused", ETIMEDOUT -> "timeout", else "io"); returns 3. */
+ * "refused", ETIMEDOUT -> "timeout", ENOMEM -> "nomem", else "io");
+ * returns 3. */
 int lmoonws_fail_errno(lua_State *L, const char *what, int err);
 
 /* The thread-safe text of an errno. */

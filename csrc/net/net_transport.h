@@ -1,8 +1,8 @@
 /*
  * net_transport.h -- the one small interface every byte stream satisfies.
  *
- * Plain TCP (net_tcp.c) fills it now; TLS (OpenSSL) fills it next, so the
- * protocol and the binding never know which they run on.  No call blocks:
+ * Plain TCP (net_tcp.c) and TLS over it (net_tls.c, OpenSSL) fill it, so
+ * the protocol and the binding never know which they run on.  No call blocks:
  * each returns bytes moved, or says which readiness it needs to progress.
  */
 #ifndef MOONWS_NET_TRANSPORT_H
