@@ -12,7 +12,11 @@
 #include "lua_compat.h"
 #include "ws_proto.h"
 
+#ifdef _WIN32
+#define LMOONWS_API __declspec(dllexport)
+#else
 #define LMOONWS_API __attribute__((visibility("default")))
+#endif
 
 /* Push nil, message, name for an error name and message; returns 3. */
 int lmoonws_fail(lua_State *L, enum ws_error e, const char *message);
