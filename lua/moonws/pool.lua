@@ -81,6 +81,9 @@ end
 -- the end, else nil, message.  See README "Every core, graceful restarts,
 -- behind nginx".
 function pool.run(opts)
+  if core.platform == "windows" then
+    error("moonws.pool: worker processes are POSIX-only (Linux, macOS, the BSDs); not available on Windows", 2)
+  end
   local count = check(opts)
   local argv = { opts.lua or interpreter(), opts.script }
   for _, a in ipairs(opts.args or {}) do argv[#argv + 1] = tostring(a) end
