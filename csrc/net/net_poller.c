@@ -4,7 +4,9 @@
  * epoll keeps the interest set in the kernel; we keep each fd's last mask
  * (an array indexed by fd) only to choose ADD, MOD or DEL.  The poll()
  * backend keeps a dense pollfd array plus an fd -> slot map, so set and
- * remove are O(1) (removal swaps the last entry into the hole).
+ * remove are O(1) (removal swaps the last entry into the hole).  On
+ * Windows the same backend runs on WSAPoll, and the map is indexed by
+ * SOCKET values, which are small handle numbers (multiples of 4).
  */
 #include "net_poller.h"
 #include "net_sys.h"

@@ -40,28 +40,32 @@ int net_sys_error(void) { return errno; }
 int net_sys_errno(int code) { return code; }
 void net_sys_close(int fd) { close(fd); }
 
-#if defined(NET_SYS_POSIX) && !defined(SO_NOSIGPIPE)
-static void ignore_sigpipe(void) {
-  struct sigaction sa;
-  if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL) {
-    sa.sa_handler = SIG_IGN;
-    sigemptyset(&sa.sa_mask);
-    sa.sa_flags = 0;
-    (void)sigaction(SIGPIPE, &sa, NULL);
-  }
-}
-static net_once sigpipe_once = NET_ONCE_INIT;
-#endif
+int net_sys_init(void) { return 0; }
 
-int net_sys_init(void) {
-#if defined(NET_SYS_POSIX) && !defined(SO_NOSIGPIPE)
-  /* No MSG_NOSIGNAL in use and no per-socket SO_NOSIGPIPE: a write to a
-   * reset connection would kill the process.  A host that installed its
-   * own SIGPIPE handler keeps it. */
-  net_run_once(&sigpipe_once, ignore_sigpipe);
-#endif
-  return 0;
+#ifdef NET_SIGPIPE_GUARD
+void net_sigpipe_block(net_sigpipe *g) {
+  sigset_t pipe_set, pending;
+  sigemptyset(&pipe_set);
+  sigaddset(&pipe_set, SIGPIPE);
+  g->was_pending = sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &pipe_set, &g->old);
 }
+
+void net_sigpipe_restore(net_sigpipe *g, int err) {
+  int saved = errno;
+  if (err == EPIPE && !g->was_pending) {
+    /* The SIGPIPE this thread's send raised is pending: take it. */
+    sigset_t pipe_set;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    struct timespec zero = {0, 0};
+    while (sigtimedwait(&pipe_set, NULL, &zero) < 0 && errno == EINTR) {
+    }
+  }
+  pthread_sigmask(SIG_SETMASK, &g->old, NULL);
+  errno = saved;
+}
+#endif
 
 #ifdef NET_SYS_POSIX
 static int set_flags(int fd) {

@@ -7,8 +7,10 @@
  *   NET_SYS_POSIX     any other POSIX system (macOS, the BSDs), or Linux
  *                     built with -DMOONWS_PORTABLE: poll(), accept and pipe
  *                     followed by fcntl, a self-pipe for wake-ups, and
- *                     SO_NOSIGPIPE where the system has it, else SIGPIPE
- *                     ignored while it is at its default.
+ *                     SO_NOSIGPIPE on every socket where the system has it
+ *                     (macOS, the BSDs), else SIGPIPE blocked in the
+ *                     sending thread around each send and a SIGPIPE that
+ *                     send raised taken back (net_sigpipe_*).
  *   NET_SYS_WINDOWS   Winsock 2: WSAPoll, a loopback socket pair for
  *                     wake-ups, Win32 threads, QueryPerformanceCounter.
  *
@@ -73,10 +75,32 @@ typedef sa_family_t net_sa_family;
 #define NET_SEND_FLAGS 0
 #endif
 
-/* Once per process before the first socket: WSAStartup on Windows; on a
- * POSIX system without MSG_NOSIGNAL or SO_NOSIGPIPE in use, SIGPIPE is set
- * to ignored if it is still at its default.  0 or an errno. */
+/* Once per process before the first socket: WSAStartup on Windows, nothing
+ * elsewhere.  0 or an errno. */
 int net_sys_init(void);
+
+/* Around every send() where neither MSG_NOSIGNAL nor SO_NOSIGPIPE is used:
+ * block SIGPIPE in this thread, send, then (err: the send's errno, 0 if it
+ * succeeded) take back the SIGPIPE an EPIPE raised, unless one was already
+ * pending, and restore the mask.  No global state and no change to the
+ * process's SIGPIPE action, so a host's own handler and child processes
+ * are left alone.  Elsewhere both are empty. */
+#if defined(NET_SYS_POSIX) && !defined(SO_NOSIGPIPE)
+#define NET_SIGPIPE_GUARD 1
+#include <signal.h>
+typedef struct net_sigpipe {
+  sigset_t old;
+  bool was_pending;
+} net_sigpipe;
+void net_sigpipe_block(net_sigpipe *g);
+void net_sigpipe_restore(net_sigpipe *g, int err);
+#else
+typedef struct net_sigpipe {
+  char unused;
+} net_sigpipe;
+#define net_sigpipe_block(g) ((void)(g))
+#define net_sigpipe_restore(g, err) ((void)(g), (void)(err))
+#endif
 
 /* The errno of the last failed socket call of this thread. */
 int net_sys_error(void);

@@ -311,11 +311,17 @@ static ssize_t tcp_sendv(net_transport *t, net_iovec *iov, size_t n) {
                     : -1;
 #else
     struct msghdr m = {.msg_iov = iov, .msg_iovlen = n};
+    net_sigpipe g;
+    net_sigpipe_block(&g);
     ssize_t r = sendmsg(t->fd, &m, NET_SEND_FLAGS);
+    int e = r < 0 ? errno : r == 0 ? EIO : 0;
+    net_sigpipe_restore(&g, e);
 #endif
     if (r > 0)
       return r;
+#ifdef NET_SYS_WINDOWS
     int e = r < 0 ? net_sys_error() : EIO;
+#endif
     if (e == EINTR)
       continue;
     if (e == EAGAIN || e == EWOULDBLOCK)

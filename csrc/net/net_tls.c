@@ -74,8 +74,10 @@ static const unsigned char alpn_wire[] = "\x08http/1.1";
 
 /* ---- messages ---- */
 
+#ifdef __GNUC__
 static void set_msg(char *buf, size_t size, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+#endif
 static void set_msg(char *buf, size_t size, const char *fmt, ...) {
   if (!buf || !size)
     return;
@@ -182,12 +184,15 @@ static int sock_write(BIO *b, const char *buf, size_t n, size_t *put) {
   if (n > IO_MAX)
     n = IO_MAX;
   for (;;) {
+    net_sigpipe g;
+    net_sigpipe_block(&g);
     ssize_t r = send(SOCK(t->base.fd), buf, LEN(n), NET_SEND_FLAGS);
+    int e = r < 0 ? net_sys_error() : 0;
+    net_sigpipe_restore(&g, e);
     if (r >= 0) {
       *put = (size_t)r;
       return r > 0;
     }
-    int e = net_sys_error();
     if (e == EINTR)
       continue;
     if (e == EAGAIN || e == EWOULDBLOCK)
