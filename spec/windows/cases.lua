@@ -415,6 +415,25 @@ case("onsignal: unknown POSIX names raise, INT/TERM/BREAK are accepted", functio
   remove_break()
 end)
 
+case("moonws.graceful: Ctrl+C shuts the server down (1001 to its client) and run() returns", function()
+  local server = echo_server()
+  moonws.graceful(server)
+  local client = moonws.new(("ws://127.0.0.1:%d/graceful"):format(server.port), { timeout = 10 })
+  local closed, reply
+  client.onclose = function(e) closed = e end
+  client.onopen = function()
+    moonws.spawn(function() reply = ask("signal", "INT")[1] end)
+  end
+  -- The control channel keeps run() going if the signal never comes.
+  local given_up = false
+  moonws.spawn(function() moonws.sleep(20); given_up = true; moonws.stop() end)
+  moonws.run()
+  eq(false, given_up, "run() ended by the signal")
+  eq("sent", reply, "driver")
+  run_until(function() return closed end, 10, "the client's onclose")
+  eq(1001, closed.code, "close code")
+end)
+
 case("onsignal(\"INT\"): Ctrl+C (SIGINT from Linux, a console event here) runs the handler", function()
   local got
   local remove = moonws.onsignal("INT", function(name) got = name end)
