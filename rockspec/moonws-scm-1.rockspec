@@ -95,7 +95,7 @@ build = {
     windows = {
       modules = {
         ["moonws.core"] = {
-          libraries = { "libssl", "libcrypto", "zlib", "ws2_32", "crypt32", "user32", "advapi32" },
+          libraries = { "libssl", "libcrypto", "zlib", "ws2_32", "crypt32", "gdi32", "user32", "advapi32" },
         },
       },
     },
