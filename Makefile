@@ -49,7 +49,7 @@ TEST_BIN = $(TEST_SRC:csrc/test/%.c=$(BUILD)/test/%)
 MODULE = moonws/core.so
 
 .PHONY: all luajit deps deps-test test test-c test-lua conformance fuzz test-asan test-valgrind c-tests example rock clean \
-        check-layers test-posix windows windows-lua54 windows-luajit windows-tree test-windows deps-windows
+        check-layers test-posix windows windows-lua54 windows-luajit windows-tree windows-rock test-windows deps-windows
 
 all: deps $(MODULE)
 
@@ -265,8 +265,14 @@ $(BUILD)/windows/host.exe: examples/embed/host.c examples/embed/game.lua
 	  -o $@ $< $(WIN_LUA)/bin/$(WIN_DLL) -lwinmm -static-libgcc -s
 	@cp examples/embed/game.lua $(dir $@)/embed/
 
-# Both flavours under Wine against real peers on 127.0.0.1 (spec/windows/).
-test-windows: deps-test windows $(MODULE)
+# The rockspec's MinGW-w64 flag set through LuaRocks' builtin backend:
+# build/windows-rock/ (spec/windows/rock_build).
+windows-rock: deps-test windows-lua54
+	@spec/windows/rock_build
+
+# Both flavours and the LuaRocks build under Wine against real peers on
+# 127.0.0.1 (spec/windows/).
+test-windows: deps-test windows windows-rock $(MODULE)
 	@spec/windows/run
 
 rock: deps-test

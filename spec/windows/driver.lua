@@ -1,13 +1,14 @@
 -- spec/windows/driver.lua -- the Linux side of make test-windows.
 --
---   lua5.4 spec/windows/driver.lua [lua|luajit]...   (default: both)
+--   lua5.4 spec/windows/driver.lua [lua|luajit|rock]...   (default: all)
 --
 -- Runs natively with the Linux build of moonws.  It starts the real peers
 -- on 127.0.0.1 (Python websockets and Node ws from spec/peers/, plain and
 -- TLS with the test certificates of spec/support/certs.lua, and a native
 -- moonws server in this process), then runs spec/windows/cases.lua under
 -- Wine with each flavour of make windows (build/windows/lua.exe,
--- build/windows-luajit/luajit.exe), and serves the cases' control channel
+-- build/windows-luajit/luajit.exe) and with the tree that LuaRocks built
+-- from the rockspec (build/windows-rock, spec/windows/rock_build), and serves the cases' control channel
 -- (cases.lua says what it may ask).  For the Lua 5.4 flavour it also runs
 -- the C embedding host (host.exe, examples/embed/) under Wine against the
 -- flood server.  Every process is bounded in time and killed by PID.
@@ -21,10 +22,11 @@ local core = require "moonws.core"
 local process = require "spec.support.process"
 local certs = require "spec.support.certs"
 
-local flavours = #arg > 0 and arg or { "lua", "luajit" }
+local flavours = #arg > 0 and arg or { "lua", "luajit", "rock" }
 local TREES = {
   lua = { exe = "build/windows/lua.exe" },
   luajit = { exe = "build/windows-luajit/luajit.exe" },
+  rock = { exe = "build/windows-rock/lua.exe" },
 }
 
 local passed, failed = 0, 0
