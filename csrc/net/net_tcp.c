@@ -32,10 +32,6 @@
 #define LEN(n) (n)
 #endif
 
-#ifndef SSIZE_MAX
-#define SSIZE_MAX (SIZE_MAX / 2)
-#endif
-
 void net_tcp_close(int fd) { net_sys_close(fd); }
 
 static int fail(int *err, int e, int fd) {
@@ -65,7 +61,11 @@ int net_tcp_connect(const struct sockaddr *addr, socklen_t addrlen, int *err) {
   if (connect(SOCK(fd), addr, addrlen) == 0)
     return fd;
   e = net_sys_error();
-  if (e == EINPROGRESS || e == EINTR || e == EAGAIN)
+#ifdef NET_SYS_WINDOWS
+  if (e == EAGAIN)
+    return fd;
+#endif
+  if (e == EINPROGRESS || e == EINTR)
     return fd;
   return fail(err, e, fd);
 }
