@@ -1,6 +1,10 @@
 -- LuaRocks package for moonws.  Built with LuaRocks' own builtin backend,
 -- so `luarocks make` works offline; spec/rock_check proves it in CI and
 -- checks that every C source of csrc/ (but the tests) is listed below.
+-- Platforms (docs/PLATFORMS.md): Linux, macOS and the BSDs as they are
+-- (csrc/net/net_sys.h picks the portable code path off Linux); Windows with
+-- Winsock (ws2_32) and OpenSSL 3 from OPENSSL_DIR, under MinGW-w64
+-- (libraries ssl, crypto, z) or MSVC (libssl, libcrypto, zlib).
 rockspec_format = "3.0"
 package = "moonws"
 version = "scm-1"
@@ -21,6 +25,18 @@ dependencies = {
 external_dependencies = {
   OPENSSL = { header = "openssl/ssl.h", library = "ssl" },
   ZLIB = { header = "zlib.h", library = "z" },
+  platforms = {
+    -- MSVC: OpenSSL's Windows builds name their import libraries libssl
+    -- and libcrypto; zlib's is zlib.
+    windows = {
+      OPENSSL = { header = "openssl/ssl.h", library = "libssl" },
+      ZLIB = { header = "zlib.h", library = "zlib" },
+    },
+    mingw32 = {
+      OPENSSL = { header = "openssl/ssl.h", library = "ssl" },
+      ZLIB = { header = "zlib.h", library = "z" },
+    },
+  },
 }
 build = {
   type = "builtin",
@@ -47,6 +63,7 @@ build = {
         "csrc/net/net_poller.c",
         "csrc/net/net_resolver.c",
         "csrc/net/net_signal.c",
+        "csrc/net/net_sys.c",
         "csrc/net/net_tcp.c",
         "csrc/net/net_timer.c",
         "csrc/net/net_tls.c",
@@ -72,6 +89,26 @@ build = {
     ["moonws.server"] = "lua/moonws/server.lua",
     ["moonws.tls"] = "lua/moonws/tls.lua",
     ["moonws.websocket"] = "lua/moonws/websocket.lua",
+  },
+  platforms = {
+    -- Windows with MSVC: no pthread (Win32 threads), Winsock 2, CryptoAPI
+    -- for the system's root certificates.  C11 atomics need Visual Studio
+    -- 2022 17.5 or later.
+    windows = {
+      modules = {
+        ["moonws.core"] = {
+          libraries = { "libssl", "libcrypto", "zlib", "ws2_32", "crypt32", "gdi32", "user32", "advapi32" },
+        },
+      },
+    },
+    -- Windows with MinGW-w64 (what make windows cross-builds).
+    mingw32 = {
+      modules = {
+        ["moonws.core"] = {
+          libraries = { "ssl", "crypto", "z", "ws2_32", "crypt32", "gdi32", "user32", "advapi32" },
+        },
+      },
+    },
   },
 }
 test = {

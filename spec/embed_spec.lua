@@ -22,31 +22,10 @@ local function make(target)
   assert(out:match("exit 0\n$"), "make " .. target .. " failed:\n" .. out)
 end
 
--- The PIDs of every descendant of pid (from /proc), deepest last.
-local function descendants(pid)
-  local children = {}
-  for line in read_pipe("cat /proc/[0-9]*/stat 2>/dev/null"):gmatch("[^\n]+") do
-    local child, parent = line:match("^(%d+) %b() %a (%d+)")
-    if child then
-      children[parent] = children[parent] or {}
-      table.insert(children[parent], child)
-    end
-  end
-  local list = {}
-  local function walk(p)
-    for _, c in ipairs(children[tostring(p)] or {}) do
-      list[#list + 1] = c
-      walk(c)
-    end
-  end
-  walk(pid)
-  return list
-end
-
 -- Stop p and whatever it started (xvfb-run's Xvfb, LÖVE), by PID.
 local function cleanup(p)
   if not p then return end
-  local tree = descendants(p.pid)
+  local tree = process.descendants(p.pid)
   p:cleanup()
   for _, pid in ipairs(tree) do os.execute("kill -KILL " .. pid .. " 2>/dev/null") end
 end

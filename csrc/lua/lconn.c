@@ -27,7 +27,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "lmoonws.h"
 #include "lconn.h"
@@ -117,7 +116,7 @@ int lconn_new(lua_State *L, ws_role role, int fd) {
   if (fd >= 0) {
     c->t = net_tcp_transport_new(fd);
     if (!c->t) {
-      close(fd);
+      net_tcp_close(fd);
       lua_pop(L, 1);
       return lmoonws_fail(L, WS_E_NOMEM, "out of memory creating a socket");
     }

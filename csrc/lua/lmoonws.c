@@ -7,7 +7,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#include <dlfcn.h>
 #include <openssl/evp.h>
 #include <stdlib.h>
 #ifdef __GLIBC__
@@ -15,13 +14,23 @@
 #endif
 
 #include "lmoonws.h"
+#include "net_sys.h"
+#include "net_tcp.h"
 #include "ws_http.h"
 #include "ws_url.h"
 
+#ifndef NET_SYS_WINDOWS
+#include <dlfcn.h>
+#endif
+
 const char *lmoonws_strerror(int err, char *buf, size_t size) {
-  /* GNU strerror_r may return a static string instead of filling buf. */
-  const char *s = strerror_r(err, buf, size);
-  return s ? s : "unknown error";
+#ifdef NET_SYS_WINDOWS
+  /* The C library of Windows has no text for the socket errnos. */
+  const char *t = net_errno_text(err);
+  if (strcmp(t, "socket error") != 0)
+    return t;
+#endif
+  return net_sys_strerror(err, buf, size);
 }
 
 int lmoonws_fail(lua_State *L, enum ws_error e, const char *message) {
@@ -190,16 +199,30 @@ LMOONWS_API int luaopen_moonws_core(lua_State *L);
 
 /* Resolver threads may outlive the Lua state: one inside getaddrinfo
  * cannot be stopped, so it is detached and finishes on its own.  lua_close
- * unloads C modules (dlclose), which would unmap the code such a thread is
- * still running; keep this library mapped until the process ends. */
+ * unloads C modules (dlclose, FreeLibrary), which would unmap the code such
+ * a thread is still running; keep this library mapped until the process
+ * ends. */
 static void keep_module_loaded(void) {
+#ifdef NET_SYS_WINDOWS
+  HMODULE self;
+  (void)GetModuleHandleExW(GET_MODULE_HANDLE_EX_FLAG_FROM_ADDRESS |
+                               GET_MODULE_HANDLE_EX_FLAG_PIN,
+                           (LPCWSTR)(void *)&luaopen_moonws_core, &self);
+#else
   Dl_info info;
   if (dladdr((void *)&luaopen_moonws_core, &info) && info.dli_fname)
     dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
+#endif
 }
 
 LMOONWS_API int luaopen_moonws_core(lua_State *L) {
   keep_module_loaded();
+  int err = net_sys_init(); /* WSAStartup; SIGPIPE where sends need it */
+  if (err) {
+    char buf[128];
+    return luaL_error(L, "moonws.core: cannot start the socket layer: %s",
+                      lmoonws_strerror(err, buf, sizeof buf));
+  }
   lua_newtable(L);
   push_codes(L);
   lua_setfield(L, -2, "codes");
@@ -217,6 +240,16 @@ LMOONWS_API int luaopen_moonws_core(lua_State *L) {
   lua_setfield(L, -2, "DEFAULT_MAX_HANDSHAKE");
   lua_pushliteral(L, WS_CLOSE_CODES_SENDABLE);
   lua_setfield(L, -2, "CLOSE_CODES_SENDABLE");
+  /* "linux", "posix" (macOS, the BSDs, or -DMOONWS_PORTABLE) or "windows":
+   * which net_sys.h target this build is (docs/PLATFORMS.md). */
+#if defined(NET_SYS_WINDOWS)
+  lua_pushliteral(L, "windows");
+#elif defined(NET_SYS_LINUX)
+  lua_pushliteral(L, "linux");
+#else
+  lua_pushliteral(L, "posix");
+#endif
+  lua_setfield(L, -2, "platform");
   static const luaL_Reg functions[] = {{"parse_url", parse_url},
                                        {"base64", base64},
                                        {"is_token", is_token},

@@ -12,7 +12,11 @@
 #include "lua_compat.h"
 #include "ws_proto.h"
 
+#ifdef _WIN32
+#define LMOONWS_API __declspec(dllexport)
+#else
 #define LMOONWS_API __attribute__((visibility("default")))
+#endif
 
 /* Push nil, message, name for error e (message NULL: e's description);
  * returns 3. */

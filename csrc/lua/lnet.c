@@ -9,7 +9,6 @@
  */
 #include <errno.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "lconn.h"
 #include "lmoonws.h"
@@ -48,6 +47,10 @@ static int net_listen(lua_State *L) {
   if (l->fd < 0) {
     if (err == EINVAL)
       return lmoonws_fail(L, WS_E_IO, "listen: host must be a numeric address");
+    if (err == ENOPROTOOPT && flags)
+      return lmoonws_fail(L, WS_E_IO,
+                          "listen: reuseport needs SO_REUSEPORT (Linux, "
+                          "macOS, the BSDs), which this system lacks");
     return lmoonws_fail_errno(L, "listen", err);
   }
   return 1;
@@ -88,7 +91,7 @@ static int listener_accept(lua_State *L) {
 static int listener_close(lua_State *L) {
   listener *l = luaL_checkudata(L, 1, LISTENER_TYPE);
   if (l->fd >= 0) {
-    close(l->fd);
+    net_tcp_close(l->fd);
     l->fd = -1;
   }
   return 0;
@@ -100,7 +103,7 @@ static int listener_close(lua_State *L) {
 static int net_connect(lua_State *L) {
   size_t len;
   const char *sa = luaL_checklstring(L, 1, &len);
-  luaL_argcheck(L, len >= sizeof(sa_family_t) && len <= sizeof(struct sockaddr_storage),
+  luaL_argcheck(L, len >= sizeof(net_sa_family) && len <= sizeof(struct sockaddr_storage),
                 1, "not a socket address");
   struct sockaddr_storage addr;
   memset(&addr, 0, sizeof addr);

@@ -8,6 +8,45 @@
  * error raised halfway leaks nothing.  Nothing here blocks: waitpid is
  * always WNOHANG and the Lua loop polls it on a timer.
  */
+#include "lmoonws.h"
+
+#ifdef _WIN32
+/* Windows: no posix_spawn, no signals to send, no SO_REUSEPORT for the
+ * workers to share a port, so moonws.pool is POSIX-only.  The facts stay. */
+#define WIN32_LEAN_AND_MEAN
+#include <windows.h>
+
+static int process_unsupported(lua_State *L) {
+  return luaL_error(L, "moonws.pool: worker processes are POSIX-only "
+                       "(Linux, macOS, the BSDs); not available on Windows");
+}
+
+static int process_getpid(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)GetCurrentProcessId());
+  return 1;
+}
+
+static int process_cpu_count(lua_State *L) {
+  SYSTEM_INFO si;
+  GetSystemInfo(&si);
+  lua_pushinteger(L, si.dwNumberOfProcessors > 0
+                         ? (lua_Integer)si.dwNumberOfProcessors
+                         : 1);
+  return 1;
+}
+
+void lmoonws_open_process(lua_State *L) {
+  static const luaL_Reg functions[] = {{"spawn", process_unsupported},
+                                       {"waitpid", process_unsupported},
+                                       {"kill", process_unsupported},
+                                       {"getpid", process_getpid},
+                                       {"getppid", process_unsupported},
+                                       {"cpu_count", process_cpu_count},
+                                       {NULL, NULL}};
+  luaL_setfuncs(L, functions, 0);
+}
+
+#else
 #include <errno.h>
 #include <signal.h>
 #include <spawn.h>
@@ -15,8 +54,6 @@
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#include "lmoonws.h"
 
 extern char **environ;
 
@@ -235,3 +272,5 @@ void lmoonws_open_process(lua_State *L) {
                                        {NULL, NULL}};
   luaL_setfuncs(L, functions, 0);
 }
+
+#endif

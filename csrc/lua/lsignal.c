@@ -1,7 +1,9 @@
 /*
  * lsignal.c -- moonws.core signals: catch SIGINT, SIGTERM, SIGHUP, ... and
  * read them from a pollable descriptor (see net_signal.h).  The Lua loop
- * (moonws.onsignal) watches the descriptor and calls the handlers.
+ * (moonws.onsignal) watches the descriptor and calls the handlers.  On
+ * Windows the names are those of the console events: INT (Ctrl+C), BREAK
+ * (Ctrl+Break) and TERM (the console window closed).
  */
 #include <signal.h>
 #include <string.h>
@@ -12,9 +14,14 @@
 static const struct {
   const char *name;
   int signo;
-} signal_names[] = {{"INT", SIGINT},   {"TERM", SIGTERM}, {"HUP", SIGHUP},
-                    {"QUIT", SIGQUIT}, {"USR1", SIGUSR1}, {"USR2", SIGUSR2},
-                    {"WINCH", SIGWINCH}};
+} signal_names[] = {
+#ifdef _WIN32
+    {"INT", SIGINT}, {"TERM", SIGTERM}, {"BREAK", SIGBREAK}};
+#else
+    {"INT", SIGINT},   {"TERM", SIGTERM}, {"HUP", SIGHUP},
+    {"QUIT", SIGQUIT}, {"USR1", SIGUSR1}, {"USR2", SIGUSR2},
+    {"WINCH", SIGWINCH}};
+#endif
 
 #define SIGNAL_COUNT (sizeof signal_names / sizeof signal_names[0])
 

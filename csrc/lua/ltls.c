@@ -7,7 +7,6 @@
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "lconn.h"
 #include "lmoonws.h"
@@ -158,7 +157,7 @@ static int tls_start(lua_State *L) {
     /* Back to plain TCP, so the conn still owns (and closes) its fd. */
     net_transport *tcp = net_tcp_transport_new(fd);
     if (!tcp)
-      close(fd);
+      net_tcp_close(fd);
     lconn_set_transport(c, tcp);
     return lmoonws_fail(L, WS_E_TLS, err);
   }

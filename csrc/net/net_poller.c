@@ -4,19 +4,33 @@
  * epoll keeps the interest set in the kernel; we keep each fd's last mask
  * (an array indexed by fd) only to choose ADD, MOD or DEL.  The poll()
  * backend keeps a dense pollfd array plus an fd -> slot map, so set and
- * remove are O(1) (removal swaps the last entry into the hole).
+ * remove are O(1) (removal swaps the last entry into the hole).  On
+ * Windows the same backend runs on WSAPoll, and the map is indexed by
+ * SOCKET values, which are small handle numbers (multiples of 4).
  */
 #include "net_poller.h"
+#include "net_sys.h"
 
 #include <errno.h>
 #include <limits.h>
-#include <poll.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
-#ifdef __linux__
+#ifdef NET_SYS_WINDOWS
+/* WSAPoll is poll() for sockets; a descriptor is a SOCKET in an int. */
+typedef WSAPOLLFD net_pollfd;
+#define net_poll(fds, n, ms) WSAPoll((fds), (ULONG)(n), (ms))
+#define PFD_SOCKET(fd) ((SOCKET)(uintptr_t)(fd))
+#else
+#include <poll.h>
+#include <unistd.h>
+typedef struct pollfd net_pollfd;
+#define net_poll(fds, n, ms) poll((fds), (nfds_t)(n), (ms))
+#define PFD_SOCKET(fd) (fd)
+#endif
+
+#ifdef NET_SYS_LINUX
 #include <sys/epoll.h>
 #define NET_HAVE_EPOLL 1
 #endif
@@ -33,7 +47,7 @@ struct net_poller {
   int nevs;
 #endif
   /* poll: the watched fds, dense; slot[fd] = index + 1, or 0. */
-  struct pollfd *pfds;
+  net_pollfd *pfds;
   size_t npfds, cappfds;
   size_t *slot;
   size_t nslot;
@@ -83,8 +97,10 @@ net_poller *net_poller_new(bool use_poll, int *err) {
 void net_poller_free(net_poller *p) {
   if (!p)
     return;
+#ifdef NET_HAVE_EPOLL
   if (p->epfd >= 0)
     close(p->epfd);
+#endif
   free(p->masks);
 #ifdef NET_HAVE_EPOLL
   free(p->evs);
@@ -167,10 +183,10 @@ static int poll_set(net_poller *p, int fd, unsigned events) {
   if (events == 0) {
     if (idx == 0)
       return 0;
-    struct pollfd last = p->pfds[--p->npfds];
+    net_pollfd last = p->pfds[--p->npfds];
     if (idx - 1 != p->npfds) {
       p->pfds[idx - 1] = last;
-      p->slot[last.fd] = idx;
+      p->slot[(size_t)last.fd] = idx;
     }
     p->slot[fd] = 0;
     return 0;
@@ -186,7 +202,7 @@ static int poll_set(net_poller *p, int fd, unsigned events) {
                     p->npfds);
   if (e)
     return e;
-  p->pfds[p->npfds].fd = fd;
+  p->pfds[p->npfds].fd = PFD_SOCKET(fd);
   p->pfds[p->npfds].events = pe;
   p->pfds[p->npfds].revents = 0;
   p->slot[fd] = ++p->npfds;
@@ -195,9 +211,20 @@ static int poll_set(net_poller *p, int fd, unsigned events) {
 
 static int poll_wait_events(net_poller *p, int timeout_ms,
                             net_poll_event *out, int max) {
-  int n = poll(p->pfds, (nfds_t)p->npfds, timeout_ms);
-  if (n < 0)
-    return errno == EINTR ? 0 : -errno;
+#ifdef NET_SYS_WINDOWS
+  /* WSAPoll with nothing to watch fails (WSAEINVAL): sleep instead, as
+   * poll() does. */
+  if (p->npfds == 0) {
+    if (timeout_ms != 0)
+      Sleep(timeout_ms < 0 ? INFINITE : (DWORD)timeout_ms);
+    return 0;
+  }
+#endif
+  int n = net_poll(p->pfds, p->npfds, timeout_ms);
+  if (n < 0) {
+    int e = net_sys_error();
+    return e == EINTR ? 0 : -e;
+  }
   int got = 0;
   size_t total = p->npfds;
   size_t start = total ? p->rotate % total : 0;
@@ -211,7 +238,7 @@ static int poll_wait_events(net_poller *p, int timeout_ms,
                  ((r & POLLOUT) ? NET_POLL_WRITE : 0);
     if (r & (POLLHUP | POLLERR | POLLNVAL))
       m = MASK;
-    out[got].fd = p->pfds[i].fd;
+    out[got].fd = (int)p->pfds[i].fd;
     out[got].events = m;
     got++;
     p->rotate = i + 1;

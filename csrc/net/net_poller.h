@@ -1,12 +1,14 @@
 /*
  * net_poller.h -- readiness of many file descriptors: epoll, or poll() as a
- * fallback (and for tests of the fallback).
+ * fallback (and for tests of the fallback); poll() on portable POSIX builds
+ * and WSAPoll on Windows (net_sys.h).
  *
  * Level-triggered.  Interest is set per fd; an fd's hang-up or error is
  * reported as readable and writable both, so whoever waits finds out on its
  * next read or write.  net_poller_fd gives one descriptor that is readable
  * when any watched fd is ready (the epoll fd), for host event loops; with
- * the poll backend there is none.
+ * the poll backend there is none (so none on Windows, where no single
+ * handle becomes ready for a set of sockets).
  */
 #ifndef MOONWS_NET_POLLER_H
 #define MOONWS_NET_POLLER_H

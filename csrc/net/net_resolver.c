@@ -1,6 +1,7 @@
 /*
  * net_resolver.c -- getaddrinfo on detached worker threads, results
- * announced through an eventfd.
+ * announced through a wake-up descriptor (an eventfd on Linux, a pipe on
+ * other POSIX systems, a loopback socket pair on Windows: net_sys.h).
  *
  * One mutex guards everything shared: a queue of waiting lookups, a list of
  * running ones (so cancel can mark them), a list of finished ones.  The
@@ -10,17 +11,15 @@
  */
 #include "net_resolver.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
-#include <unistd.h>
+#ifndef NET_SYS_WINDOWS
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#endif
 
 #define DEFAULT_THREADS 4
 
@@ -39,9 +38,10 @@ typedef struct lookup_list {
 } lookup_list;
 
 struct net_resolver {
-  pthread_mutex_t mu;
-  pthread_cond_t cv; /* idle workers wait here for work or death */
-  int efd;
+  net_mutex mu;
+  net_cond cv; /* idle workers wait here for work or death */
+  int efd;  /* the wake-up pair: efd is watched, wfd posted */
+  int wfd;
   int max_threads, nthreads, nidle;
   int refs; /* the owner's plus one per live worker */
   bool dead;
@@ -100,24 +100,39 @@ static void list_free(lookup_list *l) {
 }
 
 static void drain(int efd) {
-  uint64_t v;
   if (efd >= 0)
-    (void)!read(efd, &v, sizeof v);
+    net_sys_wake_drain(efd);
 }
 
-static void notify(int efd) {
-  uint64_t one = 1;
-  if (efd >= 0)
-    (void)!write(efd, &one, sizeof one);
+static void notify(int wfd) {
+  if (wfd >= 0)
+    net_sys_wake_post(wfd);
 }
 
 /* Called by whoever drops the last reference, without the lock. */
 static void destroy(net_resolver *r) {
   list_free(&r->queued);
   list_free(&r->done);
-  pthread_cond_destroy(&r->cv);
-  pthread_mutex_destroy(&r->mu);
+  net_cond_destroy(&r->cv);
+  net_mutex_destroy(&r->mu);
   free(r);
+}
+
+/* gai_strerror's text.  Windows' returns a pointer into one static buffer
+ * that every thread shares, so it gets fixed texts for the common codes. */
+static const char *lookup_error_text(int rc) {
+#ifdef NET_SYS_WINDOWS
+  switch (rc) {
+  case EAI_NONAME: return "Name or service not known";
+  case EAI_AGAIN: return "Temporary failure in name resolution";
+  case EAI_FAIL: return "Non-recoverable failure in name resolution";
+  case EAI_SERVICE: return "Servname not supported for ai_socktype";
+  case EAI_MEMORY: return "Memory allocation failure";
+  default: return "name lookup failed";
+  }
+#else
+  return gai_strerror(rc);
+#endif
 }
 
 static void run_lookup(lookup *x) {
@@ -127,7 +142,7 @@ static void run_lookup(lookup *x) {
   res->id = x->id;
   if (x->port < 0 || x->port > 65535) {
     res->error = EAI_SERVICE;
-    res->message = gai_strerror(EAI_SERVICE);
+    res->message = lookup_error_text(EAI_SERVICE);
     return;
   }
   snprintf(port, sizeof port, "%d", x->port);
@@ -141,7 +156,7 @@ static void run_lookup(lookup *x) {
   int rc = getaddrinfo(x->host, port, &hints, &ai);
   if (rc != 0) {
     res->error = rc;
-    res->message = gai_strerror(rc);
+    res->message = lookup_error_text(rc);
     return;
   }
   for (struct addrinfo *a = ai; a && res->num_addrs < NET_RESOLVE_MAX_ADDRS;
@@ -154,38 +169,38 @@ static void run_lookup(lookup *x) {
   freeaddrinfo(ai);
   if (res->num_addrs == 0) {
     res->error = EAI_NONAME;
-    res->message = gai_strerror(EAI_NONAME);
+    res->message = lookup_error_text(EAI_NONAME);
   }
 }
 
 static void *worker(void *arg) {
   net_resolver *r = arg;
-  pthread_mutex_lock(&r->mu);
+  net_mutex_lock(&r->mu);
   for (;;) {
     while (!r->dead && !r->queued.head) {
       r->nidle++;
-      pthread_cond_wait(&r->cv, &r->mu);
+      net_cond_wait(&r->cv, &r->mu);
       r->nidle--;
     }
     if (r->dead)
       break;
     lookup *x = list_pop(&r->queued);
     list_push(&r->running, x);
-    pthread_mutex_unlock(&r->mu);
+    net_mutex_unlock(&r->mu);
     run_lookup(x);
-    pthread_mutex_lock(&r->mu);
+    net_mutex_lock(&r->mu);
     list_take(&r->running, x, 0);
     if (x->cancelled || r->dead) {
       lookup_free(x);
       continue;
     }
     if (!r->done.head)
-      notify(r->efd);
+      notify(r->wfd);
     list_push(&r->done, x);
   }
   r->nthreads--;
   bool last = --r->refs == 0;
-  pthread_mutex_unlock(&r->mu);
+  net_mutex_unlock(&r->mu);
   if (last)
     destroy(r);
   return NULL;
@@ -196,20 +211,19 @@ net_resolver *net_resolver_new(int max_threads, int *err) {
   int e = ENOMEM;
   if (!r)
     goto fail;
-  r->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  if (r->efd < 0) {
-    e = errno;
+  if ((e = net_sys_init()) != 0 ||
+      (e = net_sys_wake_open(&r->efd, &r->wfd)) != 0) {
     free(r);
     goto fail;
   }
-  if ((e = pthread_mutex_init(&r->mu, NULL)) != 0) {
-    close(r->efd);
+  if ((e = net_mutex_init(&r->mu)) != 0) {
+    net_sys_wake_close(r->efd, r->wfd);
     free(r);
     goto fail;
   }
-  if ((e = pthread_cond_init(&r->cv, NULL)) != 0) {
-    pthread_mutex_destroy(&r->mu);
-    close(r->efd);
+  if ((e = net_cond_init(&r->cv)) != 0) {
+    net_mutex_destroy(&r->mu);
+    net_sys_wake_close(r->efd, r->wfd);
     free(r);
     goto fail;
   }
@@ -225,16 +239,16 @@ fail:
 void net_resolver_free(net_resolver *r) {
   if (!r)
     return;
-  pthread_mutex_lock(&r->mu);
+  net_mutex_lock(&r->mu);
   r->dead = true;
-  pthread_cond_broadcast(&r->cv);
+  net_cond_broadcast(&r->cv);
   /* Running lookups stay with their workers, which free them on return. */
   list_free(&r->queued);
   list_free(&r->done);
-  close(r->efd);
-  r->efd = -1;
+  net_sys_wake_close(r->efd, r->wfd);
+  r->efd = r->wfd = -1;
   bool last = --r->refs == 0;
-  pthread_mutex_unlock(&r->mu);
+  net_mutex_unlock(&r->mu);
   if (last)
     destroy(r);
 }
@@ -244,18 +258,7 @@ int net_resolver_fd(const net_resolver *r) { return r->efd; }
 /* Start one more worker; called with the lock held.  Workers block every
  * signal, so signals keep going to the threads that expect them. */
 static bool spawn(net_resolver *r) {
-  pthread_attr_t attr;
-  pthread_t t;
-  sigset_t all, old;
-  if (pthread_attr_init(&attr) != 0)
-    return false;
-  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-  sigfillset(&all);
-  pthread_sigmask(SIG_SETMASK, &all, &old);
-  int rc = pthread_create(&t, &attr, worker, r);
-  pthread_sigmask(SIG_SETMASK, &old, NULL);
-  pthread_attr_destroy(&attr);
-  if (rc != 0)
+  if (net_thread_start_detached(worker, r) != 0)
     return false;
   r->nthreads++;
   r->refs++;
@@ -271,7 +274,7 @@ uint64_t net_resolver_start(net_resolver *r, const char *host, int port) {
     return 0;
   }
   x->port = port;
-  pthread_mutex_lock(&r->mu);
+  net_mutex_lock(&r->mu);
   x->id = ++r->next_id;
   list_push(&r->queued, x);
   /* Idle workers that were signalled but not yet awake still count as
@@ -279,18 +282,18 @@ uint64_t net_resolver_start(net_resolver *r, const char *host, int port) {
   if ((size_t)r->nidle < r->queued.len && r->nthreads < r->max_threads &&
       !spawn(r) && r->nthreads == 0) {
     list_take(&r->queued, x, 0);
-    pthread_mutex_unlock(&r->mu);
+    net_mutex_unlock(&r->mu);
     lookup_free(x);
     return 0;
   }
-  pthread_cond_signal(&r->cv);
+  net_cond_signal(&r->cv);
   uint64_t id = x->id;
-  pthread_mutex_unlock(&r->mu);
+  net_mutex_unlock(&r->mu);
   return id;
 }
 
 void net_resolver_cancel(net_resolver *r, uint64_t id) {
-  pthread_mutex_lock(&r->mu);
+  net_mutex_lock(&r->mu);
   lookup *x = list_take(&r->queued, NULL, id);
   if (!x) {
     x = list_take(&r->done, NULL, id);
@@ -304,15 +307,15 @@ void net_resolver_cancel(net_resolver *r, uint64_t id) {
       if (c->id == id)
         c->cancelled = true;
   }
-  pthread_mutex_unlock(&r->mu);
+  net_mutex_unlock(&r->mu);
 }
 
 bool net_resolver_collect(net_resolver *r, net_resolve_result *out) {
-  pthread_mutex_lock(&r->mu);
+  net_mutex_lock(&r->mu);
   lookup *x = list_pop(&r->done);
   if (!r->done.head)
     drain(r->efd);
-  pthread_mutex_unlock(&r->mu);
+  net_mutex_unlock(&r->mu);
   if (!x)
     return false;
   *out = x->res;

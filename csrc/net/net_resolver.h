@@ -17,7 +17,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <sys/socket.h>
+
+#include "net_sys.h"
 
 typedef struct net_resolver net_resolver;
 

@@ -9,6 +9,11 @@
  *
  * The pipe and the set of caught signals are process-wide, as signals are:
  * the first net_signal_open makes the pipe, later calls share it.
+ *
+ * Windows has no such signals; its console control events come instead,
+ * under the C library's numbers: Ctrl+C is SIGINT, Ctrl+Break SIGBREAK,
+ * closing the console window SIGTERM (Windows then ends the process about
+ * 5 seconds later whatever the handler does).  Other numbers give EINVAL.
  */
 #ifndef MOONWS_NET_SIGNAL_H
 #define MOONWS_NET_SIGNAL_H

@@ -2,28 +2,41 @@
  * net_tcp.c -- nonblocking TCP sockets and the plain-TCP transport.
  *
  * Thin wrappers over the socket calls that fix the flags once (nonblocking,
- * close-on-exec, TCP_NODELAY, MSG_NOSIGNAL) and turn errno into the
+ * close-on-exec, TCP_NODELAY, no SIGPIPE) and turn errno into the
  * transport's three outcomes: bytes moved, "wait for readiness", failure.
  */
 #include "net_tcp.h"
 #include "net_transport.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <limits.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
+#ifdef NET_SYS_WINDOWS
+/* Winsock: SOCKET handles, char * option values, WSASend for the gather
+ * write, errors through net_sys_error(). */
+#define SOCK(fd) ((SOCKET)(uintptr_t)(fd))
+#define OPT(p) ((const char *)(p))
+#define LEN(n) ((int)(n))
+#else
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/uio.h>
 #include <unistd.h>
+#define SOCK(fd) (fd)
+#define OPT(p) (p)
+#define LEN(n) (n)
+#endif
+
+void net_tcp_close(int fd) { net_sys_close(fd); }
 
 static int fail(int *err, int e, int fd) {
   if (fd >= 0)
-    close(fd);
+    net_sys_close(fd);
   if (err)
     *err = e;
   return -1;
@@ -32,50 +45,70 @@ static int fail(int *err, int e, int fd) {
 static void set_nodelay(int fd) {
   int one = 1;
   /* Best effort: a socket without it still works, only slower. */
-  (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  (void)setsockopt(SOCK(fd), IPPROTO_TCP, TCP_NODELAY, OPT(&one), sizeof one);
 }
 
 int net_tcp_connect(const struct sockaddr *addr, socklen_t addrlen, int *err) {
   if (!addr)
     return fail(err, EINVAL, -1);
-  int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
-                  0);
+  int e = 0;
+  int fd = net_sys_socket(addr->sa_family, &e);
   if (fd < 0)
-    return fail(err, errno, -1);
+    return fail(err, e, -1);
   /* EINTR on a nonblocking connect leaves it going on in the background,
-   * exactly like EINPROGRESS; retrying would only say EALREADY. */
-  if (connect(fd, addr, addrlen) == 0 || errno == EINPROGRESS ||
-      errno == EINTR)
+   * exactly like EINPROGRESS; retrying would only say EALREADY.  Winsock
+   * says WSAEWOULDBLOCK (EAGAIN) for the same. */
+  if (connect(SOCK(fd), addr, addrlen) == 0)
     return fd;
-  return fail(err, errno, fd);
+  e = net_sys_error();
+#ifdef NET_SYS_WINDOWS
+  if (e == EAGAIN)
+    return fd;
+#endif
+  if (e == EINPROGRESS || e == EINTR)
+    return fd;
+  return fail(err, e, fd);
 }
 
 int net_tcp_connect_result(int fd) {
   int soerr = 0;
   socklen_t len = sizeof soerr;
-  if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) < 0)
-    return errno;
+  if (getsockopt(SOCK(fd), SOL_SOCKET, SO_ERROR, (void *)&soerr, &len) < 0)
+    return net_sys_error();
   if (soerr == 0)
     set_nodelay(fd);
-  return soerr;
+  return net_sys_errno(soerr);
 }
 
 /* Bind and listen one socket; returns the fd or -1 with *e. */
 static int listen_on(const struct sockaddr *sa, socklen_t salen, bool dual,
                      int backlog, int flags, int *e) {
-  int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
-                  0);
+#if defined(NET_SYS_WINDOWS) || !defined(SO_REUSEPORT)
+  if (flags & NET_TCP_REUSEPORT)
+    return fail(e, ENOPROTOOPT, -1);
+#endif
+  int fd = net_sys_socket(sa->sa_family, e);
   if (fd < 0)
-    return fail(e, errno, -1);
+    return -1;
   int one = 1, zero = 0;
+#if defined(SO_REUSEPORT) && !defined(NET_SYS_WINDOWS)
   if ((flags & NET_TCP_REUSEPORT) &&
       setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0)
     return fail(e, errno, fd);
-  if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
-      (dual && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero,
+#endif
+#ifdef NET_SYS_WINDOWS
+  /* Windows' SO_REUSEADDR would let another socket bind the same port
+   * (and take its connections); a restarted server binds at once anyway,
+   * since Windows does not hold the port in TIME_WAIT for a listener. */
+  int reuse_opt = SO_EXCLUSIVEADDRUSE;
+#else
+  int reuse_opt = SO_REUSEADDR;
+#endif
+  if (setsockopt(SOCK(fd), SOL_SOCKET, reuse_opt, OPT(&one), sizeof one) < 0 ||
+      (dual && setsockopt(SOCK(fd), IPPROTO_IPV6, IPV6_V6ONLY, OPT(&zero),
                           sizeof zero) < 0) ||
-      bind(fd, sa, salen) < 0 || listen(fd, backlog) < 0)
-    return fail(e, errno, fd);
+      bind(SOCK(fd), sa, salen) < 0 || listen(SOCK(fd), backlog) < 0)
+    return fail(e, net_sys_error(), fd);
   return fd;
 }
 
@@ -125,28 +158,39 @@ int net_tcp_accept(int listen_fd, struct sockaddr_storage *addr,
   for (;;) {
     struct sockaddr_storage ss;
     socklen_t len = sizeof ss;
+#if defined(NET_SYS_LINUX)
     int fd = accept4(listen_fd, (struct sockaddr *)&ss, &len,
                      SOCK_NONBLOCK | SOCK_CLOEXEC);
+#elif defined(NET_SYS_WINDOWS)
+    SOCKET s = accept(SOCK(listen_fd), (struct sockaddr *)&ss, &len);
+    int fd = s == INVALID_SOCKET ? -1 : (int)s;
+#else
+    int fd = accept(listen_fd, (struct sockaddr *)&ss, &len);
+#endif
     if (fd >= 0) {
+      int e = net_sys_prepare(fd);
+      if (e)
+        return fail(err, e, fd);
       set_nodelay(fd);
       if (addr)
-        memcpy(addr, &ss, len < sizeof ss ? len : sizeof ss);
+        memcpy(addr, &ss, (size_t)len < sizeof ss ? (size_t)len : sizeof ss);
       if (addrlen)
         *addrlen = len;
       return fd;
     }
     /* A connection reset while queued is gone, not an error of the
      * listener: try the next one; with none left this ends in EAGAIN. */
-    if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO)
+    int e = net_sys_error();
+    if (e == EINTR || e == ECONNABORTED || e == EPROTO || e == ECONNRESET)
       continue;
-    return fail(err, errno == EWOULDBLOCK ? EAGAIN : errno, -1);
+    return fail(err, e == EWOULDBLOCK ? EAGAIN : e, -1);
   }
 }
 
 int net_tcp_local_port(int fd) {
   struct sockaddr_storage ss;
   socklen_t len = sizeof ss;
-  if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
+  if (getsockname(SOCK(fd), (struct sockaddr *)&ss, &len) < 0)
     return -1;
   if (ss.ss_family == AF_INET)
     return ntohs(((struct sockaddr_in *)&ss)->sin_port);
@@ -179,7 +223,7 @@ char *net_addr_format(const struct sockaddr *addr, char *out, size_t size) {
 char *net_peer_format(int fd, char *out, size_t size) {
   struct sockaddr_storage ss;
   socklen_t len = sizeof ss;
-  if (getpeername(fd, (struct sockaddr *)&ss, &len) < 0) {
+  if (getpeername(SOCK(fd), (struct sockaddr *)&ss, &len) < 0) {
     if (out && size)
       snprintf(out, size, "?");
     return out;
@@ -227,33 +271,62 @@ static ssize_t tcp_read(net_transport *t, void *buf, size_t n) {
     return tcp_fail(t, EINVAL);
   if (n > SSIZE_MAX)
     n = SSIZE_MAX;
+#ifdef NET_SYS_WINDOWS
+  if (n > INT_MAX)
+    n = INT_MAX;
+#endif
   for (;;) {
-    ssize_t r = recv(t->fd, buf, n, 0);
+    ssize_t r = recv(SOCK(t->fd), buf, LEN(n), 0);
     if (r > 0)
       return r;
     if (r == 0)
       return NET_EOF;
-    if (errno == EINTR)
+    int e = net_sys_error();
+    if (e == EINTR)
       continue;
-    if (errno == EAGAIN || errno == EWOULDBLOCK)
+    if (e == EAGAIN || e == EWOULDBLOCK)
       return NET_WANT_READ;
-    return tcp_fail(t, errno);
+    return tcp_fail(t, e);
   }
 }
 
+#ifdef NET_SYS_WINDOWS
+typedef WSABUF net_iovec;
+#define IOV(p, n) {(ULONG)(n), (char *)(p)}
+#define IOV_MAX_LEN ((size_t)ULONG_MAX)
+#else
+typedef struct iovec net_iovec;
+#define IOV(p, n) {(void *)(p), (n)}
+#define IOV_MAX_LEN ((size_t)SSIZE_MAX)
+#endif
+
 /* Send the pieces in iov[0, n) as one system call: bytes taken, or
  * NET_WANT_WRITE, or NET_FAIL. */
-static ssize_t tcp_sendv(net_transport *t, struct iovec *iov, size_t n) {
-  struct msghdr m = {.msg_iov = iov, .msg_iovlen = n};
+static ssize_t tcp_sendv(net_transport *t, net_iovec *iov, size_t n) {
   for (;;) {
-    ssize_t r = sendmsg(t->fd, &m, MSG_NOSIGNAL);
+#ifdef NET_SYS_WINDOWS
+    DWORD sent = 0;
+    ssize_t r = WSASend(SOCK(t->fd), iov, (DWORD)n, &sent, 0, NULL, NULL) == 0
+                    ? (ssize_t)sent
+                    : -1;
+#else
+    struct msghdr m = {.msg_iov = iov, .msg_iovlen = n};
+    net_sigpipe g;
+    net_sigpipe_block(&g);
+    ssize_t r = sendmsg(t->fd, &m, NET_SEND_FLAGS);
+    int e = r < 0 ? errno : r == 0 ? EIO : 0;
+    net_sigpipe_restore(&g, e);
+#endif
     if (r > 0)
       return r;
-    if (r < 0 && errno == EINTR)
+#ifdef NET_SYS_WINDOWS
+    int e = r < 0 ? net_sys_error() : EIO;
+#endif
+    if (e == EINTR)
       continue;
-    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+    if (e == EAGAIN || e == EWOULDBLOCK)
       return NET_WANT_WRITE;
-    return tcp_fail(t, r < 0 ? errno : EIO);
+    return tcp_fail(t, e);
   }
 }
 
@@ -261,9 +334,9 @@ static ssize_t tcp_write(net_transport *t, const void *buf, size_t n) {
   /* 0 would read as NET_EOF, which write never returns. */
   if (n == 0)
     return tcp_fail(t, EINVAL);
-  if (n > SSIZE_MAX)
-    n = SSIZE_MAX;
-  struct iovec iov = {(void *)buf, n};
+  if (n > IOV_MAX_LEN)
+    n = IOV_MAX_LEN;
+  net_iovec iov = IOV(buf, n);
   return tcp_sendv(t, &iov, 1);
 }
 
@@ -271,25 +344,29 @@ static ssize_t tcp_write(net_transport *t, const void *buf, size_t n) {
  * straight from the caller's memory (no copy into an output buffer). */
 static ssize_t tcp_write2(net_transport *t, const void *a, size_t na,
                           const void *b, size_t nb) {
-  if (na == 0 || nb > SSIZE_MAX - na)
+  if (na == 0 || na > IOV_MAX_LEN || nb > IOV_MAX_LEN ||
+      nb > (size_t)SSIZE_MAX - na)
     return tcp_fail(t, EINVAL);
-  struct iovec iov[2] = {{(void *)a, na}, {(void *)b, nb}};
+  net_iovec iov[2] = {IOV(a, na), IOV(b, nb)};
   return tcp_sendv(t, iov, 2);
 }
 
 static bool tcp_pending(net_transport *t) { return false; }
 
 static int tcp_shutdown(net_transport *t) {
-  if (shutdown(t->fd, SHUT_WR) == 0 || errno == ENOTCONN)
+  if (shutdown(SOCK(t->fd), SHUT_WR) == 0)
     return 0;
-  return (int)tcp_fail(t, errno);
+  int e = net_sys_error();
+  if (e == ENOTCONN)
+    return 0;
+  return (int)tcp_fail(t, e);
 }
 
 static void tcp_destroy(net_transport *t) {
   if (!t)
     return;
   if (t->fd >= 0)
-    close(t->fd);
+    net_sys_close(t->fd);
   free(t);
 }
 

@@ -1,18 +1,19 @@
 /*
  * net_tcp.h -- nonblocking TCP sockets, IPv4 and IPv6.
  *
- * Every socket is created nonblocking and close-on-exec; writes use
- * MSG_NOSIGNAL, so a peer that resets never raises SIGPIPE.  Functions
- * return a file descriptor or 0 on success, and -1 with *err set to the
- * errno on failure (never touching the global errno contract of callers).
+ * Every socket is created nonblocking and close-on-exec; a peer that
+ * resets never raises SIGPIPE (MSG_NOSIGNAL, SO_NOSIGPIPE or SIGPIPE
+ * ignored: see net_sys.h).  Functions return a file descriptor or 0 on
+ * success, and -1 with *err set to the errno on failure (never touching
+ * the global errno contract of callers).  On Windows the descriptor is a
+ * Winsock SOCKET held in an int and errors are mapped to errno values.
  */
 #ifndef MOONWS_NET_TCP_H
 #define MOONWS_NET_TCP_H
 
 #include <stddef.h>
-#include <sys/socket.h>
-#include <sys/types.h>
 
+#include "net_sys.h"
 #include "net_transport.h"
 
 /* Start connecting to addr.  Returns the fd (connection in progress or
@@ -37,7 +38,8 @@ enum {
 };
 
 /* net_tcp_listen with flags (NET_TCP_REUSEPORT); EINVAL for unknown flags,
- * ENOPROTOOPT where the kernel has no SO_REUSEPORT. */
+ * ENOPROTOOPT where the kernel has no SO_REUSEPORT (and on Windows, whose
+ * SO_REUSEADDR lets another socket steal the port instead). */
 int net_tcp_listen_flags(const char *host, int port, int backlog, int flags,
                          int *err);
 
@@ -46,6 +48,9 @@ int net_tcp_listen_flags(const char *host, int port, int backlog, int flags,
  * pending).  addr/addrlen may be NULL. */
 int net_tcp_accept(int listen_fd, struct sockaddr_storage *addr,
                    socklen_t *addrlen, int *err);
+
+/* Close a socket descriptor (closesocket on Windows). */
+void net_tcp_close(int fd);
 
 /* The local port of a bound socket, or -1. */
 int net_tcp_local_port(int fd);

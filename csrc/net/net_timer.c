@@ -1,5 +1,6 @@
 /*
- * net_timer.c -- CLOCK_MONOTONIC and a binary min-heap of deadlines.
+ * net_timer.c -- a monotonic clock (net_sys.h) and a binary min-heap of
+ * deadlines.
  *
  * Timers live in a slot array (reused through a free list); the heap holds
  * slot indexes and each slot knows its heap position, so cancel is
@@ -8,10 +9,10 @@
  * timer.  Equal deadlines fire in insertion order (a sequence number).
  */
 #include "net_timer.h"
+#include "net_sys.h"
 
 #include <math.h>
 #include <stdlib.h>
-#include <time.h>
 
 #define NOT_PENDING UINT32_MAX
 #define NO_SLOT UINT32_MAX
@@ -33,11 +34,7 @@ struct net_timer_heap {
   uint64_t seq;
 };
 
-double net_clock_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
+double net_clock_now(void) { return net_sys_monotonic(); }
 
 net_timer_heap *net_timer_heap_new(void) {
   net_timer_heap *h = calloc(1, sizeof *h);

@@ -1,24 +1,44 @@
 /*
  * net_tls.c -- OpenSSL 3 behind the net_transport interface: one refcounted
  * SSL_CTX per configuration, one SSL per connection over our own socket BIO
- * (send with MSG_NOSIGNAL: OpenSSL's uses write(), which raises SIGPIPE),
- * every OpenSSL outcome mapped to bytes, want read/write, end, or failure.
+ * (send with MSG_NOSIGNAL: OpenSSL's uses write(), which raises SIGPIPE;
+ * and Winsock calls on Windows), every OpenSSL outcome mapped to bytes,
+ * want read/write, end, or failure.  On Windows the default trust store is
+ * the system's "ROOT" certificate store (OpenSSL 3.0 has no loader for it).
  */
 #include "net_tls.h"
+#include "net_sys.h"
 #include "net_tcp.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <limits.h>
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
+#ifdef NET_SYS_WINDOWS
+#include <io.h>
+#include <wincrypt.h>
+#define access _access
+#ifndef R_OK
+#define R_OK 4
+#endif
+#ifndef S_ISDIR
+#define S_ISDIR(m) (((m) & S_IFMT) == S_IFDIR)
+#endif
+#define SOCK(fd) ((SOCKET)(uintptr_t)(fd))
+#define LEN(n) ((int)(n))
+#define IO_MAX ((size_t)INT_MAX)
+#else
+#include <arpa/inet.h>
 #include <unistd.h>
+#define SOCK(fd) (fd)
+#define LEN(n) (n)
+#define IO_MAX ((size_t)SSIZE_MAX)
+#endif
 
 #include <openssl/bio.h>
 #include <openssl/err.h>
@@ -54,8 +74,10 @@ static const unsigned char alpn_wire[] = "\x08http/1.1";
 
 /* ---- messages ---- */
 
+#ifdef __GNUC__
 static void set_msg(char *buf, size_t size, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+#endif
 static void set_msg(char *buf, size_t size, const char *fmt, ...) {
   if (!buf || !size)
     return;
@@ -104,7 +126,7 @@ static bool file_check(const char *what, const char *path, char *err,
   const char *why = e == ENOTDIR ? "not a directory"
                     : e == ENOENT || e == EACCES || e == EISDIR
                         ? net_errno_text(e)
-                        : strerror_r(e, buf, sizeof buf); /* GNU: a string */
+                        : net_sys_strerror(e, buf, sizeof buf);
   set_msg(err, errsize, "cannot load %s %s: %s", what, path, why);
   return false;
 }
@@ -112,11 +134,14 @@ static bool file_check(const char *what, const char *path, char *err,
 /* ---- the socket BIO ---- */
 
 static BIO_METHOD *sock_method;
-static pthread_once_t sock_once = PTHREAD_ONCE_INIT;
+static net_once sock_once = NET_ONCE_INIT;
 
 /* When the module is unloaded (dlclose at lua_close) or the process ends:
  * the method would otherwise be lost with the static pointer. */
-__attribute__((destructor)) static void free_sock_method(void) {
+#ifdef __GNUC__
+__attribute__((destructor))
+#endif
+static void free_sock_method(void) {
   BIO_meth_free(sock_method);
   sock_method = NULL;
 }
@@ -129,10 +154,10 @@ static int sock_read(BIO *b, char *buf, size_t n, size_t *got) {
     BIO_set_retry_read(b);
     return 0;
   }
-  if (n > SSIZE_MAX)
-    n = SSIZE_MAX;
+  if (n > IO_MAX)
+    n = IO_MAX;
   for (;;) {
-    ssize_t r = recv(t->base.fd, buf, n, 0);
+    ssize_t r = recv(SOCK(t->base.fd), buf, LEN(n), 0);
     if (r > 0) {
       *got = (size_t)r;
       return 1;
@@ -141,12 +166,13 @@ static int sock_read(BIO *b, char *buf, size_t n, size_t *got) {
       t->eof = true;
       return 0;
     }
-    if (errno == EINTR)
+    int e = net_sys_error();
+    if (e == EINTR)
       continue;
-    if (errno == EAGAIN || errno == EWOULDBLOCK)
+    if (e == EAGAIN || e == EWOULDBLOCK)
       BIO_set_retry_read(b);
     else
-      t->sys_err = errno;
+      t->sys_err = e;
     return 0;
   }
 }
@@ -155,20 +181,24 @@ static int sock_write(BIO *b, const char *buf, size_t n, size_t *put) {
   tls_transport *t = BIO_get_data(b);
   BIO_clear_retry_flags(b);
   *put = 0;
-  if (n > SSIZE_MAX)
-    n = SSIZE_MAX;
+  if (n > IO_MAX)
+    n = IO_MAX;
   for (;;) {
-    ssize_t r = send(t->base.fd, buf, n, MSG_NOSIGNAL);
+    net_sigpipe g;
+    net_sigpipe_block(&g);
+    ssize_t r = send(SOCK(t->base.fd), buf, LEN(n), NET_SEND_FLAGS);
+    int e = r < 0 ? net_sys_error() : 0;
+    net_sigpipe_restore(&g, e);
     if (r >= 0) {
       *put = (size_t)r;
       return r > 0;
     }
-    if (errno == EINTR)
+    if (e == EINTR)
       continue;
-    if (errno == EAGAIN || errno == EWOULDBLOCK)
+    if (e == EAGAIN || e == EWOULDBLOCK)
       BIO_set_retry_write(b);
     else
-      t->sys_err = errno;
+      t->sys_err = e;
     return 0;
   }
 }
@@ -286,12 +316,42 @@ static bool load_cert_and_key(SSL_CTX *ssl, const net_tls_config *cfg,
   return ok;
 }
 
+#ifdef NET_SYS_WINDOWS
+/* Every certificate of the system's "ROOT" store into ssl's trust store;
+ * false when the store cannot be opened. */
+static bool load_windows_roots(SSL_CTX *ssl) {
+  HCERTSTORE store = CertOpenSystemStoreW(0, L"ROOT");
+  if (!store)
+    return false;
+  X509_STORE *trust = SSL_CTX_get_cert_store(ssl);
+  const CERT_CONTEXT *c = NULL;
+  while ((c = CertEnumCertificatesInStore(store, c)) != NULL) {
+    const unsigned char *der = c->pbCertEncoded;
+    X509 *x = d2i_X509(NULL, &der, (long)c->cbCertEncoded);
+    if (x) {
+      X509_STORE_add_cert(trust, x); /* a duplicate is harmless */
+      X509_free(x);
+    }
+  }
+  CertCloseStore(store, 0);
+  ERR_clear_error();
+  return true;
+}
+#endif
+
 static bool load_trust(SSL_CTX *ssl, const net_tls_config *cfg, char *err,
                        size_t errsize) {
   char why[200];
   if (!cfg->cafile && !cfg->capath) {
     if (cfg->server)
       return true;
+#ifdef NET_SYS_WINDOWS
+    if (!load_windows_roots(ssl)) {
+      set_msg(err, errsize, "cannot open the Windows ROOT certificate store");
+      return false;
+    }
+    return true;
+#endif
     if (SSL_CTX_set_default_verify_paths(ssl) != 1) {
       set_msg(err, errsize, "cannot load the system trust store: %s",
               openssl_reason(why, sizeof why));
@@ -685,7 +745,7 @@ static bool set_peer_name(SSL *ssl, const char *name, char *err,
 net_transport *net_tls_transport_new(net_tls_ctx *ctx, int fd,
                                      const char *servername, char *err,
                                      size_t errsize) {
-  pthread_once(&sock_once, make_sock_method);
+  net_run_once(&sock_once, make_sock_method);
   ERR_clear_error();
   if (!sock_method) {
     set_msg(err, errsize, "out of memory");

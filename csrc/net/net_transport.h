@@ -10,7 +10,8 @@
 
 #include <stdbool.h>
 #include <stddef.h>
-#include <sys/types.h>
+
+#include "net_sys.h" /* ssize_t */
 
 /* Results of read and write besides a byte count (> 0). */
 #define NET_EOF 0          /* read: the peer closed its side */

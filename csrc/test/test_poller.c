@@ -323,9 +323,28 @@ static void run_all(void) {
   TEST_RUN(test_epoll_refuses_file);
 }
 
+#if !defined(__linux__) || defined(MOONWS_PORTABLE)
+/* Without epoll (macOS, the BSDs, -DMOONWS_PORTABLE: net_sys.h) the
+ * default backend is poll(), with no pollable descriptor. */
+static void test_default_is_poll(void) {
+  int err = 0;
+  net_poller *p = net_poller_new(false, &err);
+  CHECK(p != NULL);
+  if (!p)
+    return;
+  CHECK(strcmp(net_poller_backend(p), "poll") == 0);
+  CHECK_EQ_INT(net_poller_fd(p), -1);
+  net_poller_free(p);
+}
+#endif
+
 int main(void) {
+#if defined(__linux__) && !defined(MOONWS_PORTABLE)
   use_poll = false;
   run_all();
+#else
+  TEST_RUN(test_default_is_poll);
+#endif
   use_poll = true;
   run_all();
   return TEST_REPORT();

@@ -30,14 +30,23 @@
 #define _POSIX_C_SOURCE 200809L
 
 #include <errno.h>
-#include <fcntl.h>
 #include <math.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef _WIN32
+/* Windows (mingw-w64, docs/PLATFORMS.md): a monotonic clock from
+ * QueryPerformanceCounter, Sleep for the frame pacing, no schedstat, and
+ * no poll mode (moonws.fd() is nil there: no single handle to wait on). */
+#define WIN32_LEAN_AND_MEAN
+#include <windows.h>
+#include <timeapi.h>
+#else
+#include <fcntl.h>
+#include <poll.h>
 #include <time.h>
 #include <unistd.h>
+#endif
 
 #include <lauxlib.h>
 #include <lua.h>
@@ -45,11 +54,23 @@
 
 #define FRAME_NS 16666667LL /* 60 Hz */
 
+#ifdef _WIN32
+static long long now_ns(void) {
+  static LARGE_INTEGER freq;
+  LARGE_INTEGER t;
+  if (!freq.QuadPart)
+    QueryPerformanceFrequency(&freq);
+  QueryPerformanceCounter(&t);
+  return t.QuadPart / freq.QuadPart * 1000000000LL +
+         t.QuadPart % freq.QuadPart * 1000000000LL / freq.QuadPart;
+}
+#else
 static long long now_ns(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
+#endif
 
 /* Work is measured two ways: wall time, and "own" time, which is wall time
  * minus the time this thread sat runnable waiting for a CPU (Linux's
@@ -66,6 +87,10 @@ struct worst {
 };
 
 static long long queued_ns(int schedstat) {
+#ifdef _WIN32
+  (void)schedstat;
+  return 0;
+#else
   char buf[128];
   long long run, waited;
   if (schedstat < 0)
@@ -75,6 +100,7 @@ static long long queued_ns(int schedstat) {
     return 0;
   buf[n] = '\0';
   return sscanf(buf, "%lld %lld", &run, &waited) == 2 ? waited : 0;
+#endif
 }
 
 static void meter_start(struct meter *m) {
@@ -92,9 +118,15 @@ static void meter_stop(const struct meter *m, struct worst *w) {
 }
 
 static void sleep_until(long long deadline) {
+#ifdef _WIN32
+  long long t;
+  while ((t = now_ns()) < deadline)
+    Sleep((DWORD)((deadline - t + 999999) / 1000000));
+#else
   struct timespec ts = {(time_t)(deadline / 1000000000LL), (long)(deadline % 1000000000LL)};
   while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {
   }
+#endif
 }
 
 /* Errors raised in Lua get a traceback. */
@@ -139,12 +171,14 @@ static int moonws_call(lua_State *L, int moonws, const char *name, int nargs) {
   return call(L, nargs, name);
 }
 
+#ifndef _WIN32
 /* Milliseconds for poll(), rounded up so the host never wakes early and spins. */
 static int ms_ceil(long long ns) {
   if (ns <= 0)
     return 0;
   return (int)((ns + 999999) / 1000000);
 }
+#endif
 
 int main(int argc, char **argv) {
   const char *mode = "sleep";
@@ -163,6 +197,13 @@ int main(int argc, char **argv) {
     fprintf(stderr, "usage: %s [-m sleep|poll] [-n max_frames] script.lua [args...]\n", argv[0]);
     return 64;
   }
+#ifdef _WIN32
+  if (polling) {
+    fprintf(stderr, "host: no poll mode on Windows (moonws.fd() is nil there)\n");
+    return 64;
+  }
+  timeBeginPeriod(1); /* Sleep(1) sleeps 1 ms, not a 15.6 ms tick */
+#endif
 
   lua_State *L = luaL_newstate();
   if (!L) {
@@ -216,7 +257,11 @@ int main(int argc, char **argv) {
   }
 
   long frames = 0, late = 0, wakeups = 0;
+#ifdef _WIN32
+  struct meter meter = {-1, 0, 0};
+#else
   struct meter meter = {open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC), 0, 0};
+#endif
   struct worst worst_frame = {0, 0}, worst_step = {0, 0};
   int failed = 0, running = 1;
   long long deadline = now_ns();
@@ -246,6 +291,9 @@ int main(int argc, char **argv) {
       continue;
     }
 
+#ifdef _WIN32
+    (void)fd;
+#else
     /* Until the frame deadline, wake up whenever moonws has work. */
     while ((t = now_ns()) < deadline) {
       long long wait = deadline - t;
@@ -281,6 +329,7 @@ int main(int argc, char **argv) {
       meter_stop(&meter, &worst_step);
       wakeups++;
     }
+#endif
   }
 
   printf("frames %ld\n", frames);
@@ -294,8 +343,10 @@ int main(int argc, char **argv) {
     printf("worst_step_own_ms %.3f\n", (double)worst_step.own / 1e6);
   }
   fflush(stdout);
+#ifndef _WIN32
   if (meter.schedstat >= 0)
     close(meter.schedstat);
+#endif
 
   if (!failed && lua_getglobal(L, "finish") == LUA_TFUNCTION) {
     if (!call(L, 0, "finish()") || !lua_toboolean(L, -1))

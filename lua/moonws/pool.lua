@@ -57,6 +57,10 @@ end
 
 -- Check pool.new's (or pool.run's: caller) options, blaming the caller.
 local function check(opts, caller)
+  if core.platform == "windows" then
+    error("moonws.pool: worker processes are POSIX-only (Linux, macOS, the BSDs); "
+      .. "not available on Windows", 4)
+  end
   if type(opts) ~= "table" then
     error(("bad argument #1 to '%s' (table expected, got %s)"):format(caller, type(opts)), 4)
   end

@@ -170,14 +170,7 @@ local function tag(name)
 end
 
 -- The JSON lines a peer printed so far.
-local function observations(p)
-  local list = {}
-  for line in p:stdout():gmatch("[^\n]+") do
-    local obs = json.decode(line)
-    if type(obs) == "table" then list[#list + 1] = obs end
-  end
-  return list
-end
+local function observations(p) return p:observations() end
 
 local function transcript(p)
   return ("peer stdout:\n%s\npeer stderr:\n%s"):format(p:stdout(), p:stderr())

@@ -108,6 +108,41 @@ function process:kill()
   end
 end
 
+-- The JSON lines the program printed so far (a peer's observations), as
+-- tables.
+function process:observations()
+  local json = require "dkjson"
+  local list = {}
+  for line in self:stdout():gmatch("[^\n]+") do
+    local obs = json.decode(line)
+    if type(obs) == "table" then list[#list + 1] = obs end
+  end
+  return list
+end
+
+-- The PIDs of every descendant of pid (from /proc), deepest last.
+function process.descendants(pid)
+  local children = {}
+  local pipe = assert(io.popen("cat /proc/[0-9]*/stat 2>/dev/null"))
+  for line in pipe:lines() do
+    local child, parent = line:match("^(%d+) %b() %a (%d+)")
+    if child then
+      children[parent] = children[parent] or {}
+      table.insert(children[parent], child)
+    end
+  end
+  pipe:close()
+  local list = {}
+  local function walk(p)
+    for _, c in ipairs(children[tostring(p)] or {}) do
+      list[#list + 1] = c
+      walk(c)
+    end
+  end
+  walk(pid)
+  return list
+end
+
 function process:cleanup()
   self:kill()
   os.remove(self.base .. ".out")
