@@ -59,26 +59,34 @@ local SERVERS = {
   node = { "node", "bench/servers/node_ws.js", "{port}" },
 }
 
--- One row per counted workload.  long: make bench-instr; short: the guard
--- and the baseline.  W messages of warm-up, then N counted.  today and
--- target: issue 17's figures (instructions per message).
+-- The two workload shapes: loadgen arguments, and the windows as { W, N }
+-- (W messages of warm-up, then N counted).  long: make bench-instr; short:
+-- the guard and the baseline.
+local PIPELINED = { args = { "-c", "1", "-d", "100", "-s", "64" },
+  long = { 5000, 50000 }, short = { 2000, 5000 } }
+local CONNS100 = { args = { "-c", "100", "-d", "1", "-s", "20" },
+  long = { 2000, 20000 }, short = { 1000, 5000 } }
+
+local function row(shape, t)
+  t.args, t.long, t.short = shape.args, t.long or shape.long, not t.node and shape.short or nil
+  return t
+end
+
+-- One row per counted workload.  today and target: issue 17's figures
+-- (instructions per message), syscalls_today too.
 local ROWS = {
-  { key = "event64", server = "event", title = "event style, 64 B, 1 conn × 100 in flight",
-    args = { "-c", "1", "-d", "100", "-s", "64" }, long = { 5000, 50000 }, short = { 2000, 5000 },
-    today = 10150, target = 2500, syscalls_today = 0.030 },
-  { key = "coro64", server = "coro", title = "coroutine style, 64 B × 100",
-    args = { "-c", "1", "-d", "100", "-s", "64" }, long = { 5000, 50000 }, short = { 2000, 5000 },
-    today = 11598, target = 3500, syscalls_today = 0.030 },
-  { key = "event20", server = "event", title = "event style, 100 conns × 20 B",
-    args = { "-c", "100", "-d", "1", "-s", "20" }, long = { 2000, 20000 }, short = { 1000, 5000 },
-    today = 17968, target = 7000, syscalls_today = 2.03 },
-  { key = "coro20", server = "coro", title = "coroutine style, 100 conns × 20 B",
-    args = { "-c", "100", "-d", "1", "-s", "20" }, long = { 2000, 20000 }, short = { 1000, 5000 },
-    today = 36182, target = 10000, syscalls_today = 2.03 },
+  row(PIPELINED, { key = "event64", server = "event",
+    title = "event style, 64 B, 1 conn × 100 in flight",
+    today = 10150, target = 2500, syscalls_today = 0.030 }),
+  row(PIPELINED, { key = "coro64", server = "coro", title = "coroutine style, 64 B × 100",
+    today = 11598, target = 3500, syscalls_today = 0.030 }),
+  row(CONNS100, { key = "event20", server = "event", title = "event style, 100 conns × 20 B",
+    today = 17968, target = 7000, syscalls_today = 2.03 }),
+  row(CONNS100, { key = "coro20", server = "coro", title = "coroutine style, 100 conns × 20 B",
+    today = 36182, target = 10000, syscalls_today = 2.03 }),
   -- Node's JIT settles only after tens of thousands of messages; not guarded.
-  { key = "node64", server = "node", title = "Node `ws`, 64 B × 100", node = true,
-    args = { "-c", "1", "-d", "100", "-s", "64" }, long = { 30000, 20000 },
-    today = 14127, syscalls_today = 1.05 },
+  row(PIPELINED, { key = "node64", server = "node", title = "Node `ws`, 64 B × 100", node = true,
+    long = { 30000, 20000 }, today = 14127, syscalls_today = 1.05 }),
 }
 
 -- Issue 17's other targets.
@@ -103,7 +111,8 @@ local function start(key, callgrind)
   local words = {}
   if callgrind then
     if SERVERS[key].lua then
-      words = { "setarch", "-R", "env", "-i", "PATH=/usr/bin:/bin", "LD_PRELOAD=" .. BIN .. "fixed_time.so" }
+      words = { "setarch", "-R", "env", "-i", "PATH=/usr/bin:/bin",
+        "LD_PRELOAD=" .. BIN .. "fixed_time.so" }
     end
     for _, w in ipairs { "valgrind", "--tool=callgrind", "--instr-atstart=no",
         "--callgrind-out-file=" .. dir .. "/cg.%p", "--log-file=" .. dir .. "/valgrind.log" } do
@@ -224,7 +233,8 @@ local function syscalls(key, args, wn)
   local function edge(cmd)
     return ("timeout 20 sh -c 'echo %s >%s && head -c 3 %s >/dev/null'"):format(cmd, ctl, ack)
   end
-  local r = loadgen(s, echo_args(s, { args = args }, wn, { "-x", edge("enable"), "-X", edge("disable") }))
+  local r = loadgen(s, echo_args(s, { args = args }, wn,
+    { "-x", edge("enable"), "-X", edge("disable") }))
   local ppid = tonumber(slurp(s.dir .. "/perf.pid") or "")
   if ppid then
     os.execute("kill -INT " .. ppid .. " 2>/dev/null")
