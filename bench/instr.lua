@@ -41,6 +41,10 @@ local parse = dofile("bench/flatjson.lua")
 local sh_quote, slurp, capture, log = U.sh_quote, U.slurp, U.capture, U.log
 
 local MODE = arg[1] or "full"
+if MODE ~= "full" and MODE ~= "check" and MODE ~= "baseline" then
+  io.stderr:write("usage: lua5.4 bench/instr.lua full|check|baseline\n")
+  os.exit(2)
+end
 local BIN = "build/bench/"
 local BASELINE = os.getenv("INSTR_BASELINE") or "bench/instr-baseline.txt"
 local OUT = os.getenv("INSTR_OUT") or "bench/RESULTS.md"
@@ -494,10 +498,6 @@ local function full()
 end
 
 local modes = { full = full, check = check, baseline = baseline }
-if not modes[MODE] then
-  io.stderr:write("usage: lua5.4 bench/instr.lua full|check|baseline\n")
-  os.exit(2)
-end
 local ok, res = pcall(modes[MODE])
 local left = {}
 for pid in pairs(started) do left[#left + 1] = pid end
