@@ -275,6 +275,29 @@ windows-rock: deps-test windows-lua54
 test-windows: deps-test windows windows-rock $(MODULE)
 	@spec/windows/run
 
+# Instructions per echoed message, counted by callgrind in the server
+# (bench/instr.lua, bench/README.md): bench-instr counts every row, Node
+# ws's too, and writes its section of bench/RESULTS.md (under 3 minutes);
+# bench-instr-check is make test's guard (spec/run_all stage instr) against
+# bench/instr-baseline.txt; bench-instr-baseline rewrites that file.
+INSTR_TOOLS = $(BUILD)/bench/loadgen $(BUILD)/bench/fixed_time.so
+.PHONY: bench-instr bench-instr-check bench-instr-baseline bench-instr-tools
+bench-instr-tools: $(INSTR_TOOLS)
+
+bench-instr: deps-test $(MODULE) $(INSTR_TOOLS)
+	@bench/instr full
+
+bench-instr-check: deps-test $(MODULE) $(INSTR_TOOLS)
+	@spec/run_all instr
+
+bench-instr-baseline: deps-test $(MODULE) $(INSTR_TOOLS)
+	@bench/instr baseline
+
+$(BUILD)/bench/fixed_time.so: bench/fixed_time.c
+	@mkdir -p $(dir $@)
+	@$(if $(V),,echo "  CC+LD   $@")
+	$(Q)$(CC) $(CFLAGS_ALL) -shared -o $@ $< $(LDFLAGS)
+
 rock: deps-test
 	@spec/run_all rock
 

@@ -55,7 +55,9 @@ static struct {
 static struct {
   enum mode mode;
   const char *mode_name, *url_text, *labels, *mc_path;
+  const char *hook_open, *hook_close; /* echo -n: shell commands at the window's edges */
   int conns, depth, binary;
+  uint64_t count, warm_count;         /* echo -n/-W: measured and warm-up messages */
   size_t size;
   double secs, warm, timeout;
   pid_t pids[MAX_PIDS];
@@ -74,6 +76,11 @@ static void usage(void) {
     "  -t secs measured  -w secs warm-up  -T secs setup timeout  -b binary frames\n"
     "  -p PID[,PID..] server processes: CPU per message, RSS\n"
     "  -L k=v[,k=v..] extra string fields for the JSON line\n"
+    "  -n N [-W M]  echo: a window of exactly N messages after M of warm-up (instead\n"
+    "           of -t/-w), each phase begun with a full window and ended once every\n"
+    "           echo is back, so the server is idle at both edges of the window\n"
+    "  -x CMD / -X CMD  echo -n: shell command run at the idle edge before / after\n"
+    "           the measured messages (a failing command fails the run)\n"
     "  -m FILE  echo: allocation calls per message, by calling object, from the\n"
     "           counters of a server run with LD_PRELOAD=malloc_count.so\n"
     "           MALLOC_COUNT_FILE=FILE\n"
@@ -722,12 +729,20 @@ static void print_tail(int ok) {
 
 static int measuring, stopping;
 static uint64_t got, all_got, inflight, slice_got[SLICES];
+static uint64_t quota;       /* echo -n: messages the current phase may still send */
+
+/* May one more message be sent?  Unbounded unless the run counts (-n). */
+static int take_quota(void) {
+  if (!opt.count) return 1;
+  if (!quota) return 0;
+  quota--;
+  return 1;
+}
 static uint64_t t_measure, t_end;
 
 static void on_open(conn *c) {
   if (opt.mode == M_ECHO) {
-    for (int i = 0; i < opt.depth; i++) queue_message(c);
-    inflight += (uint64_t)opt.depth;
+    for (int i = 0; i < opt.depth && take_quota(); i++) queue_message(c), inflight++;
   } else if (opt.mode == M_HANDSHAKE || opt.mode == M_WAIT) {
     /* Upgrade done: close at once (tcp: one byte each way, then close). */
     if (url.scheme == S_TCP) {
@@ -759,7 +774,7 @@ static void on_message(conn *c) {
     uint64_t slice = (now - t_measure) * SLICES / (t_end - t_measure);
     if (slice < SLICES) slice_got[slice]++;
   }
-  if (!stopping) queue_message(c), inflight++;
+  if (!stopping && take_quota()) queue_message(c), inflight++;
 }
 
 static long completed;
@@ -792,6 +807,33 @@ static int all_open(void) {
   return 1;
 }
 
+/* Run a shell command at an edge of the counted window (-x, -X), with its
+ * output sent to stderr so that stdout stays one JSON line. */
+static void run_hook(const char *cmd, const char *edge) {
+  if (!cmd || failure[0]) return;
+  char *sh = malloc(strlen(cmd) + 16);
+  if (!sh) return fail("out of memory");
+  sprintf(sh, "(%s) >&2", cmd);
+  fflush(stdout);
+  int st = system(sh);
+  free(sh);
+  if (st != 0) fail("the %s command failed (status %d)", edge, st);
+}
+
+/* echo -n: one phase of exactly n messages.  Every connection starts with
+ * a full window, each echo lets one more message go while the quota lasts,
+ * and the phase ends when the last echo is back: the server is then idle. */
+static void count_phase(uint64_t n) {
+  quota = n;
+  now = now_ns();
+  for (int i = 0; i < nconns; i++)
+    for (int k = 0; k < opt.depth && take_quota(); k++) queue_message(&conns[i]), inflight++;
+  for (int i = 0; i < nconns; i++) flush(&conns[i]);
+  drive(now_ns() + sec_ns(opt.timeout), echo_drained);
+  if (!failure[0] && inflight)
+    fail("%llu echoes not back after %gs", (unsigned long long)inflight, opt.timeout);
+}
+
 static int run_echo(void) {
   uint64_t t_start = now_ns();
   now = t_start;
@@ -803,24 +845,30 @@ static int run_echo(void) {
          opt.binary ? "true" : "false");
   if (failure[0]) return print_tail(0), 1;
 
-  /* Everyone starts with a full window, flushed at once. */
-  for (int i = 0; i < nconns; i++) flush(&conns[i]);
-  uint64_t t0 = now_ns();
-  drive(t0 + sec_ns(opt.warm), has_failed);
+  if (opt.count) {
+    count_phase(opt.warm_count);
+    run_hook(opt.hook_open, "window-opening (-x)");
+  } else {
+    /* Everyone starts with a full window, flushed at once. */
+    for (int i = 0; i < nconns; i++) flush(&conns[i]);
+    drive(now_ns() + sec_ns(opt.warm), has_failed);
+  }
   mc_file *mc = calloc(2, sizeof *mc);
   if (!mc) return fprintf(stderr, "loadgen: out of memory\n"), 1;
   mc_snapshot(&mc[0]);
   long long ticks0 = server_ticks();
   double cpu0 = self_cpu_s();
   t_measure = now_ns();
-  t_end = t_measure + sec_ns(opt.secs);
+  t_end = t_measure + sec_ns(opt.count ? opt.timeout : opt.secs);
   measuring = 1;
-  drive(t_end, has_failed);
+  if (opt.count) count_phase(opt.count);
+  else drive(t_end, has_failed);
   measuring = 0;
   uint64_t t1 = now;
   long long ticks1 = server_ticks();
   double cpu1 = self_cpu_s();
   mc_snapshot(&mc[1]);
+  if (opt.count) run_hook(opt.hook_close, "window-closing (-X)");
   stopping = 1;
   drive(now_ns() + sec_ns(opt.timeout < 5 ? opt.timeout : 5), echo_drained);
   if (!failure[0] && inflight) fail("%llu echoes never came back", (unsigned long long)inflight);
@@ -828,7 +876,8 @@ static int run_echo(void) {
   double secs = (double)(t1 - t_measure) / 1e9;
   double rate = secs > 0 ? (double)got / secs : 0;
   double slices[SLICES];
-  for (int i = 0; i < SLICES; i++) slices[i] = (double)slice_got[i] * SLICES / opt.secs;
+  for (int i = 0; i < SLICES; i++) /* -n: no fixed window to slice */
+    slices[i] = opt.count ? rate : (double)slice_got[i] * SLICES / opt.secs;
   for (int i = 1; i < SLICES; i++) /* insertion sort, 5 values */
     for (int j = i; j > 0 && slices[j] < slices[j - 1]; j--) {
       double t = slices[j];
@@ -1012,7 +1061,7 @@ static int free_port(void) {
 int main(int argc, char **argv) {
   int c;
   if (argc == 2 && !strcmp(argv[1], "port")) return free_port();
-  while ((c = getopt(argc, argv, "c:d:s:bt:w:T:p:L:m:")) != -1) {
+  while ((c = getopt(argc, argv, "c:d:s:bt:w:T:p:L:m:n:W:x:X:")) != -1) {
     switch (c) {
     case 'c': opt.conns = atoi(optarg); break;
     case 'd': opt.depth = atoi(optarg); break;
@@ -1023,6 +1072,10 @@ int main(int argc, char **argv) {
     case 'T': opt.timeout = atof(optarg); break;
     case 'L': opt.labels = optarg; break;
     case 'm': opt.mc_path = optarg; break;
+    case 'n': opt.count = strtoull(optarg, NULL, 10); break;
+    case 'W': opt.warm_count = strtoull(optarg, NULL, 10); break;
+    case 'x': opt.hook_open = optarg; break;
+    case 'X': opt.hook_close = optarg; break;
     case 'p':
       for (char *s = strtok(optarg, ","); s && opt.npids < MAX_PIDS; s = strtok(NULL, ","))
         opt.pids[opt.npids++] = (pid_t)atoi(s);
@@ -1031,7 +1084,8 @@ int main(int argc, char **argv) {
     }
   }
   if (argc - optind != 2 || opt.conns < 1 || opt.depth < 1 || opt.secs <= 0 || opt.warm < 0 ||
-      opt.size > ((size_t)1 << 30))
+      opt.size > ((size_t)1 << 30) ||
+      (!opt.count && (opt.warm_count || opt.hook_open || opt.hook_close)))
     usage();
   opt.mode_name = argv[optind];
   opt.url_text = argv[optind + 1];

@@ -28,35 +28,9 @@ do
   if f then LOAD0 = f:read("l") or "?"; f:close() end
 end
 
-local function sh_quote(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
-
-local function slurp(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
-local function spit(path, text)
-  local f = assert(io.open(path, "wb"))
-  f:write(text)
-  f:close()
-end
-
--- Output of a shell command (stdout, trailing space removed).
-local function capture(cmd)
-  local p = io.popen(cmd)
-  local s = p:read("a") or ""
-  p:close()
-  return (s:gsub("%s+$", ""))
-end
-
-local function sleep(s) os.execute("sleep " .. s) end
-
-local function log(fmt, ...) io.stderr:write(fmt:format(...), "\n") end
+local U = dofile("bench/util.lua")
+local sh_quote, slurp, spit, capture, sleep, log = U.sh_quote, U.slurp, U.spit, U.capture,
+  U.sleep, U.log
 
 local tmp = capture("mktemp -d /tmp/moonws-bench.XXXXXX")
 assert(tmp:match("^/tmp/moonws%-bench%."), "mktemp failed")
@@ -218,18 +192,11 @@ local WORKLOADS = {
     args = { "handshake", "-c", "10" } },
 }
 
-local function wanted(list, key)
-  if not list or list == "" then return true end
-  for k in list:gmatch("[^,%s]+") do if k == key then return true end end
-  return false
-end
+local wanted = U.wanted
 
 -- ---------------------------------------------------------------- processes
 
-local function alive(pid)
-  local s = slurp("/proc/" .. pid .. "/stat")
-  return s ~= nil and s:match("^%d+ %b() (%a)") ~= "Z"
-end
+local alive, kill = U.alive, U.kill
 
 -- pid and every descendant (nginx workers, forked workers).
 local function tree(pid)
@@ -250,17 +217,6 @@ local function tree(pid)
     for _, c in ipairs(children[q] or {}) do queue[#queue + 1] = c end
   end
   return out
-end
-
-local function kill(pids)
-  for _, pid in ipairs(pids) do os.execute("kill -TERM " .. pid .. " 2>/dev/null") end
-  for _ = 1, 40 do
-    local any = false
-    for _, pid in ipairs(pids) do any = any or alive(pid) end
-    if not any then return end
-    sleep(0.05)
-  end
-  for _, pid in ipairs(pids) do os.execute("kill -KILL " .. pid .. " 2>/dev/null") end
 end
 
 local run_no = 0
@@ -746,7 +702,9 @@ local function main()
     w("")
   end
   if hostile_md then w("%s", hostile_md) end
-  spit(OUT, table.concat(o, "\n") .. "\n")
+  -- The instruction counts of `make bench-instr` (bench/instr.lua) live
+  -- in a section of their own, between markers: carried over as they are.
+  spit(OUT, U.keep_section(table.concat(o, "\n") .. "\n", slurp(OUT)))
   log("wrote %s in %d s", OUT, os.time() - T0)
   if os.getenv("BENCH_KEEP") ~= "1" then os.execute("rm -rf " .. sh_quote(tmp)) end
   return #failures == 0
