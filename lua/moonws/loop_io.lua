@@ -17,6 +17,7 @@ local websocket = require "moonws.websocket"
 
 local now = loop.now
 local readable, writable = loop.readable, loop.writable
+local OPEN = websocket.OPEN
 
 local loop_io = {
   name = "moonws", type_name = "moonws.websocket", handlers = true,
@@ -58,11 +59,20 @@ end
 local function write(st)
   local conn = st.conn
   if not conn then return end
-  websocket.frame_queued(st)
-  if st.conn ~= conn then return end
+  if st.outq then
+    websocket.frame_queued(st)
+    if st.conn ~= conn then return end
+  end
   local left, want, name = conn:flush()
   if not left then return websocket.io_error(st, want, name) end
   local d = st.drv
+  if left == 0 and st.state == OPEN and not st.backlogged and st.outq_bytes == 0 then
+    -- The common case, inlined: all written, nothing to decide but wake-ups.
+    if d.i_write then set_interest(st, websocket.reading_wanted(st), false) end
+    local waiters = d.waiters
+    if #waiters > 0 then loop.wake_all(waiters) end
+    return
+  end
   local want_write = left > 0 and want == "write"
   local reading = websocket.reading_wanted(st) or want == "read"
   if want_write ~= (d.i_write or false) or reading ~= (d.i_read or false) then

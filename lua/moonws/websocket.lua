@@ -474,7 +474,8 @@ function websocket.drain(st)
   local round = io.round(st)
   if st.budget_round ~= round then
     st.budget_round, st.budget = round, st.opts.max_step_events
-    conn:budget(st.opts.max_step_bytes) -- bytes to inflate
+    -- Bytes to inflate: only compressed messages need the C call.
+    if st.extensions ~= "" then conn:budget(st.opts.max_step_bytes) end
   end
   local budget = st.budget
   local finished, queued = true, false
