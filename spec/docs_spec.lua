@@ -1,4 +1,5 @@
--- Every code sample in README.md runs here, so the README cannot go stale.
+-- Every code sample in README.md and in docs/*.md runs here, so the
+-- documentation cannot go stale.
 --
 -- Each ```lua or ```c block is preceded by a marker comment saying how it
 -- is checked (an unmarked one fails this spec):
@@ -27,11 +28,20 @@ local function read(path)
   return s
 end
 
--- The fenced blocks of README.md: { lang, code, mode, arg, line }.
-local function samples()
+-- The pages whose samples run: README.md and every docs/*.md.
+local function pages()
+  local list = { "README.md" }
+  local p = assert(io.popen("ls docs/*.md 2>/dev/null"))
+  for path in p:lines() do list[#list + 1] = path end
+  p:close()
+  return list
+end
+
+-- The fenced blocks of a page: { lang, code, mode, arg, line, page }.
+local function samples(page)
   local list, marker, line_no = {}, nil, 0
   local block
-  for line in (read("README.md") .. "\n"):gmatch("(.-)\n") do
+  for line in (read(page) .. "\n"):gmatch("(.-)\n") do
     line_no = line_no + 1
     if block then
       if line:match("^```%s*$") then
@@ -47,7 +57,7 @@ local function samples()
       else
         local lang = line:match("^```(%w*)")
         if lang then
-          block = { lang = lang, code = {}, line = line_no,
+          block = { lang = lang, code = {}, line = line_no, page = page,
             mode = marker and marker.mode, arg = marker and marker.arg }
         end
         if line:match("%S") then marker = nil end
@@ -170,27 +180,31 @@ end
 function checks.file(sample)
   local text = read(sample.arg)
   local found = text:find(sample.code, 1, true)
-  assert.truthy(found, "README sample at line " .. sample.line .. " is not in " .. sample.arg)
+  assert.truthy(found, ("%s sample at line %d is not in %s"):format(sample.page, sample.line,
+    sample.arg))
 end
 
-describe("README.md code samples", function()
-  local list = samples()
-  teardown(function() certs.cleanup() end)
+for _, page in ipairs(pages()) do
+  describe(page .. " code samples", function()
+    local list = samples(page)
+    teardown(function() certs.cleanup() end)
 
-  it("has samples, and every Lua or C sample says how it is checked", function()
-    assert.is_true(#list >= 5)
+    it("every Lua or C sample says how it is checked", function()
+      if page == "README.md" then assert.is_true(#list >= 5) end
+      for _, s in ipairs(list) do
+        if s.lang == "lua" or s.lang == "c" then
+          assert.truthy(s.mode and checks[s.mode],
+            ("%s line %d: a %s sample needs a <!-- sample: ... --> marker"):format(page, s.line,
+              s.lang))
+        end
+      end
+    end)
+
     for _, s in ipairs(list) do
-      if s.lang == "lua" or s.lang == "c" then
-        assert.truthy(s.mode and checks[s.mode],
-          ("README line %d: a %s sample needs a <!-- sample: ... --> marker"):format(s.line, s.lang))
+      if s.mode then
+        it(("line %d (%s %s%s)"):format(s.line, s.lang, s.mode, s.arg ~= "" and " " .. s.arg or ""),
+          function() checks[s.mode](s) end)
       end
     end
   end)
-
-  for _, s in ipairs(list) do
-    if s.mode then
-      it(("line %d (%s %s%s)"):format(s.line, s.lang, s.mode, s.arg ~= "" and " " .. s.arg or ""),
-        function() checks[s.mode](s) end)
-    end
-  end
-end)
+end
