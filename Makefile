@@ -20,7 +20,7 @@ CPPFLAGS_ALL = $(CPPFLAGS_BASE) -Icsrc/core -Icsrc/net -Icsrc/lua
 CFLAGS_ALL = $(CFLAGS_BASE) -Icsrc/core -Icsrc/net -Icsrc/lua
 LIBS = -lssl -lcrypto -lpthread -lz
 
-# Each layer compiles with only the include paths it may use (DESIGN.md 2),
+# Each layer compiles with only the include paths it may use (docs/DESIGN.md 2.1),
 # so a forbidden #include fails the build: csrc/core (sans-I/O) sees
 # neither Lua nor sockets, csrc/net (sockets) no Lua, csrc/lua everything.
 # The guard folders shadow the forbidden system headers with an #error,
@@ -68,10 +68,10 @@ Q = $(if $(V),,@)
 $(GUARD)/stamp: Makefile
 	@rm -rf $(GUARD)
 	@for h in $(CORE_FORBIDDEN); do mkdir -p $(dir $(GUARD)/core/)$$(dirname $$h) && \
-	  echo "#error \"csrc/core is sans-I/O: it may not include <$$h> (DESIGN.md 2)\"" \
+	  echo "#error \"csrc/core is sans-I/O: it may not include <$$h> (docs/DESIGN.md 2.1)\"" \
 	  >$(GUARD)/core/$$h; done
 	@for h in $(NET_FORBIDDEN); do mkdir -p $(GUARD)/net/$$(dirname $$h) && \
-	  echo "#error \"csrc/net knows no Lua: it may not include <$$h> (DESIGN.md 2)\"" \
+	  echo "#error \"csrc/net knows no Lua: it may not include <$$h> (docs/DESIGN.md 2.1)\"" \
 	  >$(GUARD)/net/$$h; done
 	@touch $@
 

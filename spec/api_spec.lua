@@ -1,10 +1,10 @@
--- The public API surface of DESIGN.md 1.3-1.6: constants, tables, and the
+-- The public API surface of docs/API.md: constants, tables, and the
 -- rule that misuse raises with a clear message.
 local helpers = require "spec.support.helpers"
 local moonws = helpers.moonws
 
 describe("moonws module", function()
-  it("exports the entry points of DESIGN.md", function()
+  it("exports the entry points of docs/API.md", function()
     for _, name in ipairs { "new", "connect", "listen", "serve", "spawn", "run", "step", "stop",
                             "sleep", "fd", "next_timeout" } do
       assert.is_function(moonws[name], name)

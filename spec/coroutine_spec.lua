@@ -1,4 +1,4 @@
--- Coroutine style (DESIGN.md 1.2): sequential code, nonblocking underneath;
+-- Coroutine style (docs/DESIGN.md 1.1, 1.4): sequential code, nonblocking underneath;
 -- the same calls from a plain script drive the loop themselves.
 local helpers = require "spec.support.helpers"
 local moonws = helpers.moonws

@@ -1,4 +1,4 @@
--- permessage-deflate against hostile peers (RFC 7692; DESIGN.md 1.5
+-- permessage-deflate against hostile peers (RFC 7692; docs/DESIGN.md 1.5
 -- `compression`, `max_payload`): a compression bomb must be stopped at
 -- max_payload with 1009 without the server ever holding the inflated data,
 -- and corrupt or misflagged compressed frames fail with 1007 / 1002.

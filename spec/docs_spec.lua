@@ -184,7 +184,54 @@ function checks.file(sample)
     sample.arg))
 end
 
+-- Links between the pages: a relative link names a file of the checkout,
+-- and a #fragment into a Markdown page names one of its headings (as
+-- GitHub makes anchors: lower case, punctuation dropped, spaces to "-").
+local function anchors(path)
+  local set, fenced = {}, false
+  for line in io.lines(path) do
+    if line:match("^```") then fenced = not fenced end
+    local title = not fenced and line:match("^#+%s+(.-)%s*$")
+    if title then
+      set[title:lower():gsub("[^%w%s_%-\128-\255]", ""):gsub("%s", "-")] = true
+    end
+  end
+  return set
+end
+
+local function broken_links(page)
+  local dir = page:match("^(.*)/") or "."
+  local problems, fenced, line_no = {}, false, 0
+  for line in io.lines(page) do
+    line_no = line_no + 1
+    if line:match("^```") then fenced = not fenced end
+    for target in (fenced and "" or line):gmatch("%]%(([^)%s]+)%)") do
+      if not target:match("^%a+:") then
+        local file, fragment = target:match("^([^#]*)#?(.*)$")
+        local path = file == "" and page or (dir .. "/" .. file)
+        local f = io.open(path, "rb")
+        if not f then
+          problems[#problems + 1] = ("line %d: %s: no such file"):format(line_no, target)
+        else
+          f:close()
+          if fragment ~= "" and path:match("%.md$") and not anchors(path)[fragment] then
+            problems[#problems + 1] = ("line %d: %s: no such heading"):format(line_no, target)
+          end
+        end
+      end
+    end
+  end
+  return problems
+end
+
 for _, page in ipairs(pages()) do
+  describe(page .. " links", function()
+    it("lead to files of the checkout and to headings that exist", function()
+      local problems = broken_links(page)
+      assert.equal("", table.concat(problems, "\n"))
+    end)
+  end)
+
   describe(page .. " code samples", function()
     local list = samples(page)
     teardown(function() certs.cleanup() end)

@@ -1,4 +1,4 @@
--- Embedding moonws (DESIGN.md 1.6, issue 6): a C game host that embeds
+-- Embedding moonws (docs/DESIGN.md 1.7, issue 6): a C game host that embeds
 -- Lua 5.4 and steps moonws once a frame while a peer floods it, a foreign
 -- event loop (libuv through luv) driving moonws through moonws.fd() and
 -- moonws.next_timeout(), and a real game engine (LÖVE 11, LuaJIT) under

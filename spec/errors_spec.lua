@@ -1,4 +1,4 @@
--- Error names come from one table (docs/DESIGN.md, "Errors"): the C core's
+-- Error names come from one table (docs/DESIGN.md 2.8): the C core's
 -- WS_ERRORS, exported as moonws.errors (name -> description) and, by name,
 -- as the constants of moonws.errors-the-module (errors.TIMEOUT ==
 -- "timeout").  moonws's own Lua code writes every error name as such a

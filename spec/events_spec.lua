@@ -1,4 +1,4 @@
--- Event style (DESIGN.md 1.1): the browser's shape, both ends in one process.
+-- Event style (docs/DESIGN.md 1.1): the browser's shape, both ends in one process.
 local helpers = require "spec.support.helpers"
 local moonws = helpers.moonws
 

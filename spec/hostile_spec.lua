@@ -1,6 +1,6 @@
 -- Hostile peers: whatever a peer sends, a moonws server's memory stays
 -- within its configured bounds and its work per loop round stays bounded,
--- so the other connections are served (README "Hostile peers").
+-- so the other connections are served (docs/API.md "Hostile peers").
 --
 -- The server is the README's echo sample in a CHILD lua5.4 process, so its
 -- peak memory (VmHWM) is its own.  Beside the echo it keeps, per

@@ -1,4 +1,4 @@
--- Lifetime (DESIGN.md 1.2, the browser's rules): the loop keeps a socket
+-- Lifetime (docs/DESIGN.md 1.6, the browser's rules): the loop keeps a socket
 -- alive while it is not CLOSED and has a handler or a waiting coroutine; a
 -- socket nobody references is collected, and collection starts a close.
 local helpers = require "spec.support.helpers"

@@ -1,4 +1,4 @@
--- The loop and embedding (DESIGN.md 1.6): step, stop, fd, next_timeout,
+-- The loop and embedding (docs/DESIGN.md 1.7): step, stop, fd, next_timeout,
 -- and the poll() fallback backend.
 local helpers = require "spec.support.helpers"
 local moonws = helpers.moonws

@@ -1,4 +1,4 @@
--- HTTP CONNECT proxies (DESIGN.md 1.5 `proxy`, README "Proxies") against a
+-- HTTP CONNECT proxies (docs/API.md "Proxies") against a
 -- real tinyproxy: two instances started here in the foreground, listening on
 -- 127.0.0.1 only, with generated configurations in a temporary directory
 -- (no ConnectPort lines, so any port may be tunnelled).  One is open, one

@@ -392,6 +392,48 @@ print("EOF", flush=True)
       end
       assert_clean_closes(during, 1001)
     end)
+    it("is an object: pool.new, :roll() and :stop() from code do what SIGHUP and SIGTERM do",
+      function()
+      -- A program that drives its pool only through the object's methods.
+      local port = free_port()
+      local path = os.tmpname() .. ".lua"
+      local f = assert(io.open(path, "w"))
+      f:write(([[
+package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
+package.cpath = "./?.so;" .. package.cpath
+local moonws, pool = require "moonws", require "moonws.pool"
+local events = {}
+local p = pool.new {
+  script = "examples/pool/server.lua", args = { %d }, workers = 2,
+  onworker = function(e) events[#events + 1] = e.type .. " " .. e.worker end,
+}
+moonws.spawn(function()
+  -- Both workers listen (and so told the pool they are ready) once each
+  -- has greeted a client.
+  local seen, count = {}, 0
+  while count < 2 do
+    local ws = moonws.connect("ws://127.0.0.1:%d/", { timeout = 5 })
+    local hello = ws and ws:receive(5)
+    if hello and not seen[hello] then seen[hello] = true; count = count + 1 end
+    if ws then ws:close() else moonws.sleep(0.02) end
+  end
+  p:roll()
+  p:stop()
+end)
+local ok, err = p:run()
+print(table.concat(events, ","), ok, err)
+]]):format(port, port))
+      f:close()
+      local p = process.start({ "lua5.4", path }, 60)
+      finally(function() p:cleanup(); os.remove(path) end)
+      assert.is_true(p:wait_exit(40, helpers.idle), p:stderr())
+      assert.equal(0, p:exit_status(), p:stderr())
+      -- The roll replaces 1 then 2; the stop ends both, in either order.
+      local events, rest = p:stdout():match("^(start 1,start 2,start 1,exit 1,start 2,exit 2),(.*)$")
+      assert.equal("start 1,start 2,start 1,exit 1,start 2,exit 2", events, p:stdout())
+      assert.is_truthy(rest == "exit 1,exit 2\ttrue\tnil\n" or rest == "exit 2,exit 1\ttrue\tnil\n",
+        p:stdout())
+    end)
   end)
 
   describe("behind nginx", function()

@@ -1,4 +1,4 @@
--- wss:// end to end (DESIGN.md 1.5 `tls`, README "TLS"): a moonws client
+-- wss:// end to end (docs/API.md "TLS"): a moonws client
 -- against a moonws server, with throwaway certificates from
 -- spec.support.certs.  Verification by name and by IP, every way it must
 -- fail (wrong name, unknown CA, expired, self-signed), mutual TLS, bad

@@ -110,7 +110,7 @@ enum ws_error {
 const char *ws_error_name(enum ws_error e);
 const char *ws_error_description(enum ws_error e);
 
-/* Default limits; each is an option of the same name (DESIGN.md 1.5). */
+/* Default limits; each is an option of the same name (docs/DESIGN.md 1.5). */
 #define WS_DEFAULT_MAX_PAYLOAD ((uint64_t)64 * 1024 * 1024)
 #define WS_DEFAULT_MAX_FRAME ((uint64_t)64 * 1024 * 1024)
 #define WS_DEFAULT_MAX_HANDSHAKE ((size_t)16 * 1024)

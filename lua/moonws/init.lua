@@ -1,6 +1,6 @@
 -- moonws -- WebSocket (RFC 6455) client and server for Lua, on a C core.
 --
--- The public API of DESIGN.md section 1: event style (moonws.new + handler
+-- The public API of docs/DESIGN.md section 1: event style (moonws.new + handler
 -- fields + moonws.run), coroutine style (moonws.connect / ws:receive inside
 -- moonws.spawn, or straight from a plain script), servers (moonws.listen,
 -- moonws.serve), and the loop entry points for embedding.  Policy lives in

@@ -14,7 +14,7 @@
 -- socket.
 --
 -- The loop holds sockets weakly (watchers, timers' objects, lookups), so a
--- socket nobody references can be collected; socket.lua pins what must
+-- socket nobody references can be collected; the driver pins what must
 -- live (handlers set, coroutines waiting).
 
 local E = require "moonws.errors"
@@ -366,7 +366,7 @@ end
 
 ---------------------------------------------------------------- the round
 
--- Rounds are numbered so per-round budgets (socket.lua's drain) can tell
+-- Rounds are numbered so per-round budgets (websocket.lua's drain) can tell
 -- a new round from more work in the same one.
 local round = 0
 function loop.round() return round end
@@ -437,7 +437,7 @@ function loop.next_timeout()
   return math.max(0, next_deadline - now())
 end
 
--- The cqueues polling protocol (DESIGN.md 2) on every moonws object:
+-- The cqueues polling protocol (docs/DESIGN.md 1.7) on every moonws object:
 -- cqueues.poll(obj) returns when the loop has work; then moonws.step(0).
 -- The object is ignored: whichever one is polled, the loop is what waits.
 loop.polling = {

@@ -1,4 +1,4 @@
--- moonws.options -- the options of DESIGN.md 1.5: defaults and checks.
+-- moonws.options -- the options of docs/DESIGN.md 1.5: defaults and checks.
 --
 -- One table of defaults, one checker per option.  A misspelled or mistyped
 -- option raises at the call that received it (misuse is an error, not a
@@ -217,7 +217,7 @@ end
 -- Validated client options with defaults filled in.
 -- Compression defaults as in Node's ws: a client offers permessage-deflate
 -- (the server decides), a server only accepts it when asked, since each
--- compressed connection costs the server zlib state (README, "Compression").
+-- compressed connection costs the server zlib state (docs/API.md, "Compression").
 local client_defaults = { compression = true }
 local server_defaults = { compression = false }
 

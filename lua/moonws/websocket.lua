@@ -1,5 +1,5 @@
--- moonws.websocket -- THE WebSocket object (docs/DESIGN.md, "One object,
--- two drivers"): its state machine, its public API and argument checks,
+-- moonws.websocket -- THE WebSocket object (docs/DESIGN.md 2.3:
+-- one object, two drivers): its state machine, its public API and argument checks,
 -- the handshake policy and the event dispatch live here, once, for every
 -- front.  How bytes move is a driver's job: moonws.loop_io on moonws's own
 -- loop (with moonws.client and moonws.server for the phases before OPEN),
