@@ -50,7 +50,8 @@
 -- transport and not yet written), pending(st) and more(st) (whether the
 -- transport holds bytes the poller cannot see, TLS records, and reading
 -- them), closed(st) (the socket became
--- CLOSED) and collected(st) (the object was collected).
+-- CLOSED), collected(st) (the object was collected) and handler_failed(st)
+-- (a handler raised: for counters).
 -- The driver calls websocket.drain(st) when bytes wait in st.conn,
 -- websocket.eof(st) at end of stream, websocket.io_error(st, message,
 -- name) when the transport failed, and the functions of the opening phase
@@ -86,6 +87,7 @@ websocket.mt = mt
 ---------------------------------------------------------------- events
 
 local function report_handler_error(st, name, err)
+  if st.io.handler_failed then st.io.handler_failed(st) end
   local message = ("error in %s handler: %s"):format(name, tostring(err))
   local onerror = st.onerror
   if name ~= "onerror" and onerror then
@@ -147,6 +149,7 @@ local function outq_push(st, data, binary)
   if not q then
     q = { head = 1, tail = 0 }
     st.outq = q
+    st.conn:hold_fanout(true) -- a fan-out hands this socket back, to queue here
   end
   q.tail = q.tail + 1
   q[q.tail] = { data = data, binary = binary, pos = 1 }
@@ -155,6 +158,7 @@ end
 
 local function outq_drop(st)
   st.outq, st.outq_bytes, st.close_after = nil, 0, nil
+  if st.conn then st.conn:hold_fanout(false) end
 end
 
 ---------------------------------------------------------------- ending
@@ -339,6 +343,7 @@ function websocket.frame_queued(st)
     return
   end
   st.outq = nil
+  conn:hold_fanout(false)
   local close = st.close_after
   if close then
     st.close_after = nil
@@ -764,6 +769,21 @@ local function send_later(st, data, binary)
   end
   outq_push(st, data, binary)
   return true, queued + #data
+end
+
+-- Queue a message that was checked already (the fan-out's receivers that
+-- it hands back: moonws.topics), as send does but never waiting: true |
+-- nil, message, name.
+function websocket.queue_send(st, data, binary)
+  if st.state ~= OPEN then return nil, E.CLOSED, E.CLOSED end
+  local opts, conn, ok, queued, name = st.opts, st.conn, nil, nil, nil
+  if st.outq or (#data > opts.max_step_bytes and conn:deflates(#data)) then
+    ok, queued, name = send_later(st, data, binary)
+  else
+    ok, queued, name = conn:send(data, binary, opts.send_limit, opts.fragment_size)
+  end
+  if not ok then return nil, queued, name end
+  return st.io.flush(st)
 end
 
 -- The hot path: one C call per message (it also applies send_limit and
