@@ -146,7 +146,7 @@ sys.stdout.write(r.read().decode())
         helpers.run_until(function() return #got[i] >= 2 end, 10, "the greeting")
       end
       finally(function() for _, ws in ipairs(clients) do ws:terminate() end end)
-      assert.equal("permessage-deflate", clients[1].extensions)
+      assert.equal("permessage-deflate; server_no_context_takeover", clients[1].extensions)
       clients[1]:send("hello, room")
       helpers.run_until(function() return #got[2] == 3 and #got[1] == 4 end, 10, "the broadcast")
       assert.same({ "* you are guest1", "* guest1 joined", "* guest2 joined", "guest1: hello, room" },
