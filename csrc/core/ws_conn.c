@@ -768,15 +768,20 @@ enum ws_error ws_conn_send_fragment(ws_conn *c, uint8_t opcode,
   return WS_E_NONE;
 }
 
+bool ws_conn_out_idle(const ws_conn *c) {
+  return c->role == WS_ROLE_SERVER && ws_buf_len(&c->out) == 0 &&
+         !c->pong_held && !c->close_sent && !c->send_opcode;
+}
+
 enum ws_error ws_conn_queue_frames(ws_conn *c, const uint8_t *bytes, size_t n,
-                                   size_t payload_len, size_t wire_len,
-                                   bool compressed) {
+                                   size_t sent, size_t payload_len,
+                                   size_t wire_len, bool compressed) {
   if (c->close_sent)
     return WS_E_CLOSED;
-  if (c->role != WS_ROLE_SERVER || c->send_opcode)
+  if (c->role != WS_ROLE_SERVER || c->send_opcode || sent > n)
     return WS_E_PROTOCOL;
   (void)release_pong(c);
-  if (ws_buf_append(&c->out, bytes, n) != 0)
+  if (ws_buf_append(&c->out, bytes + sent, n - sent) != 0)
     return WS_E_NOMEM;
   count_sent(c, true, payload_len, wire_len);
   if (compressed) {

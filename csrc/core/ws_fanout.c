@@ -130,8 +130,25 @@ static enum ws_error send_own(ws_fanout *f, ws_conn *c) {
   }
 }
 
+/* Queue shared frames on c, written first with write when they are big
+ * and nothing waits before them. */
+static enum ws_error queue_shared(ws_conn *c, const ws_buf *frames,
+                                  size_t payload_len, size_t wire,
+                                  bool compressed, ws_fanout_write_fn write,
+                                  void *ud) {
+  const uint8_t *p = ws_buf_data(frames);
+  size_t n = ws_buf_len(frames), sent = 0;
+  if (write && n >= WS_FANOUT_DIRECT_MIN && ws_conn_out_idle(c)) {
+    sent = write(ud, p, n);
+    if (sent > n)
+      sent = 0;
+  }
+  return ws_conn_queue_frames(c, p, n, sent, payload_len, wire, compressed);
+}
+
 ws_fan_result ws_fanout_queue(ws_fanout *f, ws_conn *c, size_t limit,
-                              size_t own_max) {
+                              size_t own_max, ws_fanout_write_fn write,
+                              void *write_ud) {
   if (c->close_sent)
     return WS_FAN_CLOSED;
   if (c->send_opcode)
@@ -147,8 +164,7 @@ ws_fan_result ws_fanout_queue(ws_fanout *f, ws_conn *c, size_t limit,
                                ? shared_variant(f, &shape)
                                : NULL;
     if (v) {
-      e = ws_conn_queue_frames(c, ws_buf_data(&v->frames),
-                               ws_buf_len(&v->frames), f->len, v->wire, true);
+      e = queue_shared(c, &v->frames, f->len, v->wire, true, write, write_ud);
     } else if (own_max && f->len > own_max) {
       return WS_FAN_HELD;
     } else {
@@ -162,8 +178,7 @@ ws_fan_result ws_fanout_queue(ws_fanout *f, ws_conn *c, size_t limit,
       f->plain_built = true;
       f->counters.frames_built++;
     }
-    e = ws_conn_queue_frames(c, ws_buf_data(&f->plain), ws_buf_len(&f->plain),
-                             f->len, f->len, false);
+    e = queue_shared(c, &f->plain, f->len, f->len, false, write, write_ud);
   }
   switch (e) {
   case WS_E_NONE:

@@ -87,12 +87,27 @@ void ws_fanout_free(ws_fanout *f);
 void ws_fanout_begin(ws_fanout *f, uint8_t opcode, const void *data,
                      size_t len);
 
+/* Writing big frames straight from the shared buffer: copying them into
+ * every receiver's out first would touch N copies of the message (cache
+ * misses, page faults) where the kernel can copy from one hot buffer.
+ * write(ud, p, n) writes what it can and returns how much (0 on would
+ * block or failure: the bytes then wait on out as usual). */
+typedef size_t (*ws_fanout_write_fn)(void *ud, const uint8_t *p, size_t n);
+
+/* Frames this long or longer are offered to the writer (below it,
+ * batching a round's messages in one write costs less). */
+#define WS_FANOUT_DIRECT_MIN ((size_t)8 * 1024)
+
 /* Queue the message on c: limit > 0 refuses it (WS_FAN_SLOW) while limit
  * bytes or more wait on c->out; own_max > 0 hands a message c would have
  * to compress alone and is longer than own_max back (WS_FAN_HELD), so the
- * caller can deflate it in slices.  See ws_fan_result. */
+ * caller can deflate it in slices.  write (may be NULL): shared frames of
+ * at least WS_FANOUT_DIRECT_MIN bytes for a c whose out is idle are
+ * written with it first (ws_conn_out_idle), only the rest is queued.  See
+ * ws_fan_result. */
 ws_fan_result ws_fanout_queue(ws_fanout *f, ws_conn *c, size_t limit,
-                              size_t own_max);
+                              size_t own_max, ws_fanout_write_fn write,
+                              void *write_ud);
 
 /* The message is done: forget it, and release frame buffers that one big
  * message grew (as ws_conn does with its own). */

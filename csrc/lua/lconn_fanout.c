@@ -68,6 +68,14 @@ static int fanout_gc(lua_State *L) {
   return 0;
 }
 
+/* The fan-out's writer (ws_fanout_write_fn): what the transport takes now;
+ * a failure shows at the next flush. */
+static size_t write_now(void *ud, const uint8_t *p, size_t n) {
+  lconn *c = ud;
+  ssize_t w = c->t->ops->write(c->t, p, n);
+  return w > 0 ? (size_t)w : 0;
+}
+
 /* Append (index i, code) to the hand-back table at stack slot *back,
  * created on first use. */
 static void hand_back(lua_State *L, int *back, int *nback, lua_Integer i,
@@ -128,15 +136,17 @@ static int fanout_publish(lua_State *L) {
     lua_pop(L, 1); /* the metatable; the conn stays on top */
     int code = 0;
     bool was_idle = ws_buf_len(&c->ws.out) == 0;
-    ws_fan_result r = c == except || c->released ? WS_FAN_CLOSED
-                      : c->fan_held              ? WS_FAN_HELD
-                                                 : ws_fanout_queue(&x->f, &c->ws,
-                                       limit > 0 ? (size_t)limit : 0,
-                                       own_max > 0 ? (size_t)own_max : 0);
+    ws_fan_result r =
+        c == except || c->released ? WS_FAN_CLOSED
+        : c->fan_held              ? WS_FAN_HELD
+                                   : ws_fanout_queue(&x->f, &c->ws,
+                                         limit > 0 ? (size_t)limit : 0,
+                                         own_max > 0 ? (size_t)own_max : 0,
+                                         c->t ? write_now : NULL, c);
     switch (r) {
     case WS_FAN_QUEUED:
       delivered++;
-      if (was_idle && c->t) {
+      if (was_idle && c->t && ws_buf_len(&c->ws.out)) {
         lua_rawseti(L, 11, ++x->npending); /* takes the conn */
         lua_rawgeti(L, 3, i);
         lua_rawseti(L, 11, ++x->npending);
