@@ -43,7 +43,7 @@ local function messages()
   add(("é€;"):rep(400) .. "1", "text") -- UTF-8 over the compression threshold
   for i = 1, 5 do
     local bytes = {}
-    for j = 1, 16 * 1024 do bytes[j] = string.char((i * 31 + j * 7 + (j >> 5)) % 256) end
+    for j = 1, 16 * 1024 do bytes[j] = string.char((i * 31 + j * 7 + math.floor(j / 32)) % 256) end
     add(table.concat(bytes), "binary")
   end
   add(("0123456789abcdef"):rep(20000), "binary") -- 320 KiB: frames bigger than one read
