@@ -283,6 +283,22 @@ static int fanout_sum(lua_State *L) {
   return 2;
 }
 
+/* random_id() -> 16 hex digits from the CSPRNG: what names this process
+ * on a relay (unique, not secret); nil, message, name when it failed. */
+static int fanout_random_id(lua_State *L) {
+  (void)fanout_self(L);
+  uint8_t raw[8];
+  char hex[17];
+  if (ws_random_default(NULL, raw, sizeof raw) != 0)
+    return lmoonws_fail(L, WS_E_NOMEM, "random source failed");
+  for (size_t i = 0; i < sizeof raw; i++) {
+    hex[2 * i] = "0123456789abcdef"[raw[i] >> 4];
+    hex[2 * i + 1] = "0123456789abcdef"[raw[i] & 15];
+  }
+  lua_pushlstring(L, hex, 16);
+  return 1;
+}
+
 /* conn:hold_fanout(on): the Lua layer queues messages for this conn ahead
  * of the core (or stopped): fan-outs hand it back rather than queue. */
 static int conn_hold_fanout(lua_State *L) {
@@ -300,6 +316,7 @@ void lconn_open_fanout(lua_State *L) {
                                      {"flush", fanout_flush},
                                      {"counters", fanout_counters},
                                      {"sum", fanout_sum},
+                                     {"random_id", fanout_random_id},
                                      {NULL, NULL}};
   lmoonws_new_type(L, LFANOUT_TYPE, methods, fanout_gc);
   lua_pushcfunction(L, fanout_new);

@@ -173,16 +173,9 @@ end
 
 ---------------------------------------------------------------- the relay
 
+-- What names this server on the relay (random; for except-sender).
 local function relay_origin(fs)
-  if not fs.origin then
-    local bytes = core.random_bytes and core.random_bytes(8)
-    if not bytes then
-      local f = assert(io.open("/dev/urandom", "rb"))
-      bytes = f:read(8)
-      f:close()
-    end
-    fs.origin = bytes:gsub(".", function(c) return ("%02x"):format(c:byte()) end)
-  end
+  if not fs.origin then fs.origin = assert(fs.core:random_id()) end
   return fs.origin
 end
 
