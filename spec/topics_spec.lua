@@ -165,6 +165,13 @@ describe("topics", function()
     helpers.run_until(function() return #outsider[1].got == 1 end, 10, "the broadcast")
     assert.same({ "to all" }, outsider[1].got)
     helpers.run_until(function() return subs[1].got[2] == "to all" end, 10, "at a subscriber")
+    -- The broadcast list follows sockets that come and go after the first.
+    local late = connect_all(srv.port, 1, {}, "/late")
+    finally(function() close_all(late) end)
+    subs[3].ws:close()
+    helpers.run_until(function() return srv:stats().connections_open == 4 end, 10, "the close")
+    assert.equal(4, srv:broadcast("again"))
+    helpers.run_until(function() return late[1].got[1] == "again" end, 10, "the late one")
   end)
 
   it("membership: topics(), unsubscribe, dropped on close; misuse raises", function()

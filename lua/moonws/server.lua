@@ -131,8 +131,8 @@ local function forget(st)
   handshaking[st] = nil
   local ss = st.drv.server
   if ss then
+    topics.left(ss, st) -- while still in clients: it was handed over
     ss.clients[st] = nil
-    topics.left(ss, st)
     local sd = ss.shutdown
     if sd and sd.left[st] then
       sd.left[st] = nil

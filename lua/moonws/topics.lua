@@ -15,8 +15,9 @@
 -- Lifetime: a topic's group holds its sockets (a subscribed socket stays
 -- alive while open, as one with a handler does); the broadcast group holds
 -- them weakly (server:clients() never kept a socket alive either).  Both
--- forget a socket when it closes.  A socket that never subscribes costs a
--- slot in the broadcast group and nothing else.
+-- forget a socket when it closes.  The broadcast group is made by the
+-- server's first broadcast: until then, and for a socket that never
+-- subscribes, topics cost nothing per socket.
 --
 -- Across processes (the server's `pubsub` option): publish goes to Redis
 -- only, and every process -- this one too -- delivers what comes back, so
@@ -29,7 +30,7 @@ local loop = require "moonws.loop"
 local loop_io = require "moonws.loop_io"
 local websocket = require "moonws.websocket"
 
-local OPEN = websocket.OPEN
+local OPEN, CLOSED = websocket.OPEN, websocket.CLOSED
 local priv = websocket.priv
 
 local topics = {}
@@ -94,7 +95,7 @@ local function state_of(ss)
   fs = {
     ss = ss, opts = opts,
     core = core.fanout(opts.fragment_size),
-    all = new_group(true),     -- every open socket (broadcast)
+    all = nil,                 -- every open socket, from the first broadcast
     topics = {},               -- name -> group
     relay = opts.pubsub,
     origin = nil,              -- this process's id on the relay
@@ -370,11 +371,20 @@ function topics.add_server_methods(methods, server_state)
   -- server:broadcast(data [, kind]) -> receivers: every open socket of
   -- this server (this process only).
   function methods.broadcast(srv, data, kind)
-    local fs = state_of(server_state(srv))
+    local ss = server_state(srv)
+    local fs = state_of(ss)
     check_data(data, 1, "broadcast")
     local binary = check_kind(data, kind, 2, "broadcast")
     fs.broadcasts = fs.broadcasts + 1
-    return deliver(fs, fs.all, data, binary, nil)
+    local all = fs.all
+    if not all then -- the first broadcast: from now on, kept up to date
+      all = new_group(true)
+      for st in pairs(ss.clients) do
+        if st.state == OPEN then join(all, st) end
+      end
+      fs.all = all
+    end
+    return deliver(fs, all, data, binary, nil)
   end
 
   -- server:subscribers(topic) -> sockets of this process subscribed to it
@@ -393,18 +403,20 @@ end
 
 ---------------------------------------------------------------- the server's hooks
 
--- A socket finished its handshake (before onconnection).
+-- A socket finished its handshake (it is in ss.clients; before
+-- onconnection).
 function topics.joined(ss, st)
   local fs = state_of(ss)
   fs.opened = fs.opened + 1
-  join(fs.all, st)
+  if fs.all then join(fs.all, st) end
 end
 
--- A socket of the server closed: it leaves every group; its counts stay.
+-- A socket of the server closed (called while it is still in ss.clients
+-- if it was handed over): it leaves every group; its counts stay.
 function topics.left(ss, st)
   local fs = ss.fan
-  if not fs or not fs.all.index[st] then return end
-  leave(fs.all, st)
+  if not fs or not ss.clients[st] then return end
+  if fs.all then leave(fs.all, st) end
   for topic in pairs(st.topics or {}) do drop_membership(fs, st, topic) end
   st.topics = nil
   if st.relay_sender then fs.senders[st.relay_sender] = nil end
@@ -427,8 +439,14 @@ function topics.stats(fs, t)
     error("bad argument #1 to 'stats' (table expected, got " .. type(t) .. ")", 3)
   end
   t = t or {}
-  local all = fs.all
-  local _, live = fs.core:sum(all.conns, all.n, t)
+  local conns, n = {}, 0
+  for st in pairs(fs.ss.clients) do
+    if st.conn and st.state ~= CLOSED then
+      n = n + 1
+      conns[n] = st.conn
+    end
+  end
+  local _, live = fs.core:sum(conns, n, t)
   for k, v in pairs(fs.closed_totals) do t[k] = t[k] + v end
   t.connections_open = live
   t.connections_total = fs.opened
