@@ -164,6 +164,27 @@ sys.stdout.write(r.read().decode())
       assert.truthy(chat:stdout():find("\nchat: stopped\n$"), chat:stdout())
     end)
 
+    it("rooms are topics: a line stays in its room; /metrics counts it", function()
+      local function join(path)
+        local ws = assert(moonws.connect(("ws://127.0.0.1:%d%s"):format(port, path), { timeout = 5 }))
+        local name = assert(ws:receive(5)):match("^%* you are (%S+)$")
+        assert.equal("* " .. name .. " joined", ws:receive(5))
+        return ws, name
+      end
+      local lobby, name = join("/chat")
+      local other = join("/chat/other")
+      finally(function() lobby:terminate(); other:terminate() end)
+      assert(lobby:send("lobby only"))
+      assert.equal(name .. ": lobby only", lobby:receive(5))
+      assert.is_nil(other:receive(0.3))
+      local head, body = get("/metrics")
+      assert.equal("200 text/plain; version=0.0.4; charset=utf-8", head)
+      local labels = ('{port="%d"}'):format(port)
+      assert.truthy(body:find("\nmoonws_connections_open" .. labels .. " 2\n", 1, true), body)
+      assert.truthy(body:find("\nmoonws_topics" .. labels .. " 2\n", 1, true), body)
+      assert.truthy(body:find("\nmoonws_messages_in_total" .. labels .. " 1\n", 1, true), body)
+    end)
+
     it("refuses WebSocket upgrades outside /chat", function()
       local ws, message, name = moonws.connect(("ws://127.0.0.1:%d/other"):format(port),
         { timeout = 5 })

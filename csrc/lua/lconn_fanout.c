@@ -6,12 +6,14 @@
  * A fanout object wraps the core's ws_fanout (frames built once,
  * compressed once per shape) for one server.  Its publish walks a Lua
  * array of conns (the topic's members), queues the message on each, and
- * notes in its pending list every conn whose output was empty before: the
- * Lua layer marks the fanout dirty once, and at the end of the loop's
- * round flush() writes each pending conn's output -- one write per
- * receiver per round, however many messages the round published.  A conn
- * whose output was not empty is already on its way out (dirty, or waiting
- * for the socket to turn writable) and is left to that.
+ * notes in its pending list every conn whose output was empty before and
+ * is not now: the Lua layer marks the fanout dirty once, and at the end of
+ * the loop's round flush() writes each pending conn's output -- one write
+ * per receiver per round, however many messages the round published.  A
+ * conn whose output was not empty is already on its way out (dirty, or
+ * waiting for the socket to turn writable) and is left to that.  Big
+ * frames for an idle conn are written at once from the shared buffer
+ * (ws_fanout_write_fn); only what the socket does not take is queued.
  *
  * What publish cannot do itself it hands back, as indexes into the array:
  * conns held by the Lua layer (a deflating queue, a fragmented send, a big
