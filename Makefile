@@ -182,7 +182,7 @@ moonws/redis.so: csrc/redis/lredis.c csrc/lua/lua_compat.h
 # few minutes; never part of `make test`).  bench-tools builds the C parts;
 # spec/bench_smoke_spec.lua builds and smoke-tests them inside make test.
 BENCH_TOOLS = $(BUILD)/bench/loadgen $(BUILD)/bench/tcp_echo $(BUILD)/bench/micro \
-              $(BUILD)/bench/malloc_count.so
+              $(BUILD)/bench/malloc_count.so $(BUILD)/bench/fanout
 .PHONY: bench bench-tools
 bench-tools: $(BENCH_TOOLS)
 
@@ -193,6 +193,11 @@ $(BUILD)/bench/loadgen: bench/loadgen.c bench/malloc_count.h
 	@mkdir -p $(dir $@)
 	@$(if $(V),,echo "  CC      $<")
 	$(Q)$(CC) $(CFLAGS_ALL) -o $@ $< $(LDFLAGS) -lssl -lcrypto
+
+$(BUILD)/bench/fanout: bench/fanout.c
+	@mkdir -p $(dir $@)
+	@$(if $(V),,echo "  CC      $<")
+	$(Q)$(CC) $(CFLAGS_ALL) -o $@ $< $(LDFLAGS) -lz
 
 $(BUILD)/bench/tcp_echo: bench/tcp_echo.c
 	@mkdir -p $(dir $@)

@@ -11,7 +11,8 @@
 -- comma-separated), BENCH_WORKLOADS (workload keys), BENCH_OUT (default
 -- bench/RESULTS.md), BENCH_HOTPATH=0 skips the hot-path probes,
 -- BENCH_HOSTILE_SECS (seconds per attack of bench/hostile.py, default 10;
--- 0 skips it), BENCH_HOSTILE (attack keys, comma-separated).
+-- 0 skips it), BENCH_HOSTILE (attack keys, comma-separated); the fan-out
+-- row's own BENCH_FANOUT* settings are at the head of bench/fanout.lua.
 
 local SECS = tonumber(os.getenv("BENCH_SECS") or "") or 2
 local WARM = 0.5
@@ -528,6 +529,10 @@ local function main()
     log("hostile        done")
   end
 
+  -- one publisher, many subscribers: moonws, Node ws, Python websockets
+  local fanout_md, fanout_failures = dofile("bench/fanout.lua").run(tmp, SECS)
+  for _, f in ipairs(fanout_failures or {}) do failures[#failures + 1] = f end
+
   -- ------------------------------------------------------------ RESULTS.md
   local o = {}
   local function w(fmt, ...) o[#o + 1] = select("#", ...) > 0 and fmt:format(...) or fmt end
@@ -701,6 +706,7 @@ local function main()
       mask_vec, mask_vec > 0 and "found" or "— none: 8 bytes a step at most")
     w("")
   end
+  if fanout_md then for _, line in ipairs(fanout_md) do w("%s", line) end end
   if hostile_md then w("%s", hostile_md) end
   -- The instruction counts of `make bench-instr` (bench/instr.lua) live
   -- in a section of their own, between markers: carried over as they are.

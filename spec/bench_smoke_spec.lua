@@ -313,4 +313,43 @@ moonws.run()
       end
     end)
   end)
+
+  describe("fan-out (bench/fanout.lua, bench/fanout.c)", function()
+    local fanout = dofile("bench/fanout.lua")
+    local dir
+    before_each(function() dir = os.tmpname() os.remove(dir) os.execute("mkdir " .. dir) end)
+    after_each(function() os.execute("rm -rf " .. sh_quote(dir)) end)
+
+    local SERVER = { key = "moonws", argv = { "lua5.4", "bench/servers/moonws_fanout.lua" } }
+    local PYTHON = { key = "python", argv = { "/usr/bin/python3", "bench/servers/python_fanout.py" } }
+
+    for _, server in ipairs { SERVER, PYTHON } do
+      for _, case in ipairs { { 64, false }, { 16384, false }, { 64, true }, { 16384, true } } do
+        it(("%s, 50 subscribers, %d B, compression %s: every byte checked"):format(server.key,
+          case[1], case[2] and "on" or "off"), function()
+          local results = fanout.run_row(dir, server, 50, case[1], case[2], { "max", "50" },
+            { "0", "0" }, 0.3)
+          for rate, r in pairs(results) do
+            assert.is_true(r.ok, rate .. ": " .. tostring(r.error))
+            assert.equal(50, r.subs)
+            assert.is_true(r.delivered_per_s > 0)
+            assert.is_number(r.server_ns_per_delivery)
+          end
+        end)
+      end
+    end
+
+    it("the client's checks fail: compression asked and refused", function()
+      local results = fanout.run_row(dir, SERVER, 5, 64, false, { "max" }, { "0", "0" }, 0.3)
+      assert.is_true(results.max.ok)
+      local port = tonumber(capture(BIN .. "loadgen port"))
+      local p = process.start({ "lua5.4", "bench/servers/moonws_fanout.lua", tostring(port) }, 30)
+      finally(function() p:cleanup() end)
+      p:wait_for("^listening$", 10)
+      local r = parse(capture(("timeout 30 %sfanout -u ws://127.0.0.1:%d -n 5 -s 64 -z -t 0.3"):format(
+        BIN, port)))
+      assert.is_false(r.ok)
+      assert.equal("compression not as asked", r.error)
+    end)
+  end)
 end)

@@ -174,6 +174,8 @@ static enum ws_error queue_compressed(ws_conn *c, bool fin, uint8_t op,
     ws_mask_inplace(f + hs, n, key, 0);
   c->out.end -= WS_FRAME_HEADER_MAX - hs;
   count_sent(c, fin, len, n);
+  c->counters.deflated_out += len;
+  c->counters.deflated_wire_out += n;
   return WS_E_NONE;
 }
 
@@ -526,6 +528,7 @@ static bool recv_compressed(ws_conn *c, recv_in *in, bool text, size_t *ret) {
   c->frame_done += step.used;
   in->pos += step.used;
   c->counters.wire_bytes_in += step.used;
+  c->counters.compressed_in += step.used;
   /* Before reporting the size limit, check the text inflated up to it:
    * read whole, a message both too big and bad early would otherwise get
    * 1009, and read in pieces 1007.  zlib yields the same bytes up to the
@@ -762,6 +765,29 @@ enum ws_error ws_conn_send_fragment(ws_conn *c, uint8_t opcode,
   }
   c->send_compressed = z && !fin;
   c->send_opcode = fin ? 0 : first;
+  return WS_E_NONE;
+}
+
+bool ws_conn_out_idle(const ws_conn *c) {
+  return c->role == WS_ROLE_SERVER && ws_buf_len(&c->out) == 0 &&
+         !c->pong_held && !c->close_sent && !c->send_opcode;
+}
+
+enum ws_error ws_conn_queue_frames(ws_conn *c, const uint8_t *bytes, size_t n,
+                                   size_t sent, size_t payload_len,
+                                   size_t wire_len, bool compressed) {
+  if (c->close_sent)
+    return WS_E_CLOSED;
+  if (c->role != WS_ROLE_SERVER || c->send_opcode || sent > n)
+    return WS_E_PROTOCOL;
+  (void)release_pong(c);
+  if (ws_buf_append(&c->out, bytes + sent, n - sent) != 0)
+    return WS_E_NOMEM;
+  count_sent(c, true, payload_len, wire_len);
+  if (compressed) {
+    c->counters.deflated_out += payload_len;
+    c->counters.deflated_wire_out += wire_len;
+  }
   return WS_E_NONE;
 }
 

@@ -133,6 +133,12 @@ typedef struct ws_conn_counters {
   uint64_t messages_out;  /* data messages queued */
   uint64_t bytes_out;     /* their payload bytes (before compressing) */
   uint64_t wire_bytes_out; /* data frame payload bytes queued */
+  uint64_t compressed_in;  /* wire bytes of compressed messages taken ... */
+  uint64_t deflated_out;   /* payload bytes of messages sent compressed,
+                              before compressing ... */
+  uint64_t deflated_wire_out; /* ... and after (their wire bytes) */
+  uint64_t dropped_out;    /* published messages dropped for this receiver
+                              while it was too slow (counted by ws_fanout) */
 } ws_conn_counters;
 
 typedef struct ws_conn {
@@ -255,6 +261,26 @@ enum ws_error ws_conn_send(ws_conn *c, uint8_t opcode, const void *data,
  * it unfinishable: fail the connection). */
 enum ws_error ws_conn_send_fragment(ws_conn *c, uint8_t opcode,
                                     const void *data, size_t len, bool fin);
+
+/* Queue frames built elsewhere (ws_fanout: one message framed once for
+ * many server connections): bytes[0, n) are whole unmasked frames of one
+ * data message of payload_len bytes, wire_len of them frame payload on the
+ * wire; compressed: they carry RSV1, made by a compressor of this
+ * connection's shape that started afresh (ws_deflate_fresh).  A held pong
+ * goes first.  sent > 0: the front already wrote bytes[0, sent) to the
+ * peer itself, which it may only do while out is empty and no pong is
+ * held (ws_conn_out_idle); the rest is queued.  WS_E_CLOSED after a close
+ * frame, WS_E_PROTOCOL for a client (its frames are masked) or while a
+ * fragmented send is in progress, WS_E_NOMEM; nothing is queued unless
+ * WS_E_NONE. */
+enum ws_error ws_conn_queue_frames(ws_conn *c, const uint8_t *bytes, size_t n,
+                                   size_t sent, size_t payload_len,
+                                   size_t wire_len, bool compressed);
+
+/* Whether a front may write a data frame straight to the peer now: a
+ * server connection with nothing queued, no pong held, no close sent and
+ * no fragmented send in progress. */
+bool ws_conn_out_idle(const ws_conn *c);
 
 /* Queue a close frame: code 0 sends none (no status, seen as 1005; reason
  * ignored); else a code valid on the wire and a reason <= 123 bytes of

@@ -394,12 +394,23 @@ static uint8_t min_bits(uint8_t a, uint8_t b) {
   return a < b ? a : b;
 }
 
+/* A zeroed ws_deflate whose zlib streams allocate through it. */
+static ws_deflate *deflate_alloc(void) {
+  ws_deflate *d = calloc(1, sizeof *d);
+  if (!d)
+    return NULL;
+  d->tx.zalloc = d->rx.zalloc = z_alloc;
+  d->tx.zfree = d->rx.zfree = z_free;
+  d->tx.opaque = d->rx.opaque = d;
+  return d;
+}
+
 ws_deflate *ws_deflate_new(ws_role role, const ws_deflate_params *a,
                            const ws_deflate_options *o) {
   if (!a || ws_deflate_options_check(o) ||
       !bits_ok(a->server_max_window_bits) || !bits_ok(a->client_max_window_bits))
     return NULL;
-  ws_deflate *d = calloc(1, sizeof *d);
+  ws_deflate *d = deflate_alloc();
   if (!d)
     return NULL;
   uint8_t tx, rx;
@@ -421,9 +432,6 @@ ws_deflate *ws_deflate_new(ws_role role, const ws_deflate_params *a,
   d->level = o->level;
   d->mem_level = o->mem_level ? o->mem_level : WS_DEFLATE_DEFAULT_MEM_LEVEL;
   d->threshold = o->threshold;
-  d->tx.zalloc = d->rx.zalloc = z_alloc;
-  d->tx.zfree = d->rx.zfree = z_free;
-  d->tx.opaque = d->rx.opaque = d;
   return d;
 }
 
@@ -443,6 +451,28 @@ void ws_deflate_get_stats(const ws_deflate *d, ws_deflate_stats *s) {
   s->zlib_allocs = d->zallocs;
   s->deflate_window_bits = d->tx_bits;
   s->inflate_window_bits = d->rx_bits;
+}
+
+bool ws_deflate_fresh(const ws_deflate *d, ws_deflate_shape *shape) {
+  if (!d || d->tx_off || !d->tx_reset)
+    return false;
+  shape->bits = d->tx_bits;
+  shape->strategy = d->tx_strategy;
+  shape->level = d->level;
+  shape->mem_level = d->mem_level;
+  return true;
+}
+
+ws_deflate *ws_deflate_new_shared(const ws_deflate_shape *shape) {
+  ws_deflate *d = deflate_alloc();
+  if (!d)
+    return NULL;
+  d->tx_bits = d->rx_bits = shape->bits;
+  d->tx_strategy = shape->strategy;
+  d->level = shape->level;
+  d->mem_level = shape->mem_level;
+  d->tx_reset = true;
+  return d;
 }
 
 bool ws_deflate_wants(const ws_deflate *d, size_t len) {

@@ -181,6 +181,23 @@ typedef struct ws_inflate_step {
 enum ws_error ws_deflate_inflate(ws_deflate *d, ws_inflate_step *st,
                                  ws_buf *out, uint64_t max, const char **why);
 
+/* Sharing one compressor among connections (ws_fanout.h).  Two
+ * compressors of one shape that both start every message afresh (no
+ * context takeover on the sending side) turn a message into the same bytes,
+ * so one may compress it for all of them. */
+typedef struct ws_deflate_shape {
+  int bits, strategy, level, mem_level;
+} ws_deflate_shape;
+
+/* Whether d starts every message it sends from a fresh compressor; fills
+ * *shape when it does.  False for NULL and once compression was abandoned. */
+bool ws_deflate_fresh(const ws_deflate *d, ws_deflate_shape *shape);
+
+/* A compressor of that shape, fresh for every message, with no threshold
+ * (free with ws_deflate_free; it is never used to inflate).  NULL when out
+ * of memory. */
+ws_deflate *ws_deflate_new_shared(const ws_deflate_shape *shape);
+
 /* Memory accounting, for tests and the documentation. */
 typedef struct ws_deflate_stats {
   size_t zlib_bytes;      /* held by zlib now */

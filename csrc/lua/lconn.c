@@ -175,6 +175,7 @@ void lmoonws_open_conn(lua_State *L) {
   luaL_setfuncs(L, lconn_io_methods, 0);
   luaL_setfuncs(L, lconn_handshake_methods, 0);
   luaL_setfuncs(L, lconn_frames_methods, 0);
+  luaL_setfuncs(L, lconn_fanout_methods, 0);
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1);
 
@@ -182,4 +183,5 @@ void lmoonws_open_conn(lua_State *L) {
   lua_setfield(L, -2, "conn");
   luaL_setfuncs(L, lconn_handshake_functions, 0);
   luaL_setfuncs(L, lconn_frames_functions, 0);
+  lconn_open_fanout(L);
 }

@@ -266,17 +266,11 @@ static int conn_counters(lua_State *L) {
   if (lua_istable(L, 2))
     lua_settop(L, 2);
   else
-    lua_createtable(L, 0, 7);
+    lua_createtable(L, 0, 11);
 #define COUNTER_FIELD(name)                                                    \
   lua_pushinteger(L, (lua_Integer)k->name);                                    \
-  lua_setfield(L, -2, #name)
-  COUNTER_FIELD(messages_in);
-  COUNTER_FIELD(bytes_in);
-  COUNTER_FIELD(wire_bytes_in);
-  COUNTER_FIELD(inflated_in);
-  COUNTER_FIELD(messages_out);
-  COUNTER_FIELD(bytes_out);
-  COUNTER_FIELD(wire_bytes_out);
+  lua_setfield(L, -2, #name);
+  LCONN_COUNTERS(COUNTER_FIELD)
 #undef COUNTER_FIELD
   return 1;
 }

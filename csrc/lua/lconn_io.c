@@ -177,29 +177,35 @@ static int push_read_status(lua_State *L, lconn *c, ssize_t r) {
   }
 }
 
+ssize_t lconn_write_out(lconn *c) {
+  ws_buf *out = &c->ws.out;
+  while (ws_buf_len(out)) {
+    ssize_t w = c->t->ops->write(c->t, ws_buf_data(out), ws_buf_len(out));
+    if (w <= 0)
+      return w;
+    ws_conn_out_consume(&c->ws, (size_t)w);
+  }
+  ws_buf_trim(out, KEEP_BUFFER);
+  return 0;
+}
+
 /* flush() -> bytes still queued (0 when all went out) and, when not 0,
  * "write"|"read" (what to wait for); or nil, message, name. */
 static int conn_flush(lua_State *L) {
   lconn *c = lconn_self(L);
-  ws_buf *out = &c->ws.out;
   if (!c->t)
     return lmoonws_fail(L, WS_E_CLOSED, "socket closed");
-  while (ws_buf_len(out)) {
-    ssize_t w = c->t->ops->write(c->t, ws_buf_data(out), ws_buf_len(out));
-    if (w > 0) {
-      ws_conn_out_consume(&c->ws, (size_t)w);
-      continue;
-    }
-    if (w == NET_WANT_WRITE || w == NET_WANT_READ) {
-      lua_pushinteger(L, (lua_Integer)ws_buf_len(out));
-      lua_pushstring(L, w == NET_WANT_WRITE ? "write" : "read");
-      return 2;
-    }
-    return push_transport_failure(L, c->t, "write");
+  ssize_t w = lconn_write_out(c);
+  if (w == 0) {
+    lua_pushinteger(L, 0);
+    return 1;
   }
-  ws_buf_trim(out, KEEP_BUFFER);
-  lua_pushinteger(L, 0);
-  return 1;
+  if (w == NET_WANT_WRITE || w == NET_WANT_READ) {
+    lua_pushinteger(L, (lua_Integer)ws_buf_len(&c->ws.out));
+    lua_pushstring(L, w == NET_WANT_WRITE ? "write" : "read");
+    return 2;
+  }
+  return push_transport_failure(L, c->t, "write");
 }
 
 static int conn_buffered(lua_State *L) {

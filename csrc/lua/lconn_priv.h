@@ -1,8 +1,9 @@
 /*
  * lconn_priv.h -- what the files of the conn type share (lconn.c: the
  * type and its life; lconn_io.c: the transport; lconn_handshake.c: the
- * opening handshake; lconn_frames.c: events and sending).  Private to
- * them: other binding files use lconn.h.
+ * opening handshake; lconn_frames.c: events and sending;
+ * lconn_fanout.c: one message queued on many conns).  Private to them:
+ * other binding files use lconn.h.
  */
 #ifndef MOONWS_LCONN_PRIV_H
 #define MOONWS_LCONN_PRIV_H
@@ -44,7 +45,20 @@ struct lconn {
   ws_buf ext; /* handshake only -- client: the offer sent; server: the
                  request's Sec-WebSocket-Extensions, fields joined */
   ws_event direct_ev; /* an event a direct read completed, for next_event */
+  bool fan_held; /* the Lua layer queues messages ahead of the core's out
+                    (its deflating queue): fan-outs hand this conn back */
 };
+
+/* The counters of ws_conn_counters, for code that lists them all. */
+#define LCONN_COUNTERS(X)                                                      \
+  X(messages_in) X(bytes_in) X(wire_bytes_in) X(inflated_in) X(compressed_in) \
+  X(messages_out) X(bytes_out) X(wire_bytes_out) X(deflated_out)              \
+  X(deflated_wire_out) X(dropped_out)
+
+/* Write what out holds until done (0; a big buffer is then released) or
+ * the transport stops: NET_WANT_WRITE/NET_WANT_READ or a failure (< 0,
+ * the transport says why).  c->t must be set. */
+ssize_t lconn_write_out(lconn *c);
 
 /* The conn at argument 1 (raises on another type or a released conn). */
 static inline lconn *lconn_self(lua_State *L) { return lconn_check(L, 1); }
@@ -58,5 +72,8 @@ extern const luaL_Reg lconn_handshake_methods[];
 extern const luaL_Reg lconn_handshake_functions[];
 extern const luaL_Reg lconn_frames_methods[];
 extern const luaL_Reg lconn_frames_functions[];
+extern const luaL_Reg lconn_fanout_methods[];
+/* The fanout type and core.fanout, into the module table on top. */
+void lconn_open_fanout(lua_State *L);
 
 #endif

@@ -281,6 +281,12 @@ function loop_io.closed(st)
   if st.drv.on_closed then st.drv.on_closed(st) end
 end
 
+-- Counted by the server's stats (moonws.topics).
+function loop_io.handler_failed(st)
+  local f = st.drv.on_handler_error
+  if f then f(st) end
+end
+
 function loop_io.collected(st)
   uncount(st)
   if st.drv.lookup_cancel then st.drv.lookup_cancel(st) end

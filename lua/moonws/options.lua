@@ -192,6 +192,19 @@ local server_checks = setmetatable({
   handshake = func,
   request = func,
   tls = server_tls,
+  -- moonws.topics: what a publish does to a receiver past send_limit
+  slow_receiver = function(name, v)
+    if v ~= "drop" and v ~= 1008 and v ~= 1013 then
+      error("option 'slow_receiver' must be \"drop\", 1008 or 1013", 4)
+    end
+  end,
+  -- moonws.topics: a moonws.pubsub object that carries publish across processes
+  pubsub = function(name, v)
+    local mt = type(v) == "table" and getmetatable(v)
+    if not (mt and type(v.publish) == "function" and type(v.subscribe) == "function") then
+      error("option 'pubsub' must be a moonws.pubsub object", 4)
+    end
+  end,
 }, { __index = checks })
 
 local function merge(given, which, caller, role_defaults)
@@ -219,7 +232,7 @@ end
 -- (the server decides), a server only accepts it when asked, since each
 -- compressed connection costs the server zlib state (docs/API.md, "Compression").
 local client_defaults = { compression = true }
-local server_defaults = { compression = false }
+local server_defaults = { compression = false, slow_receiver = "drop" }
 
 function options.client(given, caller)
   return merge(given, client_checks, caller or "new", client_defaults)

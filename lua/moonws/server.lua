@@ -15,6 +15,7 @@ local loop = require "moonws.loop"
 local loop_io = require "moonws.loop_io"
 local options = require "moonws.options"
 local tls = require "moonws.tls"
+local topics = require "moonws.topics"
 local websocket = require "moonws.websocket"
 
 local now = loop.now
@@ -58,6 +59,7 @@ local function plain_http(ss, st, req, status, why)
   end
   local ok, code, headers, body = xpcall(handler, loop.traceback, req)
   if not ok then
+    topics.handler_failed(ss)
     loop.report("error in request callback: " .. tostring(code))
     return refuse(st, 500, "internal error")
   end
@@ -80,12 +82,16 @@ local function hand_over(ss, st, req)
   handshaking[st] = nil
   local srv = ss.server
   ss.clients[st] = true
+  topics.joined(ss, st)
   if ss.shutdown then -- finished its handshake while the server shuts down
     return websocket.start_close(st, ss.shutdown.code, ss.shutdown.reason)
   end
   if srv.onconnection then
     local ok, err = xpcall(srv.onconnection, loop.traceback, st.ws, req)
-    if not ok then loop.report("error in onconnection handler: " .. tostring(err)) end
+    if not ok then
+      topics.handler_failed(ss)
+      loop.report("error in onconnection handler: " .. tostring(err))
+    end
   end
   websocket.announce(st, false)
 end
@@ -119,10 +125,13 @@ local function on_handshake_timeout(st)
   if not st.was_opened then websocket.fail(st, nil, nil, 1006) end
 end
 
+local function count_handler_error(st) topics.handler_failed(st.drv.server) end
+
 local function forget(st)
   handshaking[st] = nil
   local ss = st.drv.server
   if ss then
+    topics.left(ss, st) -- while still in clients: it was handed over
     ss.clients[st] = nil
     local sd = ss.shutdown
     if sd and sd.left[st] then
@@ -186,7 +195,7 @@ local function on_accept_ready(ss)
     ss.accept_failing = false
     local _, st = loop_io.new("server", ss.opts, "")
     local d = st.drv
-    d.server, d.on_closed = ss, forget
+    d.server, d.on_closed, d.on_handler_error = ss, forget, count_handler_error
     websocket.peer_known(st, peer)
     if ss.opts.log then log.emit(st, "accepted", "on port " .. tostring(ss.listener:port())) end
     handshaking[st] = true
@@ -355,6 +364,9 @@ end
 function server.is_server(srv)
   return type(srv) == "table" and getmetatable(srv) == server_mt
 end
+
+-- publish, broadcast, subscribers, stats (moonws.topics)
+topics.add_server_methods(server_methods, server_state)
 
 -- Iterate the server's open sockets.
 function server_methods.clients(srv)

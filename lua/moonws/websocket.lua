@@ -50,7 +50,8 @@
 -- transport and not yet written), pending(st) and more(st) (whether the
 -- transport holds bytes the poller cannot see, TLS records, and reading
 -- them), closed(st) (the socket became
--- CLOSED) and collected(st) (the object was collected).
+-- CLOSED), collected(st) (the object was collected) and handler_failed(st)
+-- (a handler raised: for counters).
 -- The driver calls websocket.drain(st) when bytes wait in st.conn,
 -- websocket.eof(st) at end of stream, websocket.io_error(st, message,
 -- name) when the transport failed, and the functions of the opening phase
@@ -86,6 +87,7 @@ websocket.mt = mt
 ---------------------------------------------------------------- events
 
 local function report_handler_error(st, name, err)
+  if st.io.handler_failed then st.io.handler_failed(st) end
   local message = ("error in %s handler: %s"):format(name, tostring(err))
   local onerror = st.onerror
   if name ~= "onerror" and onerror then
@@ -147,6 +149,7 @@ local function outq_push(st, data, binary)
   if not q then
     q = { head = 1, tail = 0 }
     st.outq = q
+    st.conn:hold_fanout(true) -- a fan-out hands this socket back, to queue here
   end
   q.tail = q.tail + 1
   q[q.tail] = { data = data, binary = binary, pos = 1 }
@@ -155,6 +158,7 @@ end
 
 local function outq_drop(st)
   st.outq, st.outq_bytes, st.close_after = nil, 0, nil
+  if st.conn then st.conn:hold_fanout(false) end
 end
 
 ---------------------------------------------------------------- ending
@@ -339,6 +343,7 @@ function websocket.frame_queued(st)
     return
   end
   st.outq = nil
+  conn:hold_fanout(false)
   local close = st.close_after
   if close then
     st.close_after = nil
@@ -766,6 +771,27 @@ local function send_later(st, data, binary)
   return true, queued + #data
 end
 
+-- Queues one message behind any deflating one (big compressed messages
+-- go through the send queue, the rest straight to the core): true, bytes
+-- queued | nil, message, name.
+local function enqueue(st, data, binary)
+  local opts, conn = st.opts, st.conn
+  if st.outq or (#data > opts.max_step_bytes and conn:deflates(#data)) then
+    return send_later(st, data, binary)
+  end
+  return conn:send(data, binary, opts.send_limit, opts.fragment_size)
+end
+
+-- Queue a message that was checked already (the fan-out's receivers that
+-- it hands back: moonws.topics), as send does but never waiting: true |
+-- nil, message, name.
+function websocket.queue_send(st, data, binary)
+  if st.state ~= OPEN then return nil, E.CLOSED, E.CLOSED end
+  local ok, queued, name = enqueue(st, data, binary)
+  if not ok then return nil, queued, name end
+  return st.io.flush(st)
+end
+
 -- The hot path: one C call per message (it also applies send_limit and
 -- fragment_size, and says how much is queued).
 function methods.send(ws, data, kind)
@@ -784,12 +810,7 @@ function methods.send(ws, data, kind)
   -- Event-style sends never wait, so a peer that stops reading would make
   -- the queue grow without end: past send_limit, refuse (queue nothing).
   local opts, io = st.opts, st.io
-  local conn, ok, queued, name = st.conn, nil, nil, nil
-  if st.outq or (#data > opts.max_step_bytes and conn:deflates(#data)) then
-    ok, queued, name = send_later(st, data, binary)
-  else
-    ok, queued, name = conn:send(data, binary, opts.send_limit, opts.fragment_size)
-  end
+  local ok, queued, name = enqueue(st, data, binary)
   if not ok then return nil, queued, name end
   local flushed, message, ename = io.flush(st)
   if not flushed then return nil, message, ename end
