@@ -188,6 +188,12 @@ int ws_handshake_check_response(const ws_http_response *res, const char *key,
       ws_http_header_find(h, n, "Sec-WebSocket-Protocol", &count);
   if (count > 1)
     return answer_fail(a, "repeated Sec-WebSocket-Protocol");
+  /* RFC 6455 lets a server ignore the offer, but the browser (WHATWG
+   * WebSockets, "establish a WebSocket connection") and Node's ws fail
+   * such a connection: an application that asked for a subprotocol would
+   * otherwise speak it to a server that never agreed. */
+  if (!proto && offered_protocols && *offered_protocols)
+    return answer_fail(a, "server chose none of the offered subprotocols");
   if (proto && !offered(offered_protocols, proto->value, proto->value_len)) {
     snprintf(a->text, sizeof a->text,
              "server chose subprotocol \"%.*s\" that was not offered",

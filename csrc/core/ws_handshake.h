@@ -115,8 +115,10 @@ typedef struct ws_handshake_answer {
 
 /* Check the server's answer (RFC 6455 4.1): status 101, Upgrade: websocket,
  * Connection: upgrade, exactly one Sec-WebSocket-Accept equal to the value
- * for key, at most one Sec-WebSocket-Protocol whose value is exactly
- * (case-sensitively) one element of offered_protocols (comma list or NULL),
+ * for key, exactly one Sec-WebSocket-Protocol whose value is exactly
+ * (case-sensitively) one element of offered_protocols (comma list) when
+ * some were offered, none when offered_protocols is NULL or "" (as the
+ * browser rules, which are stricter than RFC 6455's),
  * and no Sec-WebSocket-Extensions unless extensions were offered (then at
  * most one such field, whose value is returned).  Returns 0 or
  * WS_ERROR with a->message ("server answered 401 Unauthorized", "wrong

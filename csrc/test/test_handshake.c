@@ -545,8 +545,10 @@ static void test_subprotocols(void) {
   CHECK(ans.protocol_len == 9 && memcmp(ans.protocol, "superchat", 9) == 0);
   CHECK_EQ_INT(answer_of(OK101 "Sec-WebSocket-Protocol: chat\r\n\r\n", "chat", false), 0);
   CHECK(ans.protocol_len == 4 && memcmp(ans.protocol, "chat", 4) == 0);
-  /* Offered but none chosen is fine. */
-  CHECK_EQ_INT(answer_of(OK101 "\r\n", "chat, superchat", false), 0);
+  /* Offered but none chosen fails, as in the browser (issue 16). */
+  CHECK_ANSWER_ERR(OK101 "\r\n", "chat, superchat", false,
+                   "server chose none of the offered subprotocols");
+  CHECK_EQ_INT(answer_of(OK101 "\r\n", "", false), 0);
   CHECK(ans.protocol == NULL && ans.protocol_len == 0);
   CHECK_ANSWER_ERR(OK101 "Sec-WebSocket-Protocol: chat\r\n\r\n", NULL, false,
                    "server chose subprotocol \"chat\" that was not offered");
