@@ -85,7 +85,7 @@ local function hand_over(ss, st, req)
   end
   if srv.onconnection then
     local ok, err = xpcall(srv.onconnection, loop.traceback, st.ws, req)
-    if not ok then loop.report("error in onconnection handler: " .. tostring(err)) end
+    if not ok then websocket.handler_ended(st, "onconnection", false, err) end
   end
   websocket.announce(st, false)
 end
@@ -242,7 +242,12 @@ function server.serve(opts, handler)
   end
   local srv, message, name = server.listen(opts)
   if not srv then return nil, message, name end
-  srv.onconnection = function(ws, request) loop.spawn(handler, ws, request) end
+  srv.onconnection = function(ws, request)
+    loop.spawn(function()
+      local ok, err = xpcall(handler, loop.traceback, ws, request)
+      websocket.handler_ended(websocket.priv(ws), "serve", ok, err)
+    end)
+  end
   return srv
 end
 

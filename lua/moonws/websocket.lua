@@ -838,6 +838,15 @@ local function start_close(st, code, reason)
 end
 websocket.start_close = start_close -- server:shutdown closes with 1001, which close() refuses
 
+-- A server's code for the connection ended (moonws.serve's handler
+-- returned or raised, server.onconnection raised: err).  As Python's
+-- websockets does: close with 1000 when it returned, 1011 when it raised
+-- (reported as a handler error: the socket's onerror, else the report).
+function websocket.handler_ended(st, name, ok, err)
+  if not ok then report_handler_error(st, name, err) end
+  start_close(st, ok and 1000 or 1011, "")
+end
+
 function methods.close(ws, code, reason)
   local st = priv(ws)
   code, reason = options.close_args(code, reason)
