@@ -12,6 +12,7 @@ local E = require "moonws.errors"
 local log = require "moonws.log"
 local loop = require "moonws.loop"
 local loop_io = require "moonws.loop_io"
+local misuse = require "moonws.misuse"
 local options = require "moonws.options"
 local proxy = require "moonws.proxy"
 local tls = require "moonws.tls"
@@ -233,11 +234,11 @@ end
 function client.new(url, opts, caller)
   caller = caller or "new"
   if type(url) ~= "string" then
-    error(("bad argument #1 to '%s' (URL string expected, got %s)"):format(caller, type(url)), 3)
+    misuse.arg(1, caller, "URL string expected, got " .. type(url))
   end
   local u, why = core.parse_url(url)
   if not u then
-    error(("bad argument #1 to '%s' (%s: %s)"):format(caller, why, url), 3)
+    misuse.arg(1, caller, why .. ": " .. url)
   end
   opts = options.client(opts, caller)
   local ws, st = loop_io.new("client", opts, url)

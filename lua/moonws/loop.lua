@@ -20,6 +20,7 @@
 local E = require "moonws.errors"
 local compat = require "moonws.compat"
 local core = require "moonws.core"
+local misuse = require "moonws.misuse"
 
 local now = core.now
 local co_running, co_resume, co_status, co_yield, co_create =
@@ -169,13 +170,13 @@ function loop.onsignal(name, fn)
   local canonical = name:gsub("^SIG", "")
   local called, ok, message = pcall(core.signal_catch, canonical)
   if not called then
-    error(("bad argument #1 to 'onsignal' (unknown signal '%s')"):format(name), 3)
+    misuse.arg(1, "onsignal", ("unknown signal '%s'"):format(name))
   end
-  if not ok then error(message, 3) end
+  if not ok then misuse.raise(message) end
   if not signals_watched then
     local fd, message = core.signal_fd()
     if fd then fd, message = loop.watch(fd, signal_watcher, true, false) end
-    if not fd then error("cannot watch signals: " .. tostring(message), 3) end
+    if not fd then misuse.raise("cannot watch signals: " .. tostring(message)) end
     signals_watched = true
   end
   local list = signal_handlers[canonical] or {}
@@ -299,7 +300,7 @@ end
 -- Run fn(...) as a coroutine of the loop (first resumed in the next round).
 function loop.spawn(fn, ...)
   if type(fn) ~= "function" then
-    error("bad argument #1 to 'spawn' (function expected, got " .. type(fn) .. ")", 2)
+    misuse.arg(1, "spawn", "function expected, got " .. type(fn))
   end
   local args = compat.pack(...)
   local co = co_create(function() return fn(compat.unpack(args, 1, args.n)) end)
@@ -357,8 +358,8 @@ function loop.wait_until(cond, deadline, waiters, what)
     elseif depth == 0 then
       loop.step(deadline and math.max(0, deadline - now()) or nil)
     else
-      error((what or "this call") .. " would block inside an event handler; "
-        .. "run blocking code in a coroutine (moonws.spawn) instead", 3)
+      misuse.raise((what or "this call") .. " would block inside an event handler; "
+        .. "run blocking code in a coroutine (moonws.spawn) instead")
     end
   end
   return true

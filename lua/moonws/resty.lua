@@ -17,6 +17,7 @@
 
 local core = require "moonws.core"
 local E = require "moonws.errors"
+local misuse = require "moonws.misuse"
 local options = require "moonws.options"
 local resty_io = require "moonws.resty_io"
 local websocket = require "moonws.websocket"
@@ -32,7 +33,7 @@ local resty = {
 
 local function need_ngx(caller)
   if type(ngx) ~= "table" or not ngx.socket then
-    error(("moonws.resty.%s runs inside nginx (lua-nginx-module / OpenResty)"):format(caller), 3)
+    misuse.raise(("moonws.resty.%s runs inside nginx (lua-nginx-module / OpenResty)"):format(caller))
   end
 end
 
@@ -63,19 +64,19 @@ local function check_supported(given, allowed, caller)
   if type(given) ~= "table" then return end -- options.* names the type error
   for k in pairs(given) do
     if not allowed[k] then
-      error(("option '%s' is not supported by moonws.resty.%s%s"):format(tostring(k), caller,
-        caller == "upgrade" and HINTS[k] or k == "proxy" and HINTS[k] or ""), 3)
+      misuse.raise(("option '%s' is not supported by moonws.resty.%s%s"):format(tostring(k),
+        caller, caller == "upgrade" and HINTS[k] or k == "proxy" and HINTS[k] or ""))
     end
   end
   if caller == "connect" and type(given.tls) == "table" then
     for k in pairs(given.tls) do
       if not CLIENT_TLS[k] then
-        error(("option 'tls.%s' is not supported by moonws.resty.connect%s"):format(
-          tostring(k), HINTS[k] or ""), 3)
+        misuse.raise(("option 'tls.%s' is not supported by moonws.resty.connect%s"):format(
+          tostring(k), HINTS[k] or ""))
       end
     end
     if (given.tls.cert == nil) ~= (given.tls.key == nil) then
-      error("option 'tls' needs both cert and key for a client certificate", 3)
+      misuse.raise("option 'tls' needs both cert and key for a client certificate")
     end
   end
 end
@@ -260,10 +261,10 @@ end
 function resty.connect(url, opts)
   need_ngx("connect")
   if type(url) ~= "string" then
-    error("bad argument #1 to 'connect' (URL string expected, got " .. type(url) .. ")", 2)
+    misuse.arg(1, "connect", "URL string expected, got " .. type(url))
   end
   local u, why = core.parse_url(url)
-  if not u then error(("bad argument #1 to 'connect' (%s: %s)"):format(why, url), 2) end
+  if not u then misuse.arg(1, "connect", why .. ": " .. url) end
   check_supported(opts, CLIENT, "connect")
   opts = options.client(opts, "connect")
   local sock = ngx.socket.tcp()

@@ -22,6 +22,7 @@
 
 local ngx = ngx -- luacheck: ignore (the nginx global)
 local E = require "moonws.errors"
+local misuse = require "moonws.misuse"
 local websocket = require "moonws.websocket"
 
 local FOREVER = 3600 -- seconds one cosocket wait lasts when nothing bounds it (re-armed)
@@ -227,7 +228,7 @@ function resty_io.can_wait() return true end
 function resty_io.wait(st, cond, deadline, what)
   local d = st.drv
   if what == "receive" and d.pumping == "receive" then
-    error("receive: another light thread is already reading this websocket", 3)
+    misuse.raise("receive: another light thread is already reading this websocket")
   end
   while not cond() do
     if st.state == websocket.CLOSED then return cond() end

@@ -13,6 +13,7 @@ local E = require "moonws.errors"
 local log = require "moonws.log"
 local loop = require "moonws.loop"
 local loop_io = require "moonws.loop_io"
+local misuse = require "moonws.misuse"
 local options = require "moonws.options"
 local tls = require "moonws.tls"
 local websocket = require "moonws.websocket"
@@ -238,7 +239,7 @@ end
 
 function server.serve(opts, handler)
   if type(handler) ~= "function" then
-    error("bad argument #2 to 'serve' (function expected, got " .. type(handler) .. ")", 2)
+    misuse.arg(2, "serve", "function expected, got " .. type(handler))
   end
   local srv, message, name = server.listen(opts)
   if not srv then return nil, message, name end
@@ -253,7 +254,7 @@ end
 
 local function server_state(srv)
   local ss = type(srv) == "table" and rawget(srv, PRIV)
-  if not ss then error("bad self (a moonws server expected)", 3) end
+  if not ss then misuse.raise("bad self (a moonws server expected)") end
   return ss
 end
 
@@ -276,15 +277,14 @@ local function check_shutdown_args(code, reason)
   if code == nil and reason == nil then return 1001, "going away" end
   if code == nil then code = 1001 end
   if not compat.is_integer(code) or not core.close_code_sendable(code) then
-    error(("bad argument #1 to 'shutdown' (close code %s expected)"):format(
-      core.CLOSE_CODES_SENDABLE), 3)
+    misuse.arg(1, "shutdown", ("close code %s expected"):format(core.CLOSE_CODES_SENDABLE))
   end
   reason = reason or ""
   if type(reason) ~= "string" then
-    error("bad argument #2 to 'shutdown' (string expected, got " .. type(reason) .. ")", 3)
+    misuse.arg(2, "shutdown", "string expected, got " .. type(reason))
   end
   if #reason > core.CLOSE_REASON_MAX or not core.utf8_valid(reason) then
-    error("bad argument #2 to 'shutdown' (reason over 123 bytes or not UTF-8)", 3)
+    misuse.arg(2, "shutdown", "reason over 123 bytes or not UTF-8")
   end
   return code, reason
 end

@@ -60,6 +60,7 @@ local compat = require "moonws.compat"
 local core = require "moonws.core"
 local E = require "moonws.errors"
 local log = require "moonws.log"
+local misuse = require "moonws.misuse"
 local options = require "moonws.options"
 
 local CONNECTING, OPEN, CLOSING, CLOSED = 0, 1, 2, 3
@@ -739,7 +740,7 @@ end
 
 local function priv(ws)
   local st = type(ws) == "table" and rawget(ws, PRIV) -- a raw field of every socket
-  if not st then error("bad self (a moonws websocket expected)", 3) end
+  if not st then misuse.raise("bad self (a moonws websocket expected)") end
   return st
 end
 websocket.priv = priv
@@ -755,7 +756,7 @@ end
 -- true and the bytes now unsent, or nil, message, name.
 local function send_later(st, data, binary)
   if not binary and not core.utf8_valid(data) then
-    error("bad argument #1 to 'send' (invalid UTF-8 in a text message (send it as binary))", 3)
+    misuse.arg(1, "send", "invalid UTF-8 in a text message (send it as binary)")
   end
   local queued = unsent(st)
   if queued >= st.opts.send_limit then
@@ -771,13 +772,13 @@ end
 function methods.send(ws, data, kind)
   local st = priv(ws)
   if type(data) ~= "string" then
-    error("bad argument #1 to 'send' (string expected, got " .. type(data) .. ")", 2)
+    misuse.arg(1, "send", "string expected, got " .. type(data))
   end
   local binary = options.send_kind(kind)
   local state = st.state
   if state ~= OPEN then
     if state == CONNECTING then
-      error("send while CONNECTING: wait for onopen (or use moonws.connect)", 2)
+      misuse.raise("send while CONNECTING: wait for onopen (or use moonws.connect)")
     end
     return nil, E.CLOSED, E.CLOSED
   end
@@ -790,7 +791,10 @@ function methods.send(ws, data, kind)
   else
     ok, queued, name = conn:send(data, binary, opts.send_limit, opts.fragment_size)
   end
-  if not ok then return nil, queued, name end
+  if not ok then
+    if ok == false then misuse.arg(1, "send", queued) end -- text that is not UTF-8
+    return nil, queued, name
+  end
   local flushed, message, ename = io.flush(st)
   if not flushed then return nil, message, ename end
   local limit = opts.send_buffer
@@ -807,13 +811,13 @@ local function control(name, ws, data)
   local st = priv(ws)
   if data == nil then data = "" end
   if type(data) ~= "string" then
-    error(("bad argument #1 to '%s' (string expected, got %s)"):format(name, type(data)), 3)
+    misuse.arg(1, name, "string expected, got " .. type(data))
   end
   if #data > core.CONTROL_MAX then
-    error(("bad argument #1 to '%s' (payload over 125 bytes)"):format(name), 3)
+    misuse.arg(1, name, "payload over 125 bytes")
   end
   if st.state == CONNECTING then
-    error(name .. " while CONNECTING: wait for onopen", 3)
+    misuse.raise(name .. " while CONNECTING: wait for onopen")
   end
   if st.state ~= OPEN then return nil, E.CLOSED, E.CLOSED end
   local ok, msg, ename = st.conn[name](st.conn, data)
@@ -868,7 +872,7 @@ end
 function methods.receive(ws, timeout)
   local st = priv(ws)
   if timeout ~= nil and (type(timeout) ~= "number" or timeout < 0) then
-    error("bad argument #1 to 'receive' (non-negative number expected)", 2)
+    misuse.arg(1, "receive", "non-negative number expected")
   end
   -- A message already queued needs no waiting (nor a closure).
   if st.qtail >= st.qhead then return pop_message(st) end
@@ -907,7 +911,7 @@ end
 function methods.stats(ws, t)
   local st = priv(ws)
   if t ~= nil and type(t) ~= "table" then
-    error("bad argument #1 to 'stats' (table expected, got " .. type(t) .. ")", 2)
+    misuse.arg(1, "stats", "table expected, got " .. type(t))
   end
   if st.conn then return st.conn:counters(t) end
   t = t or {}
@@ -936,7 +940,7 @@ function mt.__index(ws, k)
   if m ~= nil then
     local st = rawget(ws, PRIV)
     local why = st and st.io.unsupported and st.io.unsupported[k]
-    if why then error(("%s is not available in %s: %s"):format(k, st.io.name, why), 2) end
+    if why then misuse.raise(("%s is not available in %s: %s"):format(k, st.io.name, why)) end
     return m
   end
   local g = getters[k]
@@ -948,13 +952,13 @@ function mt.__newindex(ws, k, v)
   if HANDLERS[k] then
     local st = rawget(ws, PRIV)
     if st.io.handlers == false then
-      error(("%s sockets have no %s handler: call receive() in the handler"):format(
-        st.io.name, k), 2)
+      misuse.raise(("%s sockets have no %s handler: call receive() in the handler"):format(
+        st.io.name, k))
     end
     if v ~= nil and type(v) ~= "function" then
       local m = getmetatable(v)
       if not (m and m.__call) then
-        error(("%s must be a function (got %s)"):format(k, type(v)), 2)
+        misuse.raise(("%s must be a function (got %s)"):format(k, type(v)))
       end
     end
     st[k] = v
@@ -964,7 +968,7 @@ function mt.__newindex(ws, k, v)
       st.io.later(st, deliver_queued)
     end
   elseif getters[k] then
-    error(k .. " is read-only", 2)
+    misuse.raise(k .. " is read-only")
   else
     rawset(ws, k, v)
   end
