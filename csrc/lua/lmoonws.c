@@ -263,5 +263,6 @@ LMOONWS_API int luaopen_moonws_core(lua_State *L) {
   lmoonws_open_signal(L);
   lmoonws_open_tls(L);
   lmoonws_open_process(L);
+  lmoonws_open_peer(L);
   return 1;
 }
