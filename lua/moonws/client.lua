@@ -14,6 +14,7 @@ local loop = require "moonws.loop"
 local loop_io = require "moonws.loop_io"
 local misuse = require "moonws.misuse"
 local options = require "moonws.options"
+local peer_address = require "moonws.peer_address"
 local proxy = require "moonws.proxy"
 local tls = require "moonws.tls"
 local websocket = require "moonws.websocket"
@@ -189,8 +190,10 @@ local function on_connect_ready(st)
     loop_io.detach(st)
     return try_next_address(st)
   end
+  local peer = conn:peer()
+  websocket.set_remote(st, peer_address.split(peer))
   if st.opts.log then
-    websocket.peer_known(st, conn:peer())
+    websocket.peer_known(st, peer)
     log.emit(st, "connected", d.proxy and "to proxy " .. d.proxy.url or "tcp")
   end
   if d.proxy then start_tunnel(st) else after_tunnel(st) end

@@ -10,6 +10,7 @@ local compat = require "moonws.compat"
 local core = require "moonws.core"
 local log = require "moonws.log"
 local misuse = require "moonws.misuse"
+local peer_address = require "moonws.peer_address"
 
 local is_integer = compat.is_integer
 local raise = misuse.raise
@@ -238,6 +239,9 @@ local server_checks = setmetatable({
   handshake = func,
   request = func,
   tls = server_tls,
+  trusted_proxies = peer_address.compile,
+  forwarded_header = peer_address.check_header,
+  proxy_protocol = boolean,
 }, { __index = checks })
 
 local function merge(given, which, caller, role_defaults)

@@ -15,6 +15,7 @@ local loop = require "moonws.loop"
 local loop_io = require "moonws.loop_io"
 local misuse = require "moonws.misuse"
 local options = require "moonws.options"
+local peer_address = require "moonws.peer_address"
 local tls = require "moonws.tls"
 local websocket = require "moonws.websocket"
 
@@ -77,6 +78,17 @@ end
 
 ---------------------------------------------------------------- handshake
 
+-- Who the client is, from the socket (or PROXY header) and, behind
+-- trusted proxies, the request's forwarding header: on the socket and on
+-- the request (moonws.peer_address).
+local function client_known(st, req)
+  if not req then return end
+  local d = st.drv
+  local address, port = peer_address.client(d.peer_address, d.peer_port, req.headers, st.opts)
+  req.remote_address, req.remote_port = address, port
+  websocket.set_remote(st, address, port)
+end
+
 local function hand_over(ss, st, req)
   handshaking[st] = nil
   local srv = ss.server
@@ -100,6 +112,7 @@ local function on_handshake_ready(st, events)
   local ss, conn = st.drv.server, st.conn
   local req, status, why, request, name = conn:parse_request(ss.opts.max_handshake)
   if req == nil then return end
+  client_known(st, req or request)
   if req == false then
     if name then loop.report(("handshake from %s refused: %s"):format(st.peer or "?", why)) end
     return plain_http(ss, st, request, status, why)
@@ -156,6 +169,35 @@ local function on_tls_ready(st)
   if st.conn:pending() then on_handshake_ready(st, loop.READ) end
 end
 
+---------------------------------------------------------------- PROXY protocol
+
+-- TLS (when the server has it), then the HTTP handshake.
+local function start_phases(ss, st, conn, attach)
+  local phase = on_handshake_ready
+  if ss.tls_ctx then
+    core.tls_start(conn, ss.tls_ctx, nil)
+    st.drv.tls = true -- TLS may hold decrypted bytes epoll cannot see
+    phase = on_tls_ready
+  end
+  if attach then loop_io.attach(st, conn, phase, true, false) else loop_io.set_phase(st, phase) end
+end
+
+-- proxy_protocol = true: the balancer's PROXY header comes first, before
+-- TLS; bytes after it stay in the kernel for the next phase (read when
+-- the poller reports them again).
+local function on_proxy_header_ready(st)
+  local d = st.drv
+  local ok, a, b = peer_address.read_proxy_header(st.conn, st.opts, d.peer_address, d.peer_port)
+  if ok == nil then return end
+  if not ok then
+    if a and st.opts.log then log.emit(st, "refused", a) end
+    return websocket.fail(st, nil, nil, 1006)
+  end
+  d.peer_address, d.peer_port = a, b
+  websocket.set_remote(st, a, b)
+  start_phases(d.server, st, st.conn, false)
+end
+
 ---------------------------------------------------------------- accepting
 
 -- When accept fails (EMFILE/ENFILE: out of descriptors, ENOMEM) the
@@ -189,14 +231,14 @@ local function on_accept_ready(ss)
     local d = st.drv
     d.server, d.on_closed = ss, forget
     websocket.peer_known(st, peer)
+    d.peer_address, d.peer_port = peer_address.split(peer)
+    websocket.set_remote(st, d.peer_address, d.peer_port)
     if ss.opts.log then log.emit(st, "accepted", "on port " .. tostring(ss.listener:port())) end
     handshaking[st] = true
-    if ss.tls_ctx then
-      core.tls_start(conn, ss.tls_ctx, nil)
-      d.tls = true -- TLS may hold decrypted bytes epoll cannot see
-      loop_io.attach(st, conn, on_tls_ready, true, false)
+    if ss.opts.proxy_protocol then
+      loop_io.attach(st, conn, on_proxy_header_ready, true, false)
     else
-      loop_io.attach(st, conn, on_handshake_ready, true, false)
+      start_phases(ss, st, conn, true)
     end
     websocket.arm_connect_timer(st, on_handshake_timeout)
   end

@@ -620,6 +620,12 @@ function websocket.set_url(st, url) st.url = url end
 -- the log and for the application.
 function websocket.peer_known(st, peer) st.peer = peer end
 
+-- Who the peer is for the application (moonws.peer_address):
+-- ws.remote_address, ws.remote_port.
+function websocket.set_remote(st, address, port)
+  st.remote_address, st.remote_port = address, port
+end
+
 -- Bound the opening phase: connect + handshake (client), handshake
 -- (server); on_timeout(st) runs when it passes.
 function websocket.arm_connect_timer(st, on_timeout)
@@ -926,6 +932,8 @@ getters.protocol = function(st) return st.protocol end
 getters.extensions = function(st) return st.extensions end
 getters.closeCode = function(st) return st.state == CLOSED and st.close_code or nil end
 getters.closeReason = function(st) return st.state == CLOSED and st.close_reason or nil end
+getters.remote_address = function(st) return st.remote_address end
+getters.remote_port = function(st) return st.remote_port end
 for name in pairs(HANDLERS) do
   getters[name] = function(st) return st[name] end
 end
