@@ -13,6 +13,7 @@ local nginx = require "spec.support.nginx"
 local rawpeer = require "spec.support.rawpeer"
 local certs = require "spec.support.certs"
 local json = require "dkjson"
+local ws_client = require "spec.support.ws_client"
 
 local track, cleanup = process.tracker()
 after_each(cleanup)
@@ -37,16 +38,7 @@ local function who_server(opts)
 end
 
 -- Run ws_client.py (args: a list) to the end; its JSON result.
-local function python_client(args)
-  local argv = { "/usr/bin/python3", "spec/peers/ws_client.py" }
-  for _, a in ipairs(args) do argv[#argv + 1] = a end
-  local p = track(process.start(argv, 60))
-  assert(p:wait_exit(20, helpers.idle), "ws_client.py did not finish:\n" .. p:stderr())
-  local line = p:stdout():match("[^\n]+")
-  local result = line and json.decode(line)
-  assert(result, "ws_client.py said:\n" .. p:stdout() .. p:stderr())
-  return result
-end
+local function python_client(args) return ws_client.run(track, args) end
 
 -- The server's view, decoded from the client's reply.
 local function seen_by_server(result)

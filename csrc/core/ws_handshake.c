@@ -282,12 +282,14 @@ static bool target_ok(const char *s) {
 }
 
 /* Fields the handshake writes itself, or that would change how the head's
- * end is found; a user copy would contradict or duplicate them. */
+ * end is found; a user copy would contradict or duplicate them.  The
+ * subprotocol and the extensions are negotiated (the protocols and
+ * compression options), never written as plain headers. */
 static bool reserved_name(const char *name) {
   static const char *const names[] = {
       "Host", "Upgrade", "Connection", "Sec-WebSocket-Key",
-      "Sec-WebSocket-Version", "Sec-WebSocket-Accept", "Content-Length",
-      "Transfer-Encoding"};
+      "Sec-WebSocket-Version", "Sec-WebSocket-Accept", "Sec-WebSocket-Protocol",
+      "Sec-WebSocket-Extensions", "Content-Length", "Transfer-Encoding"};
   size_t n = strlen(name);
   for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
     if (strlen(names[i]) == n && ascii_ieq(names[i], name, n))

@@ -67,8 +67,8 @@ typedef struct ws_handshake_field {
  * fields.  Returns 0, WS_ERROR (nothing written: a string with CR, LF or
  * another control byte, a field name that is not a token, or an extra field
  * the handshake owns -- Host, Upgrade, Connection, Sec-WebSocket-Key,
- * -Version, -Accept, Content-Length, Transfer-Encoding), or -3 for no
- * memory (out unchanged). */
+ * -Version, -Accept, -Protocol, -Extensions, Content-Length,
+ * Transfer-Encoding), or -3 for no memory (out unchanged). */
 int ws_handshake_build_response(ws_buf *out, const char *key, size_t key_len,
                                 const char *protocol, const char *extensions,
                                 const ws_handshake_field *fields,

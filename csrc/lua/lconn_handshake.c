@@ -394,7 +394,7 @@ static int conn_respond_refusal(lua_State *L) {
 
 /* Client: parse_response(max_handshake, offered_protocols, offered_ext) ->
  *   nil                              not complete yet
- *   true, protocol, extensions       accepted ("" when none)
+ *   true, protocol, extensions, headers   accepted ("" when none)
  *   false, message [, status, headers [, name]]   refused or invalid;
  *                                    name "nomem" when our memory failed */
 static int conn_parse_response(lua_State *L) {
@@ -464,9 +464,10 @@ static int conn_parse_response(lua_State *L) {
     lua_pushstring(L, agreed_ext);
   else
     lua_pushlstring(L, a.extensions ? a.extensions : "", a.extensions_len);
+  push_headers(L, res.headers, res.num_headers);
   ws_buf_free(&c->ext);
   ws_buf_consume(&c->in, (size_t)rc);
-  return 3;
+  return 4;
 }
 
 

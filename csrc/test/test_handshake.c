@@ -434,8 +434,8 @@ static void test_response_injection(void) {
 static void test_reserved_fields(void) {
   static const char *const names[] = {
       "Host", "upgrade", "CONNECTION", "sec-websocket-key",
-      "Sec-WebSocket-Version", "Sec-Websocket-Accept", "Content-Length",
-      "transfer-encoding"};
+      "Sec-WebSocket-Version", "Sec-Websocket-Accept", "sec-websocket-protocol",
+      "Sec-WebSocket-Extensions", "Content-Length", "transfer-encoding"};
   for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
     ws_handshake_field f[] = {{"X-Ok", "1"}, {names[i], "x"}};
     ws_handshake_request_spec s = full_spec();

@@ -310,6 +310,46 @@ function loop.spawn(fn, ...)
   return co
 end
 
+-- Run fn() as a coroutine of the loop NOW, up to its first wait, so it
+-- may wait (sleep, connect, receive ...).  When it returns or raises,
+-- done(ok, ...) -- xpcall's results -- is called outside any coroutine:
+-- at once when fn never waited, else at the start of a later round.
+-- Returns the coroutine while fn is still running, else nil.
+function loop.task(fn, done)
+  local waited, results = false, nil
+  local co = co_create(function()
+    local r = compat.pack(xpcall(fn, loop.traceback))
+    if waited then
+      loop.defer(function() done(compat.unpack(r, 1, r.n)) end)
+    else
+      results = r
+    end
+  end)
+  ours[co] = true
+  loop.ref()
+  resume(co)
+  waited = true
+  if results then
+    done(compat.unpack(results, 1, results.n))
+    return nil
+  end
+  return co
+end
+
+-- Stop caring for a coroutine of the loop that waits (a task whose
+-- result nobody wants any more): it is never resumed again, no longer
+-- keeps run() going, and its pending to-be-closed variables are closed
+-- (Lua 5.4's coroutine.close; LuaJIT just lets it be collected).
+function loop.abandon(co)
+  if not co or not ours[co] then return end
+  ours[co] = nil
+  loop.unref()
+  if coroutine.close and co_status(co) == "suspended" then
+    local ok, err = coroutine.close(co)
+    if not ok then loop.report("error closing an abandoned coroutine: " .. tostring(err)) end
+  end
+end
+
 -- Call fn(arg) at the start of the next round.
 function loop.defer(fn, arg)
   deferred[#deferred + 1] = fn

@@ -182,8 +182,13 @@ function loop_io.handshake_read(st, events)
   local got = nil
   repeat -- TLS may hold more decrypted bytes than one read takes
     local n, message, name = st.conn:read()
-    if n == false then return false end
-    if n == nil then return false, message, name end
+    -- The end right behind bytes (a TLS answer and its close_notify):
+    -- those are parsed first; the end is read again next time.
+    if n == false then return got or false end
+    if n == nil then
+      if got then return true end
+      return false, message, name
+    end
     if n > 0 then got = true end
   until n == 0 or not st.conn:pending()
   return got

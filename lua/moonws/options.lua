@@ -216,10 +216,17 @@ local checks = {
   compression = compression,
 }
 
+local non_negative = in_range(0)
 local client_checks = setmetatable({
   protocols = string_list,
   tls = client_tls,
   proxy = proxy_option,
+  follow_redirects = boolean,
+  max_redirects = function(name, v)
+    local n = non_negative(v)
+    if not n then raise(("option '%s' must be a non-negative integer"):format(name)) end
+    return n
+  end,
 }, { __index = checks })
 
 local port_number = in_range(0, 65535)
@@ -267,7 +274,7 @@ end
 -- Compression defaults as in Node's ws: a client offers permessage-deflate
 -- (the server decides), a server only accepts it when asked, since each
 -- compressed connection costs the server zlib state (README, "Compression").
-local client_defaults = { compression = true }
+local client_defaults = { compression = true, follow_redirects = false, max_redirects = 10 }
 local server_defaults = { compression = false }
 
 function options.client(given, caller)

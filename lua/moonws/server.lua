@@ -34,20 +34,26 @@ local server_mt = { __name = "moonws.server", __index = server_methods }
 
 ---------------------------------------------------------------- refusing
 
--- Answer with a plain HTTP response and end the connection.
+-- Answer with a plain HTTP response and end the connection.  Headers a
+-- callback gave that cannot be sent (a name the handshake owns, a bad
+-- value) are reported and left out.
 local function answer(st, status, headers, body)
-  local ok = pcall(st.conn.respond_refusal, st.conn, status, nil, headers, body)
-  if not ok then st.conn:respond_refusal(status, nil, nil, body) end
+  local ok, err = pcall(st.conn.respond_refusal, st.conn, status, nil, headers, body)
+  if not ok then
+    loop.report("headers left out of a refusal: " .. tostring(err))
+    st.conn:respond_refusal(status, nil, nil, body)
+  end
   websocket.refusing(st)
   loop_io.write(st)
 end
 
-local function refuse(st, status, message, headers)
+-- Refuse with status; the body is body, else the message.
+local function refuse(st, status, message, headers, body)
   if st.opts.log then
     log.emit(st, "refused", ("answered %d%s"):format(status, message and ": " .. message or ""),
       { code = status })
   end
-  answer(st, status, headers, message and message .. "\n" or nil)
+  answer(st, status, headers, body or (message and message .. "\n" or nil))
 end
 
 -- A plain HTTP request (no Upgrade: websocket) goes to the `request`
@@ -103,6 +109,20 @@ local function hand_over(ss, st, req)
   websocket.announce(st, false)
 end
 
+-- The verdict on req (websocket.accept's results): the refusal goes
+-- out, or the socket opens and is handed over.  Nothing when the
+-- connection ended while the verdict was awaited (timeout, client gone).
+local function conclude(ss, st, req, ok, a, b, headers, body)
+  if st.state ~= websocket.CONNECTING then return end
+  if not ok then return refuse(st, a, b, headers, body) end
+  websocket.set_url(st, (ss.tls_ctx and "wss://" or "ws://") .. (req.headers.host or "")
+    .. req.path)
+  websocket.opened(st, a, b)
+  loop_io.open_phase(st)
+  loop_io.write(st)
+  hand_over(ss, st, req)
+end
+
 local function on_handshake_ready(st, events)
   local got = loop_io.handshake_read(st, events)
   if got == nil then return end
@@ -117,14 +137,22 @@ local function on_handshake_ready(st, events)
     if name then loop.report(("handshake from %s refused: %s"):format(st.peer or "?", why)) end
     return plain_http(ss, st, request, status, why)
   end
-  local ok, a, b, headers = websocket.accept(ss.opts, conn, req, loop.report, loop.traceback)
-  if not ok then return refuse(st, a, b, headers) end
-  websocket.set_url(st, (ss.tls_ctx and "wss://" or "ws://") .. (req.headers.host or "")
-    .. req.path)
-  websocket.opened(st, a, b)
-  loop_io.open_phase(st)
-  loop_io.write(st)
-  hand_over(ss, st, req)
+  if not ss.opts.handshake then
+    return conclude(ss, st, req, websocket.accept(ss.opts, conn, req, loop.report,
+      loop.traceback))
+  end
+  -- The callback may wait (a timer, a lookup): it runs as a task of the
+  -- loop, bounded by the handshake timeout (which abandons it), and
+  -- nothing more is read from the client meanwhile.
+  loop_io.set_interest(st, false, false)
+  st.drv.task = loop.task(function()
+    return websocket.accept(ss.opts, conn, req, loop.report, loop.traceback)
+  end, function(ran, ...)
+    st.drv.task = nil
+    if ran then return conclude(ss, st, req, ...) end
+    loop.report("handshake failed: " .. tostring((...)))
+    conclude(ss, st, req, false, 500, "internal error")
+  end)
 end
 
 -- Bounds the whole server handshake, including sending a refusal to a
@@ -135,6 +163,7 @@ end
 
 local function forget(st)
   handshaking[st] = nil
+  loop.abandon(st.drv.task) -- a handshake callback still waiting: its answer is not wanted
   local ss = st.drv.server
   if ss then
     ss.clients[st] = nil

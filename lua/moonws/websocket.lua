@@ -193,7 +193,9 @@ local function error_event(st, message, name, code)
   if code then message = ("%s; closing with %d"):format(message, code) end
   if st.opts.log then log.emit(st, "error", message, { error = name, code = code }) end
   st.err_message, st.err_name = message, name
-  fire(st, "onerror", { type = "error", message = message, error = name, code = code })
+  local r = st.refusal -- a refused handshake's answer (moonws.response)
+  fire(st, "onerror", { type = "error", message = message, error = name, code = code,
+    status = r and r.status, headers = r and r.headers, body = r and r.body })
 end
 
 -- A failure that ends the connection at once (no closing handshake);
@@ -204,6 +206,20 @@ local function abort(st, message, name, code)
   finish(st, code or 1006, "", false)
 end
 websocket.fail = abort
+
+-- The server refused the handshake with an HTTP answer: the error event
+-- and connect's extra results carry its status, headers and body start.
+function websocket.fail_refused(st, message, name, status, headers, body)
+  st.refusal = { status = status, headers = headers, body = body }
+  abort(st, message, name)
+end
+
+-- A refused handshake's status, headers, body (nothing when there was
+-- none): what moonws.connect returns after nil, message, name.
+function websocket.refusal(st)
+  local r = st.refusal
+  if r then return r.status, r.headers, r.body end
+end
 
 local function on_close_timeout(st)
   if st.state == CLOSED then return end
@@ -584,13 +600,15 @@ function websocket.detach(st)
   return conn
 end
 
--- The opening handshake succeeded: the socket is OPEN.
-function websocket.opened(st, protocol, extensions)
+-- The opening handshake succeeded: the socket is OPEN (a client has the
+-- server's response headers).
+function websocket.opened(st, protocol, extensions, response_headers)
   local io = st.io
   st.conn:handshake_done()
   st.state = OPEN
   st.was_opened = true
   st.protocol, st.extensions = protocol or "", extensions or ""
+  st.response_headers = response_headers
   io.timer(st, "connect", nil)
   refresh_reading(st)
   if st.opts.ping_interval then
@@ -667,14 +685,14 @@ function websocket.offered_protocols(opts)
 end
 
 -- Judge the server's response bytes on st.conn: nil (not complete yet),
--- true (OPEN now), or false, message, name, status (the connection failed;
--- the caller ends it).
+-- true (OPEN now), or false, message, name, status, headers (the
+-- connection failed; the caller ends it, after reading a refusal's body).
 function websocket.check_response(st)
-  local ok, a, b, _, name = st.conn:parse_response(st.opts.max_handshake,
+  local ok, a, b, c, name = st.conn:parse_response(st.opts.max_handshake,
     websocket.offered_protocols(st.opts), false)
   if ok == nil then return nil end
-  if not ok then return false, "handshake: " .. a, name or E.HANDSHAKE, b end
-  websocket.opened(st, a, b)
+  if not ok then return false, "handshake: " .. a, name or E.HANDSHAKE, b, c end
+  websocket.opened(st, a, b, c)
   return true
 end
 
@@ -706,10 +724,37 @@ local function choose_protocol(opts, req)
   return nil
 end
 
+-- What a handshake callback's refusal says: `false, status [, reason
+-- [, headers]]` or `false, { status =, reason =, headers =, body = }`.
+-- status, message, headers, body | nil, why (a refusal that cannot be
+-- sent: the front answers 500).  The body is at most HANDSHAKE_BODY_MAX
+-- bytes; without one, the reason is the body.
+local function refusal(a, b, c)
+  local t = type(a) == "table" and a or { status = a, reason = b or "forbidden", headers = c }
+  local status = t.status == nil and 403 or options.integral(t.status)
+  if not status or status < 200 or status > 599 then
+    return nil, "a refusal's status must be 200..599, got " .. tostring(t.status)
+  end
+  if t.reason ~= nil and type(t.reason) ~= "string" then
+    return nil, "a refusal's reason must be a string"
+  end
+  if t.headers ~= nil and type(t.headers) ~= "table" then
+    return nil, "a refusal's headers must be a table"
+  end
+  if t.body ~= nil and (type(t.body) ~= "string" or #t.body > core.HANDSHAKE_BODY_MAX) then
+    return nil, ("a refusal's body must be a string of at most %d bytes"):format(
+      core.HANDSHAKE_BODY_MAX)
+  end
+  return status, t.reason, t.headers, t.body
+end
+
 -- The server side of an upgrade that the C checks accepted: subprotocol,
--- the handshake callback (origin, auth), then the 101 queued on conn.
--- true, protocol, extensions | false, status, message, headers (refuse:
--- the front answers).  Failures of the user's callbacks are reported.
+-- the handshake callback (origin, auth; it may wait where the front can:
+-- a coroutine of the loop, a request's in nginx), then the 101 queued on
+-- conn with the headers the callback added.
+-- true, protocol, extensions | false, status, message, headers, body
+-- (refuse: the front answers).  Failures of the user's callbacks are
+-- reported.
 function websocket.accept(opts, conn, req, report, traceback)
   local protocol, perr = choose_protocol(opts, req)
   if perr then
@@ -718,13 +763,18 @@ function websocket.accept(opts, conn, req, report, traceback)
   end
   local extra_headers
   if opts.handshake then
-    local ok, verdict, a, b = xpcall(opts.handshake, traceback, req)
+    local ok, verdict, a, b, c = xpcall(opts.handshake, traceback, req)
     if not ok then
       report("error in handshake callback: " .. tostring(verdict))
       return false, 500, "internal error"
     end
     if verdict == false then
-      return false, compat.is_integer(a) and a or 403, b or "forbidden"
+      local status, message, headers, body = refusal(a, b, c)
+      if not status then
+        report("handshake callback: " .. message)
+        return false, 500, "internal error"
+      end
+      return false, status, message, headers, body
     end
     if type(a) == "table" then extra_headers = a end
   end
@@ -932,6 +982,7 @@ getters.protocol = function(st) return st.protocol end
 getters.extensions = function(st) return st.extensions end
 getters.closeCode = function(st) return st.state == CLOSED and st.close_code or nil end
 getters.closeReason = function(st) return st.state == CLOSED and st.close_reason or nil end
+getters.response_headers = function(st) return st.response_headers end
 getters.remote_address = function(st) return st.remote_address end
 getters.remote_port = function(st) return st.remote_port end
 for name in pairs(HANDLERS) do

@@ -9,7 +9,8 @@ Usage: ws_client.py URL [--source ADDR] [--connect HOST:PORT] [--cafile F]
 Connects from ADDR (the socket is bound to it first: 127.0.0.2 is another
 loopback address), to HOST:PORT when given (else the URL's), over TLS when
 the URL is wss:// (verified against --cafile).  Prints one JSON line:
-  {"event": "open", "local": [addr, port], "reply": text}   -- after
+  {"event": "open", "local": [addr, port], "reply": text,
+   "headers": [[name, value]...]}  -- the 101's headers; after
       sending TEXT (default "who") and reading one message, or
   {"event": "refused", "status": n, "headers": [[name, value]...],
    "local": [addr, port]}                                    -- an HTTP
@@ -63,7 +64,8 @@ async def run(opts):
         async with websockets.connect(opts["url"], **kwargs) as ws:
             await ws.send(opts["send"])
             reply = await asyncio.wait_for(ws.recv(), 10)
-            return {"event": "open", "local": local, "reply": reply}
+            return {"event": "open", "local": local, "reply": reply,
+                    "headers": [[k, v] for k, v in ws.response_headers.raw_items()]}
     except websockets.exceptions.InvalidStatusCode as e:
         headers = [[k, v] for k, v in e.headers.raw_items()] if e.headers else []
         return {"event": "refused", "status": e.status_code, "headers": headers,
