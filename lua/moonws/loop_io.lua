@@ -66,7 +66,8 @@ local function write(st)
   local left, want, name = conn:flush()
   if not left then return websocket.io_error(st, want, name) end
   local d = st.drv
-  if left == 0 and st.state == OPEN and not st.backlogged and st.outq_bytes == 0 then
+  if left == 0 and st.state == OPEN and not st.backlogged and st.outq_bytes == 0
+      and not st.drain_armed then
     -- The common case, inlined: all written, nothing to decide but wake-ups.
     if d.i_write then set_interest(st, websocket.reading_wanted(st), false) end
     local waiters = d.waiters

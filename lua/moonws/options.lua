@@ -41,6 +41,7 @@ options.defaults = {
   ping_interval = nil,                -- keepalive off unless asked
   ping_timeout = 30,
   send_buffer = 1 * MiB,              -- high-water mark for a waiting send
+  send_low_water = nil,               -- ondrain fires below it (default: send_buffer / 2)
   send_limit = 64 * MiB,              -- hard bound on queued bytes (peer not reading);
                                       -- reading from the peer stops while it is reached
   send_timeout = 30,                  -- ... and after this long there, close 1008
@@ -61,6 +62,14 @@ local function positive_integer(name, v)
   local n = integral(v)
   if not n or n <= 0 then
     raise(("option '%s' must be a positive integer"):format(name))
+  end
+  return n
+end
+
+local function non_negative_integer(name, v)
+  local n = integral(v)
+  if not n or n < 0 then
+    raise(("option '%s' must be a non-negative integer"):format(name))
   end
   return n
 end
@@ -205,6 +214,7 @@ local checks = {
   ping_interval = positive_number,
   ping_timeout = positive_number,
   send_buffer = positive_integer,
+  send_low_water = non_negative_integer,
   send_limit = positive_integer,
   send_timeout = positive_number,
   max_queue = positive_integer,
@@ -216,17 +226,12 @@ local checks = {
   compression = compression,
 }
 
-local non_negative = in_range(0)
 local client_checks = setmetatable({
   protocols = string_list,
   tls = client_tls,
   proxy = proxy_option,
   follow_redirects = boolean,
-  max_redirects = function(name, v)
-    local n = non_negative(v)
-    if not n then raise(("option '%s' must be a non-negative integer"):format(name)) end
-    return n
-  end,
+  max_redirects = non_negative_integer,
 }, { __index = checks })
 
 local port_number = in_range(0, 65535)
@@ -266,6 +271,11 @@ local function merge(given, which, caller, role_defaults)
     result[k] = check(k, v)
   end
   if result.max_frame > result.max_payload then result.max_frame = result.max_payload end
+  if result.send_low_water == nil then
+    result.send_low_water = math.floor(result.send_buffer / 2)
+  elseif result.send_low_water > result.send_buffer then
+    raise("option 'send_low_water' must not be over send_buffer")
+  end
   result.log = log.sink(result.log)
   return result
 end

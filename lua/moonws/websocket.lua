@@ -59,6 +59,8 @@
 local compat = require "moonws.compat"
 local core = require "moonws.core"
 local E = require "moonws.errors"
+local latency = require "moonws.latency"
+local listeners = require "moonws.listeners"
 local log = require "moonws.log"
 local misuse = require "moonws.misuse"
 local options = require "moonws.options"
@@ -75,6 +77,7 @@ websocket.PRIV = PRIV
 
 local HANDLERS = {
   onopen = true, onmessage = true, onclose = true, onerror = true, onping = true, onpong = true,
+  ondrain = true,
 }
 
 -- Timers a socket may have armed (keys of drv.timer).
@@ -97,6 +100,7 @@ local function report_handler_error(st, name, err)
   end
   st.io.report(message)
 end
+listeners.report = report_handler_error
 
 -- Call handler `name` of st with event; errors never escape.
 local function fire(st, name, event)
@@ -110,6 +114,7 @@ end
 
 local function handlers_set(st)
   return st.onopen or st.onmessage or st.onclose or st.onerror or st.onping or st.onpong
+    or st.ondrain
 end
 
 local function rekeep(st)
@@ -373,6 +378,12 @@ function websocket.flushed(st, left)
   if st.backlogged then over = left > limit / 2 else over = left >= limit end
   if over ~= (st.backlogged or false) then set_backlogged(st, over) end
   if left <= st.opts.send_buffer then st.io.wake(st) end
+  -- ondrain: the output went over send_buffer (or a send was refused at
+  -- send_limit) and is down to send_low_water now.
+  if st.drain_armed and left <= st.opts.send_low_water then
+    st.drain_armed = nil
+    fire(st, "ondrain", { type = "drain", bufferedAmount = left })
+  end
   if left == 0 and st.state == CLOSING then after_flush(st) end
 end
 
@@ -463,6 +474,7 @@ local function handle_event(st, kind, a, b, c)
     st.io.flush(st) -- the pong the core queued
     if st.onping then fire(st, "onping", { type = "ping", data = a }) end
   elseif kind == "pong" then
+    if st.pings and latency.pong(st, a, st.io.now()) then st.io.wake(st) end -- ping()'s wait
     if st.onpong then fire(st, "onpong", { type = "pong", data = a }) end
   elseif kind == "close" then
     st.close_code, st.close_reason = a, b
@@ -555,6 +567,7 @@ local function on_ping_timer(st)
   if not st.awaiting_pong then
     st.awaiting_pong = true
     st.conn:ping("")
+    latency.sent(st, "", io.now()) -- ws.latency
     io.flush(st)
     if st.state ~= OPEN then return end
     io.timer(st, "pong", io.now() + st.opts.ping_timeout, on_pong_timeout)
@@ -849,16 +862,20 @@ function methods.send(ws, data, kind)
   end
   if not ok then
     if ok == false then misuse.arg(1, "send", queued) end -- text that is not UTF-8
+    if name == E.TOO_BIG then st.drain_armed = true end -- ondrain when it has gone
     return nil, queued, name
   end
   local flushed, message, ename = io.flush(st)
   if not flushed then return nil, message, ename end
   local limit = opts.send_buffer
-  if queued > limit and io.can_wait(st) then
-    io.wait(st, function()
-      return st.state ~= OPEN or st.conn == nil or unsent(st) <= limit
-    end, nil, "send")
-    if st.state ~= OPEN then return nil, "closed before the message was sent", E.CLOSED end
+  if queued > limit then
+    st.drain_armed = true -- ondrain, once the output is down to send_low_water
+    if io.can_wait(st) then
+      io.wait(st, function()
+        return st.state ~= OPEN or st.conn == nil or unsent(st) <= limit
+      end, nil, "send")
+      if st.state ~= OPEN then return nil, "closed before the message was sent", E.CLOSED end
+    end
   end
   return true
 end
@@ -881,7 +898,28 @@ local function control(name, ws, data)
   return st.io.flush(st)
 end
 
-function methods.ping(ws, data) return control("ping", ws, data) end
+-- ping([data]): where the caller can wait (a coroutine, a plain script),
+-- it waits for the pong, at most ping_timeout, and returns the round trip
+-- in seconds (moonws.latency); elsewhere (an event handler) it returns
+-- true at once, and a pong still updates ws.latency.
+function methods.ping(ws, data)
+  local st = priv(ws)
+  local io = st.io
+  local waiting = st.state == OPEN and io.can_wait(st)
+  if data == nil and waiting then data = latency.unique(st) end
+  local ok, message, name = control("ping", ws, data)
+  if not ok then return nil, message, name end
+  local ping = latency.sent(st, data or "", io.now())
+  if not waiting then return ok end
+  io.wait(st, function() return ping.rtt ~= nil or st.state ~= OPEN end,
+    io.now() + st.opts.ping_timeout, "ping")
+  if ping.rtt then return ping.rtt end
+  if st.state ~= OPEN then
+    if st.state == CLOSED then return closed_result(st) end
+    return nil, "closing before the pong came", E.CLOSED
+  end
+  return nil, ("no pong within ping_timeout (%gs)"):format(st.opts.ping_timeout), E.TIMEOUT
+end
 function methods.pong(ws, data) return control("pong", ws, data) end
 
 -- Start the closing handshake (no waiting).
@@ -983,10 +1021,11 @@ getters.extensions = function(st) return st.extensions end
 getters.closeCode = function(st) return st.state == CLOSED and st.close_code or nil end
 getters.closeReason = function(st) return st.state == CLOSED and st.close_reason or nil end
 getters.response_headers = function(st) return st.response_headers end
+getters.latency = function(st) return st.latency or 0 end
 getters.remote_address = function(st) return st.remote_address end
 getters.remote_port = function(st) return st.remote_port end
 for name in pairs(HANDLERS) do
-  getters[name] = function(st) return st[name] end
+  getters[name] = function(st) return listeners.field(st, name) end
 end
 
 -- Methods and properties a front adds (the loop's cqueues polling).
@@ -1007,6 +1046,29 @@ function mt.__index(ws, k)
   return nil
 end
 
+-- A handler field or listener changed: keep the socket alive while any
+-- is set; messages queued before onmessage had one go to it first.
+local function handlers_changed(st, field)
+  rekeep(st)
+  if field == "onmessage" and st.onmessage and st.qtail >= st.qhead and not st.delivering then
+    st.delivering = true
+    st.io.later(st, deliver_queued)
+  end
+end
+
+-- addEventListener(type, fn [, { once = true }]), removeEventListener(type,
+-- fn): listeners beside the handler fields, as in the browser
+-- (moonws.listeners).
+function methods.addEventListener(ws, event_type, fn, opts)
+  local st = priv(ws)
+  handlers_changed(st, listeners.add(st, event_type, fn, opts))
+end
+
+function methods.removeEventListener(ws, event_type, fn)
+  local st = priv(ws)
+  handlers_changed(st, listeners.remove(st, event_type, fn))
+end
+
 function mt.__newindex(ws, k, v)
   if HANDLERS[k] then
     local st = rawget(ws, PRIV)
@@ -1020,12 +1082,8 @@ function mt.__newindex(ws, k, v)
         misuse.raise(("%s must be a function (got %s)"):format(k, type(v)))
       end
     end
-    st[k] = v
-    rekeep(st)
-    if k == "onmessage" and v and st.qtail >= st.qhead and not st.delivering then
-      st.delivering = true
-      st.io.later(st, deliver_queued)
-    end
+    listeners.set_field(st, k, v)
+    handlers_changed(st, k)
   elseif getters[k] then
     misuse.raise(k .. " is read-only")
   else
