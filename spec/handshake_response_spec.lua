@@ -93,7 +93,7 @@ describe("a refused handshake, as the client sees it", function()
     assert.same({ 403, "hello, world" }, { r[4], r[6] })
   end)
 
-  it("a body without length ends with the connection", function()
+  it("a body of no declared length: what came with the head", function()
     local r = from_raw { raw = "HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n\r\n"
       .. "down for maintenance" }
     assert.same({ 503, "down for maintenance" }, { r[4], r[6] })

@@ -211,6 +211,19 @@ describe("refusals and added headers", function()
     assert.matches("status must be 200..599", reports[2])
   end)
 
+  it("a refusal's header the handshake owns: reported, the refusal sent without its headers",
+    function()
+    local reports, saved = {}, moonws.onerror
+    moonws.onerror = function(e) reports[#reports + 1] = e.message end
+    local r = refused_by(function()
+      return false, { status = 401, headers = { Connection = "keep-alive" }, body = "no" }
+    end)
+    moonws.onerror = saved
+    assert.same({ 401, "close", "no" }, { r[4], r[5]["connection"], r[6] })
+    assert.matches("left out of a refusal: header 'Connection' is written by the handshake itself",
+      reports[1], 1, true)
+  end)
+
   it("an acceptance may not set the handshake's own headers: reported, answered 500", function()
     for _, name in ipairs { "Upgrade", "Connection", "Sec-WebSocket-Accept",
                             "Sec-WebSocket-Extensions", "Sec-WebSocket-Protocol" } do
@@ -219,7 +232,8 @@ describe("refusals and added headers", function()
       local r = refused_by(function() return true, { [name] = "x" } end)
       moonws.onerror = saved
       assert.equal(500, r[4], name)
-      assert.matches("bad headers", reports[1])
+      assert.matches("bad headers: header '" .. name .. "' is written by the handshake itself",
+        reports[1], 1, true)
     end
   end)
 end)

@@ -434,8 +434,8 @@ static void test_response_injection(void) {
 static void test_reserved_fields(void) {
   static const char *const names[] = {
       "Host", "upgrade", "CONNECTION", "sec-websocket-key",
-      "Sec-WebSocket-Version", "Sec-Websocket-Accept", "sec-websocket-protocol",
-      "Sec-WebSocket-Extensions", "Content-Length", "transfer-encoding"};
+      "Sec-WebSocket-Version", "Sec-Websocket-Accept", "Content-Length",
+      "transfer-encoding"};
   for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
     ws_handshake_field f[] = {{"X-Ok", "1"}, {names[i], "x"}};
     ws_handshake_request_spec s = full_spec();
@@ -446,6 +446,17 @@ static void test_reserved_fields(void) {
                  WS_ERROR);
     CHECK_EQ_INT(ws_handshake_build_refusal(&out, 403, NULL, f, 2, NULL, 0), WS_ERROR);
     CHECK_UNCHANGED();
+  }
+  /* The negotiation's answer is the 101's own; elsewhere a plain header. */
+  static const char *const negotiated[] = {"Sec-WebSocket-Protocol",
+                                           "sec-websocket-extensions"};
+  for (size_t i = 0; i < sizeof negotiated / sizeof *negotiated; i++) {
+    ws_handshake_field f[] = {{negotiated[i], "x"}};
+    prefill();
+    CHECK_EQ_INT(ws_handshake_build_response(&out, RFC_KEY, 24, NULL, NULL, f, 1),
+                 WS_ERROR);
+    CHECK_UNCHANGED();
+    CHECK_EQ_INT(ws_handshake_build_refusal(&out, 403, NULL, f, 1, NULL, 0), 0);
   }
 }
 
@@ -550,6 +561,7 @@ static void test_subprotocols(void) {
                    "server chose none of the offered subprotocols");
   CHECK_EQ_INT(answer_of(OK101 "\r\n", "", false), 0);
   CHECK(ans.protocol == NULL && ans.protocol_len == 0);
+  CHECK_EQ_INT(answer_of(OK101 "\r\n", " , ,", false), 0); /* a list with no element */
   CHECK_ANSWER_ERR(OK101 "Sec-WebSocket-Protocol: chat\r\n\r\n", NULL, false,
                    "server chose subprotocol \"chat\" that was not offered");
   CHECK_ANSWER_ERR(OK101 "Sec-WebSocket-Protocol: chat\r\n\r\n", "", false,

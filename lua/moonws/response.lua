@@ -8,9 +8,12 @@
 -- then what it reads) until feed says the body is complete, or the
 -- connection ends, or the connect timeout comes; then result() is what
 -- there is.  The body ends as HTTP/1.1 says (RFC 9112 6.3): none for 1xx,
--- 204 and 304; the chunked coding, decoded; Content-Length bytes; else at
--- the connection's end.  Input is bounded too (a chunked body of empty
--- chunks, extensions without end): past INPUT_MAX bytes it is complete.
+-- 204 and 304; the chunked coding, decoded; Content-Length bytes.  A body
+-- of no declared length would end with the connection, but a server may
+-- keep it open as long as the client does (as for a 302 with no body):
+-- then what came with the head is all that is kept, and the client fails
+-- at once.  Input is bounded too (a chunked body of empty chunks,
+-- extensions without end): past INPUT_MAX bytes it is complete.
 
 local core = require "moonws.core"
 
@@ -34,7 +37,7 @@ function response.new(status, headers)
     r.want = math.min(tonumber(length), BODY_MAX)
     r.done = r.want == 0
   else
-    r.want = BODY_MAX -- until the connection ends
+    r.want, r.first_only = BODY_MAX, true -- no declared length: what came with the head
   end
   return r
 end
@@ -89,7 +92,7 @@ function response.feed(r, bytes)
     feed_chunked(r, bytes)
   else
     keep(r, bytes)
-    if r.size >= r.want then r.done = true end
+    if r.size >= r.want or r.first_only then r.done = true end
   end
   if r.input >= INPUT_MAX or r.size >= BODY_MAX then r.done = true end
   return r.done

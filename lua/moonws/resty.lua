@@ -98,9 +98,12 @@ end
 -- be sent (a name the handshake owns, a bad value) is reported and left
 -- out.
 local function refuse(status, message, headers, body, conn)
-  if headers and conn and not pcall(conn.respond_refusal, conn, status, nil, headers, nil) then
-    resty_io.report("headers left out of a refusal (invalid, or the handshake's own)")
-    headers = nil
+  if headers and conn then
+    local ok, err = pcall(conn.respond_refusal, conn, status, nil, headers, nil)
+    if not ok then
+      resty_io.report("headers left out of a refusal: " .. tostring(err))
+      headers = nil
+    end
   end
   if conn then conn:release() end
   ngx.status = status
