@@ -60,7 +60,8 @@ static int proxy_header(lua_State *L) {
     return lmoonws_fail(L, WS_E_CLOSED, "socket closed");
   if (have >= sizeof buf)
     return luaL_error(L, "proxy_header: input already past a header's bound");
-  memcpy(buf, ws_buf_data(in), have);
+  if (have) /* an empty buffer may have no data pointer at all */
+    memcpy(buf, ws_buf_data(in), have);
   ssize_t r = net_tcp_peek(t, buf + have, sizeof buf - have);
   if (r == NET_WANT_READ || r == NET_WANT_WRITE) {
     lua_pushinteger(L, 0);
