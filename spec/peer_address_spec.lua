@@ -182,7 +182,7 @@ end)
 
 describe("behind nginx writing X-Forwarded-For", function()
   local function proxy_to(port, extra)
-    return nginx.start { server = ([[
+    return nginx.start { proxy_only = true, server = ([[
     location / {
       proxy_pass http://127.0.0.1:%d;
       proxy_http_version 1.1;
