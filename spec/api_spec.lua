@@ -104,7 +104,7 @@ describe("misuse raises", function()
     assert.has_error(function() ws:ping(string.rep("p", 126)) end,
       "bad argument #1 to 'ping' (payload over 125 bytes)")
     assert.has_error(function() ws:pong(string.rep("p", 126)) end)
-    assert.is_true(ws:ping(string.rep("p", 125)))
+    assert.is_number(ws:ping(string.rep("p", 125))) -- it waits: the round trip
   end)
 
   it("keeps readyState and bufferedAmount read-only", function()

@@ -326,6 +326,21 @@ describe("handshake, client side: checking the response (RFC 6455 4.1)", functio
     expect_handshake_error { protocol = "chat" }
   end)
 
+  it("no subprotocol when the client offered some -> 'handshake' (as the browser)", function()
+    local msg = expect_handshake_error({}, { protocols = { "chat", "superchat" } })
+    assert.matches("server chose none of the offered subprotocols", msg, 1, true)
+  end)
+
+  it("no subprotocol chosen by a moonws server without a common one -> 'handshake'", function()
+    local srv = assert(moonws.listen { port = 0, protocols = { "v2" } })
+    local ws, msg, name = moonws.connect("ws://127.0.0.1:" .. srv.port .. "/",
+      { protocols = { "v1" } })
+    srv:close()
+    assert.is_nil(ws)
+    assert.equal("handshake", name)
+    assert.matches("none of the offered subprotocols", msg, 1, true)
+  end)
+
   it("Sec-WebSocket-Extensions when none were offered -> 'handshake'", function()
     expect_handshake_error({ extensions = "permessage-deflate" }, { compression = false })
   end)

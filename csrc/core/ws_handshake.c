@@ -139,6 +139,13 @@ static int answer_fail(ws_handshake_answer *a, const char *message) {
   return WS_ERROR;
 }
 
+/* Does the comma list have an element at all?  " , ," offers nothing. */
+static bool offers_any(const char *list) {
+  size_t pos = 0, len;
+  const char *el;
+  return list && ws_http_list_next(list, strlen(list), &pos, &el, &len);
+}
+
 /* Is item[0, n) exactly (case-sensitively) one element of the list? */
 static bool offered(const char *list, const char *item, size_t n) {
   size_t pos = 0, len;
@@ -188,6 +195,12 @@ int ws_handshake_check_response(const ws_http_response *res, const char *key,
       ws_http_header_find(h, n, "Sec-WebSocket-Protocol", &count);
   if (count > 1)
     return answer_fail(a, "repeated Sec-WebSocket-Protocol");
+  /* RFC 6455 lets a server ignore the offer, but the browser (WHATWG
+   * WebSockets, "establish a WebSocket connection") and Node's ws fail
+   * such a connection: an application that asked for a subprotocol would
+   * otherwise speak it to a server that never agreed. */
+  if (!proto && offers_any(offered_protocols))
+    return answer_fail(a, "server chose none of the offered subprotocols");
   if (proto && !offered(offered_protocols, proto->value, proto->value_len)) {
     snprintf(a->text, sizeof a->text,
              "server chose subprotocol \"%.*s\" that was not offered",
@@ -275,27 +288,39 @@ static bool target_ok(const char *s) {
   return true;
 }
 
-/* Fields the handshake writes itself, or that would change how the head's
- * end is found; a user copy would contradict or duplicate them. */
-static bool reserved_name(const char *name) {
-  static const char *const names[] = {
-      "Host", "Upgrade", "Connection", "Sec-WebSocket-Key",
-      "Sec-WebSocket-Version", "Sec-WebSocket-Accept", "Content-Length",
-      "Transfer-Encoding"};
+static bool named(const char *const *names, size_t count, const char *name) {
   size_t n = strlen(name);
-  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+  for (size_t i = 0; i < count; i++)
     if (strlen(names[i]) == n && ascii_ieq(names[i], name, n))
       return true;
   return false;
 }
 
-static bool fields_ok(const ws_handshake_field *f, size_t n) {
+/* Fields the handshake writes itself, or that would change how the head's
+ * end is found; a user copy would contradict or duplicate them.  In a 101
+ * the subprotocol and the extensions are the negotiation's answer (the
+ * protocols and compression options), never a plain header either. */
+bool ws_handshake_reserved_field(const char *name, bool upgrade_response) {
+  static const char *const names[] = {
+      "Host", "Upgrade", "Connection", "Sec-WebSocket-Key",
+      "Sec-WebSocket-Version", "Sec-WebSocket-Accept", "Content-Length",
+      "Transfer-Encoding"};
+  static const char *const negotiated[] = {"Sec-WebSocket-Protocol",
+                                           "Sec-WebSocket-Extensions"};
+  return named(names, sizeof names / sizeof *names, name) ||
+         (upgrade_response &&
+          named(negotiated, sizeof negotiated / sizeof *negotiated, name));
+}
+
+static bool fields_ok(const ws_handshake_field *f, size_t n,
+                      bool upgrade_response) {
   if (n && !f)
     return false;
   for (size_t i = 0; i < n; i++)
     if (!f[i].name || !f[i].value ||
         !ws_http_is_token(f[i].name, strlen(f[i].name)) ||
-        !value_ok(f[i].value) || reserved_name(f[i].name))
+        !value_ok(f[i].value) ||
+        ws_handshake_reserved_field(f[i].name, upgrade_response))
       return false;
   return true;
 }
@@ -325,7 +350,7 @@ int ws_handshake_build_request(ws_buf *out, const ws_handshake_request_spec *s) 
       (s->origin && !value_ok(s->origin)) ||
       (s->protocols && !value_ok(s->protocols)) ||
       (s->extensions && !value_ok(s->extensions)) ||
-      !fields_ok(s->fields, s->num_fields))
+      !fields_ok(s->fields, s->num_fields, false))
     return WS_ERROR;
   return emit(out, emit_request, s);
 }
@@ -357,7 +382,8 @@ int ws_handshake_build_response(ws_buf *out, const char *key, size_t key_len,
                                 size_t num_fields) {
   char accept[WS_ACCEPT_LEN + 1];
   if ((given(protocol) && !ws_http_is_token(protocol, strlen(protocol))) ||
-      (extensions && !value_ok(extensions)) || !fields_ok(fields, num_fields) ||
+      (extensions && !value_ok(extensions)) ||
+      !fields_ok(fields, num_fields, true) ||
       ws_handshake_accept(key, key_len, accept) != 0)
     return WS_ERROR;
   response_ctx r = {accept, protocol, extensions, fields, num_fields};
@@ -399,7 +425,7 @@ int ws_handshake_build_refusal(ws_buf *out, int status, const char *reason,
                                size_t num_fields, const char *body,
                                size_t body_len) {
   if (status < 200 || status > 599 || (reason && !value_ok(reason)) ||
-      !fields_ok(fields, num_fields) || (body_len && !body))
+      !fields_ok(fields, num_fields, false) || (body_len && !body))
     return WS_ERROR;
   refusal_ctx r = {status, given(reason) ? reason : ws_http_reason_phrase(status),
                    fields, num_fields, body, body_len, false};

@@ -56,6 +56,12 @@ typedef struct ws_handshake_verdict {
 int ws_handshake_check_request(const ws_http_request *req,
                                ws_handshake_verdict *v);
 
+/* Is name (any case) a field the handshake writes itself (Host, Upgrade,
+ * Connection, Sec-WebSocket-Key, -Version, -Accept, Content-Length,
+ * Transfer-Encoding; in a 101 also Sec-WebSocket-Protocol and
+ * -Extensions)?  The builders refuse such an extra field. */
+bool ws_handshake_reserved_field(const char *name, bool upgrade_response);
+
 /* One extra header a user supplied. */
 typedef struct ws_handshake_field {
   const char *name;
@@ -67,8 +73,9 @@ typedef struct ws_handshake_field {
  * fields.  Returns 0, WS_ERROR (nothing written: a string with CR, LF or
  * another control byte, a field name that is not a token, or an extra field
  * the handshake owns -- Host, Upgrade, Connection, Sec-WebSocket-Key,
- * -Version, -Accept, Content-Length, Transfer-Encoding), or -3 for no
- * memory (out unchanged). */
+ * -Version, -Accept, Content-Length, Transfer-Encoding, and in this 101
+ * also Sec-WebSocket-Protocol and -Extensions, which are the negotiation's
+ * answer), or -3 for no memory (out unchanged). */
 int ws_handshake_build_response(ws_buf *out, const char *key, size_t key_len,
                                 const char *protocol, const char *extensions,
                                 const ws_handshake_field *fields,
@@ -115,8 +122,10 @@ typedef struct ws_handshake_answer {
 
 /* Check the server's answer (RFC 6455 4.1): status 101, Upgrade: websocket,
  * Connection: upgrade, exactly one Sec-WebSocket-Accept equal to the value
- * for key, at most one Sec-WebSocket-Protocol whose value is exactly
- * (case-sensitively) one element of offered_protocols (comma list or NULL),
+ * for key, exactly one Sec-WebSocket-Protocol whose value is exactly
+ * (case-sensitively) one element of offered_protocols (comma list) when
+ * it has elements, none when it is NULL or has none (as the browser
+ * rules, which are stricter than RFC 6455's),
  * and no Sec-WebSocket-Extensions unless extensions were offered (then at
  * most one such field, whose value is returned).  Returns 0 or
  * WS_ERROR with a->message ("server answered 401 Unauthorized", "wrong

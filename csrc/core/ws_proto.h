@@ -114,6 +114,9 @@ const char *ws_error_description(enum ws_error e);
 #define WS_DEFAULT_MAX_PAYLOAD ((uint64_t)64 * 1024 * 1024)
 #define WS_DEFAULT_MAX_FRAME ((uint64_t)64 * 1024 * 1024)
 #define WS_DEFAULT_MAX_HANDSHAKE ((size_t)16 * 1024)
+/* The body of a handshake refusal: what a server's handshake callback may
+ * send with it, and what a client keeps of one it receives. */
+#define WS_HANDSHAKE_BODY_MAX ((size_t)4096)
 
 /* A source of cryptographically secure random bytes: returns 0 on success.
  * Cores take one so tests and fuzzers can make runs repeatable; the default

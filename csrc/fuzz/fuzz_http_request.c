@@ -9,8 +9,9 @@
  * answers 0 or a documented status (400, 405, 426) with a message; when it
  * accepts, the full exchange must close: the 101 built for the key (with
  * the first offered subprotocol and the permessage-deflate answer) parses,
- * passes ws_handshake_check_response for that key, and the client agrees
- * to the extension answer. */
+ * passes ws_handshake_check_response for that key (fails it when the offer
+ * had subprotocols but the first was no token, so none was chosen), and
+ * the client agrees to the extension answer. */
 #include "fuzz_http.h"
 #include "ws_deflate.h"
 #include "ws_handshake.h"
@@ -57,22 +58,32 @@ static void exchange(const ws_handshake_verdict *v) {
   FZ_CHECK(ws_http_parse_response(resp, n, res) == (int)n);
   FZ_CHECK(res->status == 101);
   ws_handshake_answer a;
-  FZ_CHECK(ws_handshake_check_response(res, key, offered, v->extensions != NULL,
-                                       &a) == 0);
-  FZ_CHECK(protocol ? a.protocol_len == strlen(protocol) &&
-                          memcmp(a.protocol, protocol, a.protocol_len) == 0
-                    : a.protocol_len == 0);
-  if (agreed) {
-    const char *msg;
-    FZ_CHECK(a.extensions_len == strlen(answer) &&
-             memcmp(a.extensions, answer, a.extensions_len) == 0);
-    FZ_CHECK(ws_deflate_check_response(a.extensions, a.extensions_len,
-                                       v->extensions->value,
-                                       v->extensions->value_len, &cp,
-                                       &msg) == 1);
-    FZ_CHECK(memcmp(&sp, &cp, sizeof sp) == 0);
+  int checked = ws_handshake_check_response(res, key, offered,
+                                            v->extensions != NULL, &a);
+  pos = 0;
+  bool offers_any = offered && ws_http_list_next(offered, strlen(offered), &pos,
+                                                 &item, &item_len);
+  if (!protocol && offers_any) {
+    /* The server chose none of the offered subprotocols (the first was not
+     * a token): the client fails that, as the browser does. */
+    FZ_CHECK(checked == WS_ERROR);
   } else {
-    FZ_CHECK(a.extensions == NULL);
+    FZ_CHECK(checked == 0);
+    FZ_CHECK(protocol ? a.protocol_len == strlen(protocol) &&
+                            memcmp(a.protocol, protocol, a.protocol_len) == 0
+                      : a.protocol_len == 0);
+    if (agreed) {
+      const char *msg;
+      FZ_CHECK(a.extensions_len == strlen(answer) &&
+               memcmp(a.extensions, answer, a.extensions_len) == 0);
+      FZ_CHECK(ws_deflate_check_response(a.extensions, a.extensions_len,
+                                         v->extensions->value,
+                                         v->extensions->value_len, &cp,
+                                         &msg) == 1);
+      FZ_CHECK(memcmp(&sp, &cp, sizeof sp) == 0);
+    } else {
+      FZ_CHECK(a.extensions == NULL);
+    }
   }
   free(res);
   free(resp);

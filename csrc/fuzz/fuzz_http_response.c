@@ -7,8 +7,9 @@
  * head alone parses the same).  ws_handshake_check_response then runs for
  * the RFC's sample key with and without offered subprotocols and
  * extensions: 0 or WS_ERROR with a message; an accepted answer is a 101,
- * its subprotocol one of those offered and its extensions inside the head;
- * offering more never turns an acceptance into a refusal. */
+ * its subprotocol one of those offered (and there, when some were offered:
+ * choosing none fails, as in the browser) and its extensions inside the
+ * head; offering extensions never turns an acceptance into a refusal. */
 #include "fuzz_http.h"
 #include "ws_handshake.h"
 
@@ -25,6 +26,7 @@ static int check(const ws_http_response *res, const char *buf, size_t hl,
     return r;
   }
   FZ_CHECK(res->status == 101);
+  FZ_CHECK((a.protocol_len > 0) == (protocols != NULL));
   if (a.protocol_len) {
     FZ_CHECK(fz_inside(a.protocol, a.protocol_len, buf, hl));
     FZ_CHECK(protocols != NULL);
@@ -73,9 +75,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     int ext = check(res, buf, hl, NULL, true);
     int proto = check(res, buf, hl, "chat, superchat", false);
     int both = check(res, buf, hl, "chat, superchat", true);
-    FZ_CHECK(!(bare == 0 && (ext || proto || both)));
-    FZ_CHECK(!(ext == 0 && both));
+    FZ_CHECK(!(bare == 0 && ext));           /* offering extensions refuses nothing */
     FZ_CHECK(!(proto == 0 && both));
+    FZ_CHECK(!(bare == 0 && (proto == 0 || both == 0))); /* no subprotocol chosen */
+    FZ_CHECK(!(ext == 0 && both == 0));
   }
   free(res);
   free(buf);

@@ -156,7 +156,8 @@ static enum ws_error send_in_frames(lconn *c, uint8_t op, const uint8_t *data,
 }
 
 /* send(data, binary [, limit [, fragment_size]]) -> true, bytes now queued
- * | nil, message, name.  With limit (send_limit), nothing is queued while
+ * | nil, message, name | false, message (text that is not UTF-8: misuse,
+ * which the Lua caller raises at its own caller's line).  With limit (send_limit), nothing is queued while
  * limit bytes or more already wait: a peer that stops reading cannot make
  * memory grow without end (checked here: the hot path makes one call per
  * message).  With fragment_size, a longer message goes as several frames;
@@ -167,7 +168,12 @@ static int conn_send(lua_State *L) {
   lua_Integer limit = luaL_optinteger(L, 4, 0);
   lua_Integer fragment_size = luaL_optinteger(L, 5, 0);
   size_t len;
-  const uint8_t *data = check_text(L, 2, &len, binary);
+  const uint8_t *data = (const uint8_t *)luaL_checklstring(L, 2, &len);
+  if (!binary && !ws_utf8_valid(data, len)) {
+    lua_pushboolean(L, 0);
+    lua_pushliteral(L, "invalid UTF-8 in a text message (send it as binary)");
+    return 2;
+  }
   uint8_t op = binary ? WS_OP_BINARY : WS_OP_TEXT;
   size_t queued = ws_buf_len(&c->ws.out);
   if (limit > 0 && queued >= (size_t)limit) {

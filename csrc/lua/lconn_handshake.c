@@ -142,10 +142,21 @@ static size_t check_fields(lua_State *L, int idx, ws_handshake_field *fields) {
   return n;
 }
 
-/* core.check_headers(t): raise on a header that could not be sent. */
+/* Raise, naming it, on a field the handshake writes itself (in a 101 or
+ * elsewhere): the builders would only say that something was invalid. */
+static void check_not_reserved(lua_State *L, const ws_handshake_field *fields,
+                               size_t n, bool upgrade_response) {
+  for (size_t i = 0; i < n; i++)
+    if (ws_handshake_reserved_field(fields[i].name, upgrade_response))
+      luaL_error(L, "header '%s' is written by the handshake itself",
+                 fields[i].name);
+}
+
+/* core.check_headers(t): raise on a header that could not be sent in a
+ * request (the client's headers option). */
 static int check_headers(lua_State *L) {
   ws_handshake_field fields[MAX_EXTRA_FIELDS];
-  check_fields(L, 1, fields);
+  check_not_reserved(L, fields, check_fields(L, 1, fields), false);
   return 0;
 }
 
@@ -340,6 +351,7 @@ static int conn_respond_upgrade(lua_State *L) {
   const char *extensions = luaL_optstring(L, 4, NULL);
   ws_handshake_field fields[MAX_EXTRA_FIELDS];
   size_t nfields = check_fields(L, 5, fields);
+  check_not_reserved(L, fields, nfields, true);
   char answer[WS_DEFLATE_HEADER_MAX];
   ws_deflate_params p;
   int agreed = 0;
@@ -380,6 +392,7 @@ static int conn_respond_refusal(lua_State *L) {
   const char *reason = luaL_optstring(L, 3, NULL);
   ws_handshake_field fields[MAX_EXTRA_FIELDS];
   size_t nfields = check_fields(L, 4, fields);
+  check_not_reserved(L, fields, nfields, false);
   size_t body_len = 0;
   const char *body = luaL_optlstring(L, 5, NULL, &body_len);
   int rc = ws_handshake_build_refusal(&c->ws.out, (int)status, reason, fields,
@@ -394,7 +407,7 @@ static int conn_respond_refusal(lua_State *L) {
 
 /* Client: parse_response(max_handshake, offered_protocols, offered_ext) ->
  *   nil                              not complete yet
- *   true, protocol, extensions       accepted ("" when none)
+ *   true, protocol, extensions, headers   accepted ("" when none)
  *   false, message [, status, headers [, name]]   refused or invalid;
  *                                    name "nomem" when our memory failed */
 static int conn_parse_response(lua_State *L) {
@@ -464,9 +477,10 @@ static int conn_parse_response(lua_State *L) {
     lua_pushstring(L, agreed_ext);
   else
     lua_pushlstring(L, a.extensions ? a.extensions : "", a.extensions_len);
+  push_headers(L, res.headers, res.num_headers);
   ws_buf_free(&c->ext);
   ws_buf_consume(&c->in, (size_t)rc);
-  return 3;
+  return 4;
 }
 
 

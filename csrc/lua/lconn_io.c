@@ -245,6 +245,22 @@ static int conn_feed(lua_State *L) {
   return 1;
 }
 
+/* take_input(max) -> up to max bytes received and not parsed, taken (""
+ * when none): the start of a refused handshake's body, after its head. */
+static int conn_take_input(lua_State *L) {
+  lconn *c = lconn_self(L);
+  lua_Integer max = luaL_checkinteger(L, 2);
+  luaL_argcheck(L, max >= 0, 2, "max must not be negative");
+  if (c->sh->owner == c && spill_scratch(c->sh))
+    return lmoonws_fail(L, WS_E_NOMEM, NULL);
+  size_t n = ws_buf_len(&c->in);
+  if ((size_t)max < n)
+    n = (size_t)max;
+  lua_pushlstring(L, (const char *)ws_buf_data(&c->in), n);
+  ws_buf_consume(&c->in, n);
+  return 1;
+}
+
 /* Everything queued, as one string: taking it may release a held pong,
  * which is taken too. */
 static int conn_take_output(lua_State *L) {
@@ -273,6 +289,7 @@ const luaL_Reg lconn_io_methods[] = {
     {"discard", conn_discard},
     {"feed", conn_feed},
     {"take_output", conn_take_output},
+    {"take_input", conn_take_input},
     {"shutdown", conn_shutdown},
     {"close_fd", conn_close_fd},
     {NULL, NULL}};

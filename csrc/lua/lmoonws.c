@@ -238,6 +238,8 @@ LMOONWS_API int luaopen_moonws_core(lua_State *L) {
   lua_setfield(L, -2, "DEFAULT_MAX_FRAME");
   lua_pushinteger(L, (lua_Integer)WS_DEFAULT_MAX_HANDSHAKE);
   lua_setfield(L, -2, "DEFAULT_MAX_HANDSHAKE");
+  lua_pushinteger(L, (lua_Integer)WS_HANDSHAKE_BODY_MAX);
+  lua_setfield(L, -2, "HANDSHAKE_BODY_MAX");
   lua_pushliteral(L, WS_CLOSE_CODES_SENDABLE);
   lua_setfield(L, -2, "CLOSE_CODES_SENDABLE");
   /* "linux", "posix" (macOS, the BSDs, or -DMOONWS_PORTABLE) or "windows":
@@ -263,5 +265,6 @@ LMOONWS_API int luaopen_moonws_core(lua_State *L) {
   lmoonws_open_signal(L);
   lmoonws_open_tls(L);
   lmoonws_open_process(L);
+  lmoonws_open_peer(L);
   return 1;
 }

@@ -42,5 +42,6 @@ void lmoonws_open_loop(lua_State *L);
 void lmoonws_open_signal(lua_State *L);
 void lmoonws_open_tls(lua_State *L);
 void lmoonws_open_process(lua_State *L);
+void lmoonws_open_peer(lua_State *L);
 
 #endif

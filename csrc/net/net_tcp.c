@@ -220,6 +220,12 @@ char *net_addr_format(const struct sockaddr *addr, char *out, size_t size) {
   return out;
 }
 
+const char *net_ip_format(const uint8_t *addr, size_t len, char *out, size_t size) {
+  if (len != 4 && len != 16)
+    return NULL;
+  return inet_ntop(len == 4 ? AF_INET : AF_INET6, addr, out, (socklen_t)size);
+}
+
 char *net_peer_format(int fd, char *out, size_t size) {
   struct sockaddr_storage ss;
   socklen_t len = sizeof ss;
@@ -265,7 +271,7 @@ static ssize_t tcp_fail(net_transport *t, int e) {
   return NET_FAIL;
 }
 
-static ssize_t tcp_read(net_transport *t, void *buf, size_t n) {
+static ssize_t tcp_recv(net_transport *t, void *buf, size_t n, int flags) {
   /* recv of 0 bytes returns 0, which would read as EOF. */
   if (n == 0)
     return tcp_fail(t, EINVAL);
@@ -276,7 +282,7 @@ static ssize_t tcp_read(net_transport *t, void *buf, size_t n) {
     n = INT_MAX;
 #endif
   for (;;) {
-    ssize_t r = recv(SOCK(t->fd), buf, LEN(n), 0);
+    ssize_t r = recv(SOCK(t->fd), buf, LEN(n), flags);
     if (r > 0)
       return r;
     if (r == 0)
@@ -288,6 +294,10 @@ static ssize_t tcp_read(net_transport *t, void *buf, size_t n) {
       return NET_WANT_READ;
     return tcp_fail(t, e);
   }
+}
+
+static ssize_t tcp_read(net_transport *t, void *buf, size_t n) {
+  return tcp_recv(t, buf, n, 0);
 }
 
 #ifdef NET_SYS_WINDOWS
@@ -380,6 +390,12 @@ int net_tcp_transport_release(net_transport *t) {
   int fd = t->fd;
   free(t);
   return fd;
+}
+
+ssize_t net_tcp_peek(net_transport *t, void *buf, size_t n) {
+  if (!t || t->ops != &tcp_ops)
+    return NET_FAIL;
+  return tcp_recv(t, buf, n, MSG_PEEK);
 }
 
 net_transport *net_tcp_transport_new(int fd) {

@@ -58,6 +58,10 @@ int net_tcp_local_port(int fd);
 /* "127.0.0.1:8080" / "[::1]:8080" for an address; returns out. */
 char *net_addr_format(const struct sockaddr *addr, char *out, size_t size);
 
+/* The text of a 4-byte IPv4 or 16-byte IPv6 address (inet_ntop's
+ * canonical form), in out; NULL when len or size does not fit. */
+const char *net_ip_format(const uint8_t *addr, size_t len, char *out, size_t size);
+
 /* The peer address of a connected socket, formatted; "?" when unknown. */
 char *net_peer_format(int fd, char *out, size_t size);
 
@@ -69,5 +73,11 @@ const char *net_errno_text(int e);
  * without closing the fd (TLS then wraps the same socket).  Returns the fd,
  * or -1 (nothing done) when t is NULL or not a plain-TCP transport. */
 int net_tcp_transport_release(net_transport *t);
+
+/* Copy up to n received bytes without taking them (MSG_PEEK), as the
+ * transport's read returns (NET_FAIL, nothing done, when t is not plain
+ * TCP).  For what must not read past its own bytes: a PROXY protocol
+ * header followed at once by a TLS hello. */
+ssize_t net_tcp_peek(net_transport *t, void *buf, size_t n);
 
 #endif

@@ -447,6 +447,17 @@ static void test_reserved_fields(void) {
     CHECK_EQ_INT(ws_handshake_build_refusal(&out, 403, NULL, f, 2, NULL, 0), WS_ERROR);
     CHECK_UNCHANGED();
   }
+  /* The negotiation's answer is the 101's own; elsewhere a plain header. */
+  static const char *const negotiated[] = {"Sec-WebSocket-Protocol",
+                                           "sec-websocket-extensions"};
+  for (size_t i = 0; i < sizeof negotiated / sizeof *negotiated; i++) {
+    ws_handshake_field f[] = {{negotiated[i], "x"}};
+    prefill();
+    CHECK_EQ_INT(ws_handshake_build_response(&out, RFC_KEY, 24, NULL, NULL, f, 1),
+                 WS_ERROR);
+    CHECK_UNCHANGED();
+    CHECK_EQ_INT(ws_handshake_build_refusal(&out, 403, NULL, f, 1, NULL, 0), 0);
+  }
 }
 
 /* A buffer that cannot grow: reserve fails without touching memory. */
@@ -545,9 +556,12 @@ static void test_subprotocols(void) {
   CHECK(ans.protocol_len == 9 && memcmp(ans.protocol, "superchat", 9) == 0);
   CHECK_EQ_INT(answer_of(OK101 "Sec-WebSocket-Protocol: chat\r\n\r\n", "chat", false), 0);
   CHECK(ans.protocol_len == 4 && memcmp(ans.protocol, "chat", 4) == 0);
-  /* Offered but none chosen is fine. */
-  CHECK_EQ_INT(answer_of(OK101 "\r\n", "chat, superchat", false), 0);
+  /* Offered but none chosen fails, as in the browser (issue 16). */
+  CHECK_ANSWER_ERR(OK101 "\r\n", "chat, superchat", false,
+                   "server chose none of the offered subprotocols");
+  CHECK_EQ_INT(answer_of(OK101 "\r\n", "", false), 0);
   CHECK(ans.protocol == NULL && ans.protocol_len == 0);
+  CHECK_EQ_INT(answer_of(OK101 "\r\n", " , ,", false), 0); /* a list with no element */
   CHECK_ANSWER_ERR(OK101 "Sec-WebSocket-Protocol: chat\r\n\r\n", NULL, false,
                    "server chose subprotocol \"chat\" that was not offered");
   CHECK_ANSWER_ERR(OK101 "Sec-WebSocket-Protocol: chat\r\n\r\n", "", false,

@@ -12,8 +12,12 @@ local E = require "moonws.errors"
 local log = require "moonws.log"
 local loop = require "moonws.loop"
 local loop_io = require "moonws.loop_io"
+local misuse = require "moonws.misuse"
 local options = require "moonws.options"
+local peer_address = require "moonws.peer_address"
 local proxy = require "moonws.proxy"
+local redirects = require "moonws.redirects"
+local response = require "moonws.response"
 local tls = require "moonws.tls"
 local websocket = require "moonws.websocket"
 
@@ -94,6 +98,40 @@ end
 
 ---------------------------------------------------------------- handshake
 
+local follow -- forward
+
+-- What a refused handshake's body can take from the conn at once.
+local BODY_READ = 4 * core.HANDSHAKE_BODY_MAX
+
+-- The refusal is complete (its body, or the connection ended, or the
+-- connect timeout came): fail with its status, headers and body.
+local function refused(st)
+  local d = st.drv
+  websocket.fail_refused(st, d.refusal_message, d.refusal_name, response.result(d.response))
+end
+
+local function on_body_ready(st, events)
+  local got = loop_io.handshake_read(st, events)
+  if got == nil then return end
+  if not got or response.feed(st.drv.response, st.conn:take_input(BODY_READ)) then
+    return refused(st)
+  end
+end
+
+-- An HTTP answer other than 101: a redirect to follow, or a refusal
+-- whose body is read (bounded) before the connection fails.
+local function answered(st, status, headers, why, ename)
+  local d = st.drv
+  if st.opts.follow_redirects then
+    local target, next_u, rname = redirects.next(st.url, d.u, status, headers)
+    if target then return follow(st, target, next_u) end
+    if next_u then return fail_connect(st, next_u, rname) end
+  end
+  d.response, d.refusal_message, d.refusal_name = response.new(status, headers), why, ename
+  loop_io.set_phase(st, on_body_ready)
+  if response.feed(d.response, st.conn:take_input(BODY_READ)) then return refused(st) end
+end
+
 local function on_handshake_ready(st, events)
   local got, message, name = loop_io.handshake_read(st, events)
   if got == nil then return end
@@ -101,10 +139,10 @@ local function on_handshake_ready(st, events)
     return fail_connect(st, message or "the server closed the connection during the handshake",
       name or E.HANDSHAKE)
   end
-  local ok, why, ename, status = websocket.check_response(st)
+  local ok, why, ename, status, headers = websocket.check_response(st)
   if ok == nil then return end
   if not ok then
-    st.drv.status = status
+    if status and status ~= 101 then return answered(st, status, headers, why, ename) end
     return fail_connect(st, why, ename)
   end
   loop_io.open_phase(st)
@@ -112,7 +150,8 @@ local function on_handshake_ready(st, events)
 end
 
 local function send_request(st)
-  local ok, message, name = st.conn:request(websocket.request_spec(st.drv.u, st.opts))
+  local d = st.drv
+  local ok, message, name = st.conn:request(websocket.request_spec(d.u, d.request_opts))
   if not ok then return fail_connect(st, "handshake: " .. message, name) end
   loop_io.set_phase(st, on_handshake_ready)
   loop_io.write(st)
@@ -188,8 +227,10 @@ local function on_connect_ready(st)
     loop_io.detach(st)
     return try_next_address(st)
   end
+  local peer = conn:peer()
+  websocket.set_remote(st, peer_address.split(peer))
   if st.opts.log then
-    websocket.peer_known(st, conn:peer())
+    websocket.peer_known(st, peer)
     log.emit(st, "connected", d.proxy and "to proxy " .. d.proxy.url or "tcp")
   end
   if d.proxy then start_tunnel(st) else after_tunnel(st) end
@@ -215,10 +256,10 @@ function try_next_address(st)
 end
 
 local function on_connect_timeout(st)
-  if st.state == websocket.CONNECTING then
-    fail_connect(st, ("connecting to %s timed out after %gs"):format(st.url, st.opts.timeout),
-      E.TIMEOUT)
-  end
+  if st.state ~= websocket.CONNECTING then return end
+  if st.drv.response then return refused(st) end -- a refusal's body, cut short
+  fail_connect(st, ("connecting to %s timed out after %gs"):format(st.url, st.opts.timeout),
+    E.TIMEOUT)
 end
 
 local function start(st)
@@ -229,29 +270,55 @@ local function start(st)
   start_lookup(st)
 end
 
+-- Where to connect for the parsed URL u (the first, or a redirect's).
+local function aim(st, u)
+  local d = st.drv
+  d.u = u
+  d.proxy = proxy.choose(u, st.opts)
+  local dial = d.proxy or u
+  d.dial_host, d.dial_port = dial.host, dial.port
+  d.tls_ctx, d.tls, d.setup_error, d.setup_error_name = nil, nil, nil, nil
+  d.addrs, d.addr_index, d.last_error, d.last_error_name = nil, nil, nil, nil
+  if u.secure then
+    -- A bad CA file is a runtime condition: reported as an error event.
+    local ctx, message, name = tls.client_context(st.opts.tls)
+    d.tls_ctx = ctx
+    if not ctx then d.setup_error, d.setup_error_name = message, name end
+  end
+end
+
+-- follow_redirects: a new connection for url (parsed: u), within the same
+-- connect timeout (moonws.redirects).
+function follow(st, url, u)
+  local d = st.drv
+  d.redirects = (d.redirects or 0) + 1
+  if d.redirects > st.opts.max_redirects then
+    return fail_connect(st, ("too many redirects (max_redirects = %d), the last to %s"):format(
+      st.opts.max_redirects, url), E.HANDSHAKE)
+  end
+  if st.opts.log then log.emit(st, "redirect", url) end
+  d.request_opts = redirects.request_options(d.request_opts, d.u, u)
+  loop_io.detach(st)
+  websocket.set_url(st, url)
+  local aimed, err = pcall(aim, st, u) -- a bad https_proxy setting raises
+  if not aimed then return fail_connect(st, tostring(err), E.PROXY) end
+  start(st)
+end
+
 -- moonws.new(url [, options]): returns at once; connects in the loop.
 function client.new(url, opts, caller)
   caller = caller or "new"
   if type(url) ~= "string" then
-    error(("bad argument #1 to '%s' (URL string expected, got %s)"):format(caller, type(url)), 3)
+    misuse.arg(1, caller, "URL string expected, got " .. type(url))
   end
   local u, why = core.parse_url(url)
   if not u then
-    error(("bad argument #1 to '%s' (%s: %s)"):format(caller, why, url), 3)
+    misuse.arg(1, caller, why .. ": " .. url)
   end
   opts = options.client(opts, caller)
   local ws, st = loop_io.new("client", opts, url)
-  local d = st.drv
-  d.u = u
-  d.proxy = proxy.choose(u, opts)
-  local dial = d.proxy or u
-  d.dial_host, d.dial_port = dial.host, dial.port
-  if u.secure then
-    -- A bad CA file is a runtime condition: reported as an error event.
-    local ctx, message, name = tls.client_context(opts.tls)
-    d.tls_ctx = ctx
-    if not ctx then d.setup_error, d.setup_error_name = message, name end
-  end
+  st.drv.request_opts = opts
+  aim(st, u)
   websocket.arm_connect_timer(st, on_connect_timeout)
   -- Start in the next round, so handlers set after new() see every event.
   loop.defer(start, st)
@@ -267,7 +334,8 @@ function client.connect(url, opts)
   -- Opened counts even if the server closed at once: its messages and
   -- close code are there for receive() and ws.closeCode.
   if st.was_opened then return ws end
-  return nil, st.err_message or "connection failed", st.err_name or E.CLOSED
+  return nil, st.err_message or "connection failed", st.err_name or E.CLOSED,
+    websocket.refusal(st)
 end
 
 return client

@@ -9,6 +9,7 @@
 local compat = require "moonws.compat"
 local core = require "moonws.core"
 local loop = require "moonws.loop"
+local misuse = require "moonws.misuse"
 local websocket = require "moonws.websocket"
 local client = require "moonws.client"
 local server = require "moonws.server"
@@ -43,7 +44,7 @@ for name, fn in pairs(loop.polling) do moonws[name] = fn end
 -- step([timeout]): one bounded round; timeout 0 never waits.
 function moonws.step(timeout)
   if timeout ~= nil and (type(timeout) ~= "number" or timeout < 0) then
-    error("bad argument #1 to 'step' (non-negative number expected)", 2)
+    misuse.arg(1, "step", "non-negative number expected")
   end
   return loop.step(timeout)
 end
@@ -52,7 +53,7 @@ end
 -- main thread.
 function moonws.sleep(seconds)
   if type(seconds) ~= "number" or seconds < 0 then
-    error("bad argument #1 to 'sleep' (non-negative number expected)", 2)
+    misuse.arg(1, "sleep", "non-negative number expected")
   end
   loop.wait_until(function() return false end, loop.now() + seconds, nil, "sleep")
 end
@@ -62,10 +63,10 @@ end
 -- that removes it.  For clean shutdowns: close sockets, then let run() end.
 function moonws.onsignal(name, handler)
   if type(name) ~= "string" then
-    error("bad argument #1 to 'onsignal' (signal name expected, got " .. type(name) .. ")", 2)
+    misuse.arg(1, "onsignal", "signal name expected, got " .. type(name))
   end
   if type(handler) ~= "function" then
-    error("bad argument #2 to 'onsignal' (function expected, got " .. type(handler) .. ")", 2)
+    misuse.arg(2, "onsignal", "function expected, got " .. type(handler))
   end
   return loop.onsignal(name, handler)
 end
@@ -77,11 +78,10 @@ end
 -- signal handlers.  A second signal while shutting down changes nothing.
 function moonws.graceful(...)
   local servers = compat.pack(...)
-  if servers.n == 0 then error("bad argument #1 to 'graceful' (a moonws server expected)", 2) end
+  if servers.n == 0 then misuse.arg(1, "graceful", "a moonws server expected") end
   for i = 1, servers.n do
     if not server.is_server(servers[i]) then
-      error(("bad argument #%d to 'graceful' (a moonws server expected, got %s)")
-        :format(i, type(servers[i])), 2)
+      misuse.arg(i, "graceful", "a moonws server expected, got " .. type(servers[i]))
     end
   end
   local removers, started = {}, false

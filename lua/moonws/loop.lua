@@ -20,6 +20,7 @@
 local E = require "moonws.errors"
 local compat = require "moonws.compat"
 local core = require "moonws.core"
+local misuse = require "moonws.misuse"
 
 local now = core.now
 local co_running, co_resume, co_status, co_yield, co_create =
@@ -169,13 +170,13 @@ function loop.onsignal(name, fn)
   local canonical = name:gsub("^SIG", "")
   local called, ok, message = pcall(core.signal_catch, canonical)
   if not called then
-    error(("bad argument #1 to 'onsignal' (unknown signal '%s')"):format(name), 3)
+    misuse.arg(1, "onsignal", ("unknown signal '%s'"):format(name))
   end
-  if not ok then error(message, 3) end
+  if not ok then misuse.raise(message) end
   if not signals_watched then
     local fd, message = core.signal_fd()
     if fd then fd, message = loop.watch(fd, signal_watcher, true, false) end
-    if not fd then error("cannot watch signals: " .. tostring(message), 3) end
+    if not fd then misuse.raise("cannot watch signals: " .. tostring(message)) end
     signals_watched = true
   end
   local list = signal_handlers[canonical] or {}
@@ -299,7 +300,7 @@ end
 -- Run fn(...) as a coroutine of the loop (first resumed in the next round).
 function loop.spawn(fn, ...)
   if type(fn) ~= "function" then
-    error("bad argument #1 to 'spawn' (function expected, got " .. type(fn) .. ")", 2)
+    misuse.arg(1, "spawn", "function expected, got " .. type(fn))
   end
   local args = compat.pack(...)
   local co = co_create(function() return fn(compat.unpack(args, 1, args.n)) end)
@@ -307,6 +308,46 @@ function loop.spawn(fn, ...)
   loop.ref()
   ready[#ready + 1] = co
   return co
+end
+
+-- Run fn() as a coroutine of the loop NOW, up to its first wait, so it
+-- may wait (sleep, connect, receive ...).  When it returns or raises,
+-- done(ok, ...) -- xpcall's results -- is called outside any coroutine:
+-- at once when fn never waited, else at the start of a later round.
+-- Returns the coroutine while fn is still running, else nil.
+function loop.task(fn, done)
+  local waited, results = false, nil
+  local co = co_create(function()
+    local r = compat.pack(xpcall(fn, loop.traceback))
+    if waited then
+      loop.defer(function() done(compat.unpack(r, 1, r.n)) end)
+    else
+      results = r
+    end
+  end)
+  ours[co] = true
+  loop.ref()
+  resume(co)
+  waited = true
+  if results then
+    done(compat.unpack(results, 1, results.n))
+    return nil
+  end
+  return co
+end
+
+-- Stop caring for a coroutine of the loop that waits (a task whose
+-- result nobody wants any more): it is never resumed again, no longer
+-- keeps run() going, and its pending to-be-closed variables are closed
+-- (Lua 5.4's coroutine.close; LuaJIT just lets it be collected).
+function loop.abandon(co)
+  if not co or not ours[co] then return end
+  ours[co] = nil
+  loop.unref()
+  if coroutine.close and co_status(co) == "suspended" then
+    local ok, err = coroutine.close(co)
+    if not ok then loop.report("error closing an abandoned coroutine: " .. tostring(err)) end
+  end
 end
 
 -- Call fn(arg) at the start of the next round.
@@ -357,8 +398,8 @@ function loop.wait_until(cond, deadline, waiters, what)
     elseif depth == 0 then
       loop.step(deadline and math.max(0, deadline - now()) or nil)
     else
-      error((what or "this call") .. " would block inside an event handler; "
-        .. "run blocking code in a coroutine (moonws.spawn) instead", 3)
+      misuse.raise((what or "this call") .. " would block inside an event handler; "
+        .. "run blocking code in a coroutine (moonws.spawn) instead")
     end
   end
   return true

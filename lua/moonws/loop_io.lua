@@ -66,7 +66,8 @@ local function write(st)
   local left, want, name = conn:flush()
   if not left then return websocket.io_error(st, want, name) end
   local d = st.drv
-  if left == 0 and st.state == OPEN and not st.backlogged and st.outq_bytes == 0 then
+  if left == 0 and st.state == OPEN and not st.backlogged and st.outq_bytes == 0
+      and not st.drain_armed then
     -- The common case, inlined: all written, nothing to decide but wake-ups.
     if d.i_write then set_interest(st, websocket.reading_wanted(st), false) end
     local waiters = d.waiters
@@ -182,8 +183,13 @@ function loop_io.handshake_read(st, events)
   local got = nil
   repeat -- TLS may hold more decrypted bytes than one read takes
     local n, message, name = st.conn:read()
-    if n == false then return false end
-    if n == nil then return false, message, name end
+    -- The end right behind bytes (a TLS answer and its close_notify):
+    -- those are parsed first; the end is read again next time.
+    if n == false then return got or false end
+    if n == nil then
+      if got then return true end
+      return false, message, name
+    end
     if n > 0 then got = true end
   until n == 0 or not st.conn:pending()
   return got

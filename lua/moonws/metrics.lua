@@ -11,6 +11,8 @@
 -- prefix (default "moonws") and the server's port as a label, so several
 -- servers of one process can share a route.
 
+local misuse = require "moonws.misuse"
+
 local metrics = {}
 
 metrics.CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -56,10 +58,10 @@ local SERIES = {
   { "topics", "gauge", "Topics with a subscriber in this process", "topics" },
 }
 
-local function check_prefix(prefix)
+local function check_prefix(prefix, what)
   if prefix == nil then return "moonws" end
   if type(prefix) ~= "string" or not prefix:match("^[%a_:][%w_:]*$") then
-    error("bad argument #2 (a Prometheus metric name prefix expected)", 3)
+    misuse.arg(2, what, "a Prometheus metric name prefix expected")
   end
   return prefix
 end
@@ -68,9 +70,9 @@ end
 -- labels: a string of Prometheus labels without braces (`port="8080"`).
 function metrics.render(stats, prefix, labels)
   if type(stats) ~= "table" then
-    error("bad argument #1 to 'render' (server:stats() table expected)", 2)
+    misuse.arg(1, "render", "server:stats() table expected")
   end
-  prefix = check_prefix(prefix)
+  prefix = check_prefix(prefix, "render")
   local lab = labels and labels ~= "" and "{" .. labels .. "}" or ""
   local out = {}
   for _, s in ipairs(SERIES) do
@@ -94,7 +96,7 @@ end
 -- response(server [, prefix]) -> 200, headers, body: what a `request`
 -- handler returns for a /metrics route.
 function metrics.response(server, prefix)
-  prefix = check_prefix(prefix)
+  prefix = check_prefix(prefix, "response")
   local body = metrics.render(server:stats(), prefix, ('port="%d"'):format(server.port))
   return 200, { ["Content-Type"] = metrics.CONTENT_TYPE }, body
 end

@@ -18,6 +18,7 @@
 
 local core = require "moonws.core"
 local loop = require "moonws.loop"
+local misuse = require "moonws.misuse"
 
 local now = loop.now
 
@@ -58,26 +59,26 @@ end
 -- Check pool.new's (or pool.run's: caller) options, blaming the caller.
 local function check(opts, caller)
   if core.platform == "windows" then
-    error("moonws.pool: worker processes are POSIX-only (Linux, macOS, the BSDs); "
-      .. "not available on Windows", 4)
+    misuse.raise("moonws.pool: worker processes are POSIX-only (Linux, macOS, the BSDs); "
+      .. "not available on Windows")
   end
   if type(opts) ~= "table" then
-    error(("bad argument #1 to '%s' (table expected, got %s)"):format(caller, type(opts)), 4)
+    misuse.arg(1, caller, "table expected, got " .. type(opts))
   end
   local known = { script = "string", args = "table", workers = "number", lua = "string",
     env = "table", stop_timeout = "number", ready_timeout = "number", onworker = "function" }
   for k, v in pairs(opts) do
-    if not known[k] then error(("unknown option '%s' to '%s'"):format(tostring(k), caller), 4) end
+    if not known[k] then misuse.raise(("unknown option '%s' to '%s'"):format(tostring(k), caller)) end
     if type(v) ~= known[k] then
-      error(("option '%s' to '%s' must be a %s"):format(k, caller, known[k]), 4)
+      misuse.raise(("option '%s' to '%s' must be a %s"):format(k, caller, known[k]))
     end
   end
-  if not opts.script then error(("option 'script' to '%s' is required"):format(caller), 4) end
+  if not opts.script then misuse.raise(("option 'script' to '%s' is required"):format(caller)) end
   local n = opts.workers or core.cpu_count()
   if n < 1 or n ~= math.floor(n) then
-    error(("option 'workers' to '%s' must be a positive integer"):format(caller), 4)
+    misuse.raise(("option 'workers' to '%s' must be a positive integer"):format(caller))
   end
-  return n
+  return math.floor(n)
 end
 
 -- The environment every worker gets: the pool's pid, and the module paths
@@ -209,7 +210,12 @@ end
 
 -- Stop: every worker gets SIGTERM, SIGKILL after stop_timeout; run()
 -- returns once all have exited.
+local function check_self(p, what)
+  if getmetatable(p) ~= Pool then misuse.raise(("bad self to '%s' (a moonws pool expected)"):format(what)) end
+end
+
 function Pool:stop()
+  check_self(self, "stop")
   if self.stopping then return end
   self.stopping = true
   self.stop_deadline = now() + self.stop_timeout
@@ -271,6 +277,7 @@ end
 -- worker exited with status 0 at the end, else nil, message.  See
 -- docs/SCALING.md.
 function Pool:run()
+  check_self(self, "run")
   -- Handlers first: a worker's early pool.ready() must not meet SIGUSR1's
   -- default action (which ends the process).
   local function stop() self:stop() end

@@ -7,6 +7,7 @@
 -- core.proxy_request/core.proxy_response; TLS to the origin runs inside it.
 
 local core = require "moonws.core"
+local misuse = require "moonws.misuse"
 
 local proxy = {}
 
@@ -41,14 +42,13 @@ function proxy.exempt(host, port, no_proxy)
   return false
 end
 
--- Parse a proxy URL ("http://[user:pass@]host:port"); raises on misuse
--- (level for error()).
-function proxy.parse(url, level)
+-- Parse a proxy URL ("http://[user:pass@]host:port"); raises on misuse.
+function proxy.parse(url)
   -- Like curl, take "host:port" without a scheme as an http:// proxy.
   if not url:find("://", 1, true) then url = "http://" .. url end
   local u, why = core.parse_url(url)
   if not u or u.secure then
-    error(("bad proxy '%s' (%s)"):format(url, why or "only http:// proxies are supported"), level)
+    misuse.raise(("bad proxy '%s' (%s)"):format(url, why or "only http:// proxies are supported"))
   end
   local port = u.port_explicit and u.port or 8080
   -- p.url is for messages and logs: it never carries the credentials.
@@ -68,7 +68,7 @@ function proxy.choose(u, opts)
     setting = env(u.secure and "https_proxy" or "http_proxy")
     if not setting or proxy.exempt(u.host, u.port, env("no_proxy")) then return nil end
   end
-  return proxy.parse(setting, 4)
+  return proxy.parse(setting)
 end
 
 return proxy

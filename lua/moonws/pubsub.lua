@@ -16,6 +16,7 @@ local E = require "moonws.errors"
 local compat = require "moonws.compat"
 local core = require "moonws.core"
 local loop = require "moonws.loop"
+local misuse = require "moonws.misuse"
 
 local redis -- moonws.redis, required by the first pubsub.new
 local now = loop.now
@@ -338,16 +339,18 @@ end
 
 ---------------------------------------------------------------- the object
 
+local function check_self(ps, what)
+  if getmetatable(ps) ~= PubSub then misuse.arg(1, what, "pubsub expected") end
+end
+
 local function check_open(ps, what)
-  if getmetatable(ps) ~= PubSub then
-    error(("bad argument #1 to '%s' (pubsub expected)"):format(what), 3)
-  end
-  if ps.closed then error("attempt to use a closed pubsub", 3) end
+  check_self(ps, what)
+  if ps.closed then misuse.raise("attempt to use a closed pubsub") end
 end
 
 local function check_string(v, n, what)
   if type(v) ~= "string" then
-    error(("bad argument #%d to '%s' (string expected, got %s)"):format(n, what, type(v)), 3)
+    misuse.arg(n, what, "string expected, got " .. type(v))
   end
 end
 
@@ -384,7 +387,7 @@ function PubSub:subscribe(channel, fn)
   check_open(self, "subscribe")
   check_string(channel, 1, "subscribe")
   if type(fn) ~= "function" then
-    error("bad argument #2 to 'subscribe' (function expected, got " .. type(fn) .. ")", 2)
+    misuse.arg(2, "subscribe", "function expected, got " .. type(fn))
   end
   local list = self.channels[channel]
   if not list then
@@ -426,6 +429,7 @@ end
 
 -- ready(): both connections up and every channel's subscription confirmed.
 function PubSub:ready()
+  check_self(self, "ready")
   if self.closed or self.pub.state ~= "up" or self.sub.state ~= "up" then return false end
   for channel in pairs(self.channels) do
     if not self.confirmed[channel] then return false end
@@ -449,6 +453,7 @@ end
 -- close(): both connections end; a publish still unwritten is reported as
 -- lost.  Idempotent; also the __close metamethod.
 function PubSub:close()
+  check_self(self, "close")
   if self.closed then return true end
   self.closed = true
   open[self] = nil
@@ -473,26 +478,26 @@ end
 function pubsub.new(url, options)
   local host, port = parse_url(url)
   if not host then
-    error(("bad argument #1 to 'pubsub' (%s: %s)"):format(port, tostring(url)), 3)
+    misuse.arg(1, "pubsub", port .. ": " .. tostring(url))
   end
   if options ~= nil and type(options) ~= "table" then
-    error("bad argument #2 to 'pubsub' (table expected, got " .. type(options) .. ")", 3)
+    misuse.arg(2, "pubsub", "table expected, got " .. type(options))
   end
   local opts = {}
   for k, v in pairs(defaults) do opts[k] = v end
   for k, v in pairs(options or {}) do
-    if defaults[k] == nil then error(("unknown pubsub option '%s'"):format(tostring(k)), 3) end
+    if defaults[k] == nil then misuse.raise(("unknown pubsub option '%s'"):format(tostring(k))) end
     if type(v) ~= "number" or v <= 0 then
-      error(("pubsub option '%s' must be a positive number"):format(k), 3)
+      misuse.raise(("pubsub option '%s' must be a positive number"):format(k))
     end
     opts[k] = v
   end
   if not redis then
     local ok, mod = pcall(require, "moonws.redis")
     if not ok then
-      error("moonws.pubsub needs the module moonws.redis (hiredis): build it with "
+      misuse.raise("moonws.pubsub needs the module moonws.redis (hiredis): build it with "
         .. "`make moonws/redis.so` or install rockspec/moonws-redis-scm-1.rockspec\n"
-        .. tostring(mod), 3)
+        .. tostring(mod))
     end
     redis = mod
   end

@@ -22,6 +22,7 @@
 
 local ngx = ngx -- luacheck: ignore (the nginx global)
 local E = require "moonws.errors"
+local misuse = require "moonws.misuse"
 local websocket = require "moonws.websocket"
 
 local FOREVER = 3600 -- seconds one cosocket wait lasts when nothing bounds it (re-armed)
@@ -33,6 +34,8 @@ local resty_io = {
     pause = "reading happens only inside receive()",
     resume = "reading happens only inside receive()",
     getfd = "cosockets have no descriptor",
+    addEventListener = "there is no loop to run listeners: call receive() in the handler",
+    removeEventListener = "there is no loop to run listeners: call receive() in the handler",
     pollfd = "there is no moonws loop inside nginx",
     events = "there is no moonws loop inside nginx",
     timeout = "there is no moonws loop inside nginx",
@@ -227,7 +230,7 @@ function resty_io.can_wait() return true end
 function resty_io.wait(st, cond, deadline, what)
   local d = st.drv
   if what == "receive" and d.pumping == "receive" then
-    error("receive: another light thread is already reading this websocket", 3)
+    misuse.raise("receive: another light thread is already reading this websocket")
   end
   while not cond() do
     if st.state == websocket.CLOSED then return cond() end

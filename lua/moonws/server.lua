@@ -13,7 +13,9 @@ local E = require "moonws.errors"
 local log = require "moonws.log"
 local loop = require "moonws.loop"
 local loop_io = require "moonws.loop_io"
+local misuse = require "moonws.misuse"
 local options = require "moonws.options"
+local peer_address = require "moonws.peer_address"
 local tls = require "moonws.tls"
 local topics = require "moonws.topics"
 local websocket = require "moonws.websocket"
@@ -33,20 +35,26 @@ local server_mt = { __name = "moonws.server", __index = server_methods }
 
 ---------------------------------------------------------------- refusing
 
--- Answer with a plain HTTP response and end the connection.
+-- Answer with a plain HTTP response and end the connection.  Headers a
+-- callback gave that cannot be sent (a name the handshake owns, a bad
+-- value) are reported and left out.
 local function answer(st, status, headers, body)
-  local ok = pcall(st.conn.respond_refusal, st.conn, status, nil, headers, body)
-  if not ok then st.conn:respond_refusal(status, nil, nil, body) end
+  local ok, err = pcall(st.conn.respond_refusal, st.conn, status, nil, headers, body)
+  if not ok then
+    loop.report("headers left out of a refusal: " .. tostring(err))
+    st.conn:respond_refusal(status, nil, nil, body)
+  end
   websocket.refusing(st)
   loop_io.write(st)
 end
 
-local function refuse(st, status, message, headers)
+-- Refuse with status; the body is body, else the message.
+local function refuse(st, status, message, headers, body)
   if st.opts.log then
     log.emit(st, "refused", ("answered %d%s"):format(status, message and ": " .. message or ""),
       { code = status })
   end
-  answer(st, status, headers, message and message .. "\n" or nil)
+  answer(st, status, headers, body or (message and message .. "\n" or nil))
 end
 
 -- A plain HTTP request (no Upgrade: websocket) goes to the `request`
@@ -78,6 +86,17 @@ end
 
 ---------------------------------------------------------------- handshake
 
+-- Who the client is, from the socket (or PROXY header) and, behind
+-- trusted proxies, the request's forwarding header: on the socket and on
+-- the request (moonws.peer_address).
+local function client_known(st, req)
+  if not req then return end
+  local d = st.drv
+  local address, port = peer_address.client(d.peer_address, d.peer_port, req.headers, st.opts)
+  req.remote_address, req.remote_port = address, port
+  websocket.set_remote(st, address, port)
+end
+
 local function hand_over(ss, st, req)
   handshaking[st] = nil
   local srv = ss.server
@@ -88,12 +107,24 @@ local function hand_over(ss, st, req)
   end
   if srv.onconnection then
     local ok, err = xpcall(srv.onconnection, loop.traceback, st.ws, req)
-    if not ok then
-      topics.handler_failed(ss)
-      loop.report("error in onconnection handler: " .. tostring(err))
-    end
+    -- reported (and counted) as any handler error, then closed with 1011
+    if not ok then websocket.handler_ended(st, "onconnection", false, err) end
   end
   websocket.announce(st, false)
+end
+
+-- The verdict on req (websocket.accept's results): the refusal goes
+-- out, or the socket opens and is handed over.  Nothing when the
+-- connection ended while the verdict was awaited (timeout, client gone).
+local function conclude(ss, st, req, ok, a, b, headers, body)
+  if st.state ~= websocket.CONNECTING then return end
+  if not ok then return refuse(st, a, b, headers, body) end
+  websocket.set_url(st, (ss.tls_ctx and "wss://" or "ws://") .. (req.headers.host or "")
+    .. req.path)
+  websocket.opened(st, a, b)
+  loop_io.open_phase(st)
+  loop_io.write(st)
+  hand_over(ss, st, req)
 end
 
 local function on_handshake_ready(st, events)
@@ -105,18 +136,27 @@ local function on_handshake_ready(st, events)
   local ss, conn = st.drv.server, st.conn
   local req, status, why, request, name = conn:parse_request(ss.opts.max_handshake)
   if req == nil then return end
+  client_known(st, req or request)
   if req == false then
     if name then loop.report(("handshake from %s refused: %s"):format(st.peer or "?", why)) end
     return plain_http(ss, st, request, status, why)
   end
-  local ok, a, b, headers = websocket.accept(ss.opts, conn, req, loop.report, loop.traceback)
-  if not ok then return refuse(st, a, b, headers) end
-  websocket.set_url(st, (ss.tls_ctx and "wss://" or "ws://") .. (req.headers.host or "")
-    .. req.path)
-  websocket.opened(st, a, b)
-  loop_io.open_phase(st)
-  loop_io.write(st)
-  hand_over(ss, st, req)
+  if not ss.opts.handshake then
+    return conclude(ss, st, req, websocket.accept(ss.opts, conn, req, loop.report,
+      loop.traceback))
+  end
+  -- The callback may wait (a timer, a lookup): it runs as a task of the
+  -- loop, bounded by the handshake timeout (which abandons it), and
+  -- nothing more is read from the client meanwhile.
+  loop_io.set_interest(st, false, false)
+  st.drv.task = loop.task(function()
+    return websocket.accept(ss.opts, conn, req, loop.report, loop.traceback)
+  end, function(ran, ...)
+    st.drv.task = nil
+    if ran then return conclude(ss, st, req, ...) end
+    loop.report("handshake failed: " .. tostring((...)))
+    conclude(ss, st, req, false, 500, "internal error")
+  end)
 end
 
 -- Bounds the whole server handshake, including sending a refusal to a
@@ -129,6 +169,7 @@ local function count_handler_error(st) topics.handler_failed(st.drv.server) end
 
 local function forget(st)
   handshaking[st] = nil
+  loop.abandon(st.drv.task) -- a handshake callback still waiting: its answer is not wanted
   local ss = st.drv.server
   if ss then
     topics.left(ss, st) -- while still in clients: it was handed over
@@ -164,6 +205,35 @@ local function on_tls_ready(st)
   if st.conn:pending() then on_handshake_ready(st, loop.READ) end
 end
 
+---------------------------------------------------------------- PROXY protocol
+
+-- TLS (when the server has it), then the HTTP handshake.
+local function start_phases(ss, st, conn, attach)
+  local phase = on_handshake_ready
+  if ss.tls_ctx then
+    core.tls_start(conn, ss.tls_ctx, nil)
+    st.drv.tls = true -- TLS may hold decrypted bytes epoll cannot see
+    phase = on_tls_ready
+  end
+  if attach then loop_io.attach(st, conn, phase, true, false) else loop_io.set_phase(st, phase) end
+end
+
+-- proxy_protocol = true: the balancer's PROXY header comes first, before
+-- TLS; bytes after it stay in the kernel for the next phase (read when
+-- the poller reports them again).
+local function on_proxy_header_ready(st)
+  local d = st.drv
+  local ok, a, b = peer_address.read_proxy_header(st.conn, st.opts, d.peer_address, d.peer_port)
+  if ok == nil then return end
+  if not ok then
+    if a and st.opts.log then log.emit(st, "refused", a) end
+    return websocket.fail(st, nil, nil, 1006)
+  end
+  d.peer_address, d.peer_port = a, b
+  websocket.set_remote(st, a, b)
+  start_phases(d.server, st, st.conn, false)
+end
+
 ---------------------------------------------------------------- accepting
 
 -- When accept fails (EMFILE/ENFILE: out of descriptors, ENOMEM) the
@@ -197,14 +267,14 @@ local function on_accept_ready(ss)
     local d = st.drv
     d.server, d.on_closed, d.on_handler_error = ss, forget, count_handler_error
     websocket.peer_known(st, peer)
+    d.peer_address, d.peer_port = peer_address.split(peer)
+    websocket.set_remote(st, d.peer_address, d.peer_port)
     if ss.opts.log then log.emit(st, "accepted", "on port " .. tostring(ss.listener:port())) end
     handshaking[st] = true
-    if ss.tls_ctx then
-      core.tls_start(conn, ss.tls_ctx, nil)
-      d.tls = true -- TLS may hold decrypted bytes epoll cannot see
-      loop_io.attach(st, conn, on_tls_ready, true, false)
+    if ss.opts.proxy_protocol then
+      loop_io.attach(st, conn, on_proxy_header_ready, true, false)
     else
-      loop_io.attach(st, conn, on_handshake_ready, true, false)
+      start_phases(ss, st, conn, true)
     end
     websocket.arm_connect_timer(st, on_handshake_timeout)
   end
@@ -247,17 +317,22 @@ end
 
 function server.serve(opts, handler)
   if type(handler) ~= "function" then
-    error("bad argument #2 to 'serve' (function expected, got " .. type(handler) .. ")", 2)
+    misuse.arg(2, "serve", "function expected, got " .. type(handler))
   end
   local srv, message, name = server.listen(opts)
   if not srv then return nil, message, name end
-  srv.onconnection = function(ws, request) loop.spawn(handler, ws, request) end
+  srv.onconnection = function(ws, request)
+    loop.spawn(function()
+      local ok, err = xpcall(handler, loop.traceback, ws, request)
+      websocket.handler_ended(websocket.priv(ws), "serve", ok, err)
+    end)
+  end
   return srv
 end
 
 local function server_state(srv)
   local ss = type(srv) == "table" and rawget(srv, PRIV)
-  if not ss then error("bad self (a moonws server expected)", 3) end
+  if not ss then misuse.raise("bad self (a moonws server expected)") end
   return ss
 end
 
@@ -280,15 +355,14 @@ local function check_shutdown_args(code, reason)
   if code == nil and reason == nil then return 1001, "going away" end
   if code == nil then code = 1001 end
   if not compat.is_integer(code) or not core.close_code_sendable(code) then
-    error(("bad argument #1 to 'shutdown' (close code %s expected)"):format(
-      core.CLOSE_CODES_SENDABLE), 3)
+    misuse.arg(1, "shutdown", ("close code %s expected"):format(core.CLOSE_CODES_SENDABLE))
   end
   reason = reason or ""
   if type(reason) ~= "string" then
-    error("bad argument #2 to 'shutdown' (string expected, got " .. type(reason) .. ")", 3)
+    misuse.arg(2, "shutdown", "string expected, got " .. type(reason))
   end
   if #reason > core.CLOSE_REASON_MAX or not core.utf8_valid(reason) then
-    error("bad argument #2 to 'shutdown' (reason over 123 bytes or not UTF-8)", 3)
+    misuse.arg(2, "shutdown", "reason over 123 bytes or not UTF-8")
   end
   return code, reason
 end

@@ -28,6 +28,7 @@ local core = require "moonws.core"
 local E = require "moonws.errors"
 local loop = require "moonws.loop"
 local loop_io = require "moonws.loop_io"
+local misuse = require "moonws.misuse"
 local websocket = require "moonws.websocket"
 
 local OPEN, CLOSED = websocket.OPEN, websocket.CLOSED
@@ -220,13 +221,13 @@ end
 
 local function check_topic(topic, n, what)
   if type(topic) ~= "string" then
-    error(("bad argument #%d to '%s' (string expected, got %s)"):format(n, what, type(topic)), 3)
+    misuse.arg(n, what, "string expected, got " .. type(topic))
   end
 end
 
 local function check_data(data, n, what)
   if type(data) ~= "string" then
-    error(("bad argument #%d to '%s' (string expected, got %s)"):format(n, what, type(data)), 3)
+    misuse.arg(n, what, "string expected, got " .. type(data))
   end
 end
 
@@ -239,11 +240,10 @@ local function check_kind(data, kind, n, what)
   elseif kind == "binary" then
     binary = true
   else
-    error(("bad argument #%d to '%s' (\"text\" or \"binary\" expected)"):format(n, what), 3)
+    misuse.arg(n, what, '"text" or "binary" expected')
   end
   if not binary and not core.utf8_valid(data) then
-    error(("bad argument #%d to '%s' (invalid UTF-8 in a text message (send it as binary))")
-      :format(n - 1, what), 3)
+    misuse.arg(n - 1, what, "invalid UTF-8 in a text message (send it as binary)")
   end
   return binary
 end
@@ -274,7 +274,7 @@ local function server_socket(ws, what)
   local st = priv(ws)
   local ss = st.drv and st.drv.server
   if not ss then
-    error(("%s is for sockets of a moonws server (moonws.listen)"):format(what), 3)
+    misuse.raise(what .. " is for sockets of a moonws server (moonws.listen)")
   end
   return st, state_of(ss)
 end
@@ -360,7 +360,7 @@ function topics.add_server_methods(methods, server_state)
     local except, relay = nil, nil
     if opts ~= nil then
       if type(opts) ~= "table" then
-        error("bad argument #4 to 'publish' (table expected, got " .. type(opts) .. ")", 2)
+        misuse.arg(4, "publish", "table expected, got " .. type(opts))
       end
       if opts.except ~= nil then except = priv(opts.except) end
       relay = opts.relay
@@ -436,7 +436,7 @@ end
 
 function topics.stats(fs, t)
   if t ~= nil and type(t) ~= "table" then
-    error("bad argument #1 to 'stats' (table expected, got " .. type(t) .. ")", 3)
+    misuse.arg(1, "stats", "table expected, got " .. type(t))
   end
   t = t or {}
   local conns, n = {}, 0

@@ -60,7 +60,10 @@
 local compat = require "moonws.compat"
 local core = require "moonws.core"
 local E = require "moonws.errors"
+local latency = require "moonws.latency"
+local listeners = require "moonws.listeners"
 local log = require "moonws.log"
+local misuse = require "moonws.misuse"
 local options = require "moonws.options"
 
 local CONNECTING, OPEN, CLOSING, CLOSED = 0, 1, 2, 3
@@ -75,6 +78,7 @@ websocket.PRIV = PRIV
 
 local HANDLERS = {
   onopen = true, onmessage = true, onclose = true, onerror = true, onping = true, onpong = true,
+  ondrain = true,
 }
 
 -- Timers a socket may have armed (keys of drv.timer).
@@ -98,6 +102,7 @@ local function report_handler_error(st, name, err)
   end
   st.io.report(message)
 end
+listeners.report = report_handler_error
 
 -- Call handler `name` of st with event; errors never escape.
 local function fire(st, name, event)
@@ -111,6 +116,7 @@ end
 
 local function handlers_set(st)
   return st.onopen or st.onmessage or st.onclose or st.onerror or st.onping or st.onpong
+    or st.ondrain
 end
 
 local function rekeep(st)
@@ -196,7 +202,9 @@ local function error_event(st, message, name, code)
   if code then message = ("%s; closing with %d"):format(message, code) end
   if st.opts.log then log.emit(st, "error", message, { error = name, code = code }) end
   st.err_message, st.err_name = message, name
-  fire(st, "onerror", { type = "error", message = message, error = name, code = code })
+  local r = st.refusal -- a refused handshake's answer (moonws.response)
+  fire(st, "onerror", { type = "error", message = message, error = name, code = code,
+    status = r and r.status, headers = r and r.headers, body = r and r.body })
 end
 
 -- A failure that ends the connection at once (no closing handshake);
@@ -207,6 +215,20 @@ local function abort(st, message, name, code)
   finish(st, code or 1006, "", false)
 end
 websocket.fail = abort
+
+-- The server refused the handshake with an HTTP answer: the error event
+-- and connect's extra results carry its status, headers and body start.
+function websocket.fail_refused(st, message, name, status, headers, body)
+  st.refusal = { status = status, headers = headers, body = body }
+  abort(st, message, name)
+end
+
+-- A refused handshake's status, headers, body (nothing when there was
+-- none): what moonws.connect returns after nil, message, name.
+function websocket.refusal(st)
+  local r = st.refusal
+  if r then return r.status, r.headers, r.body end
+end
 
 local function on_close_timeout(st)
   if st.state == CLOSED then return end
@@ -361,6 +383,12 @@ function websocket.flushed(st, left)
   if st.backlogged then over = left > limit / 2 else over = left >= limit end
   if over ~= (st.backlogged or false) then set_backlogged(st, over) end
   if left <= st.opts.send_buffer then st.io.wake(st) end
+  -- ondrain: the output went over send_buffer (or a send was refused at
+  -- send_limit) and is down to send_low_water now.
+  if st.drain_armed and left <= st.opts.send_low_water then
+    st.drain_armed = nil
+    fire(st, "ondrain", { type = "drain", bufferedAmount = left })
+  end
   if left == 0 and st.state == CLOSING then after_flush(st) end
 end
 
@@ -451,6 +479,7 @@ local function handle_event(st, kind, a, b, c)
     st.io.flush(st) -- the pong the core queued
     if st.onping then fire(st, "onping", { type = "ping", data = a }) end
   elseif kind == "pong" then
+    if st.pings and latency.pong(st, a, st.io.now()) then st.io.wake(st) end -- ping()'s wait
     if st.onpong then fire(st, "onpong", { type = "pong", data = a }) end
   elseif kind == "close" then
     st.close_code, st.close_reason = a, b
@@ -543,6 +572,7 @@ local function on_ping_timer(st)
   if not st.awaiting_pong then
     st.awaiting_pong = true
     st.conn:ping("")
+    latency.sent(st, "", io.now()) -- ws.latency
     io.flush(st)
     if st.state ~= OPEN then return end
     io.timer(st, "pong", io.now() + st.opts.ping_timeout, on_pong_timeout)
@@ -588,13 +618,15 @@ function websocket.detach(st)
   return conn
 end
 
--- The opening handshake succeeded: the socket is OPEN.
-function websocket.opened(st, protocol, extensions)
+-- The opening handshake succeeded: the socket is OPEN (a client has the
+-- server's response headers).
+function websocket.opened(st, protocol, extensions, response_headers)
   local io = st.io
   st.conn:handshake_done()
   st.state = OPEN
   st.was_opened = true
   st.protocol, st.extensions = protocol or "", extensions or ""
+  st.response_headers = response_headers
   io.timer(st, "connect", nil)
   refresh_reading(st)
   if st.opts.ping_interval then
@@ -623,6 +655,12 @@ function websocket.set_url(st, url) st.url = url end
 -- The peer's address, as the driver knows it ("127.0.0.1:8080"): for
 -- the log and for the application.
 function websocket.peer_known(st, peer) st.peer = peer end
+
+-- Who the peer is for the application (moonws.peer_address):
+-- ws.remote_address, ws.remote_port.
+function websocket.set_remote(st, address, port)
+  st.remote_address, st.remote_port = address, port
+end
 
 -- Bound the opening phase: connect + handshake (client), handshake
 -- (server); on_timeout(st) runs when it passes.
@@ -665,14 +703,14 @@ function websocket.offered_protocols(opts)
 end
 
 -- Judge the server's response bytes on st.conn: nil (not complete yet),
--- true (OPEN now), or false, message, name, status (the connection failed;
--- the caller ends it).
+-- true (OPEN now), or false, message, name, status, headers (the
+-- connection failed; the caller ends it, after reading a refusal's body).
 function websocket.check_response(st)
-  local ok, a, b, _, name = st.conn:parse_response(st.opts.max_handshake,
+  local ok, a, b, c, name = st.conn:parse_response(st.opts.max_handshake,
     websocket.offered_protocols(st.opts), false)
   if ok == nil then return nil end
-  if not ok then return false, "handshake: " .. a, name or E.HANDSHAKE, b end
-  websocket.opened(st, a, b)
+  if not ok then return false, "handshake: " .. a, name or E.HANDSHAKE, b, c end
+  websocket.opened(st, a, b, c)
   return true
 end
 
@@ -704,10 +742,37 @@ local function choose_protocol(opts, req)
   return nil
 end
 
+-- What a handshake callback's refusal says: `false, status [, reason
+-- [, headers]]` or `false, { status =, reason =, headers =, body = }`.
+-- status, message, headers, body | nil, why (a refusal that cannot be
+-- sent: the front answers 500).  The body is at most HANDSHAKE_BODY_MAX
+-- bytes; without one, the reason is the body.
+local function refusal(a, b, c)
+  local t = type(a) == "table" and a or { status = a, reason = b or "forbidden", headers = c }
+  local status = t.status == nil and 403 or options.integral(t.status)
+  if not status or status < 200 or status > 599 then
+    return nil, "a refusal's status must be 200..599, got " .. tostring(t.status)
+  end
+  if t.reason ~= nil and type(t.reason) ~= "string" then
+    return nil, "a refusal's reason must be a string"
+  end
+  if t.headers ~= nil and type(t.headers) ~= "table" then
+    return nil, "a refusal's headers must be a table"
+  end
+  if t.body ~= nil and (type(t.body) ~= "string" or #t.body > core.HANDSHAKE_BODY_MAX) then
+    return nil, ("a refusal's body must be a string of at most %d bytes"):format(
+      core.HANDSHAKE_BODY_MAX)
+  end
+  return status, t.reason, t.headers, t.body
+end
+
 -- The server side of an upgrade that the C checks accepted: subprotocol,
--- the handshake callback (origin, auth), then the 101 queued on conn.
--- true, protocol, extensions | false, status, message, headers (refuse:
--- the front answers).  Failures of the user's callbacks are reported.
+-- the handshake callback (origin, auth; it may wait where the front can:
+-- a coroutine of the loop, a request's in nginx), then the 101 queued on
+-- conn with the headers the callback added.
+-- true, protocol, extensions | false, status, message, headers, body
+-- (refuse: the front answers).  Failures of the user's callbacks are
+-- reported.
 function websocket.accept(opts, conn, req, report, traceback)
   local protocol, perr = choose_protocol(opts, req)
   if perr then
@@ -716,13 +781,18 @@ function websocket.accept(opts, conn, req, report, traceback)
   end
   local extra_headers
   if opts.handshake then
-    local ok, verdict, a, b = xpcall(opts.handshake, traceback, req)
+    local ok, verdict, a, b, c = xpcall(opts.handshake, traceback, req)
     if not ok then
       report("error in handshake callback: " .. tostring(verdict))
       return false, 500, "internal error"
     end
     if verdict == false then
-      return false, compat.is_integer(a) and a or 403, b or "forbidden"
+      local status, message, headers, body = refusal(a, b, c)
+      if not status then
+        report("handshake callback: " .. message)
+        return false, 500, "internal error"
+      end
+      return false, status, message, headers, body
     end
     if type(a) == "table" then extra_headers = a end
   end
@@ -744,7 +814,7 @@ end
 
 local function priv(ws)
   local st = type(ws) == "table" and rawget(ws, PRIV) -- a raw field of every socket
-  if not st then error("bad self (a moonws websocket expected)", 3) end
+  if not st then misuse.raise("bad self (a moonws websocket expected)") end
   return st
 end
 websocket.priv = priv
@@ -760,7 +830,7 @@ end
 -- true and the bytes now unsent, or nil, message, name.
 local function send_later(st, data, binary)
   if not binary and not core.utf8_valid(data) then
-    error("bad argument #1 to 'send' (invalid UTF-8 in a text message (send it as binary))", 3)
+    misuse.arg(1, "send", "invalid UTF-8 in a text message (send it as binary)")
   end
   local queued = unsent(st)
   if queued >= st.opts.send_limit then
@@ -797,13 +867,13 @@ end
 function methods.send(ws, data, kind)
   local st = priv(ws)
   if type(data) ~= "string" then
-    error("bad argument #1 to 'send' (string expected, got " .. type(data) .. ")", 2)
+    misuse.arg(1, "send", "string expected, got " .. type(data))
   end
   local binary = options.send_kind(kind)
   local state = st.state
   if state ~= OPEN then
     if state == CONNECTING then
-      error("send while CONNECTING: wait for onopen (or use moonws.connect)", 2)
+      misuse.raise("send while CONNECTING: wait for onopen (or use moonws.connect)")
     end
     return nil, E.CLOSED, E.CLOSED
   end
@@ -811,15 +881,22 @@ function methods.send(ws, data, kind)
   -- the queue grow without end: past send_limit, refuse (queue nothing).
   local opts, io = st.opts, st.io
   local ok, queued, name = enqueue(st, data, binary)
-  if not ok then return nil, queued, name end
+  if not ok then
+    if ok == false then misuse.arg(1, "send", queued) end -- text that is not UTF-8
+    if name == E.TOO_BIG then st.drain_armed = true end -- ondrain when it has gone
+    return nil, queued, name
+  end
   local flushed, message, ename = io.flush(st)
   if not flushed then return nil, message, ename end
   local limit = opts.send_buffer
-  if queued > limit and io.can_wait(st) then
-    io.wait(st, function()
-      return st.state ~= OPEN or st.conn == nil or unsent(st) <= limit
-    end, nil, "send")
-    if st.state ~= OPEN then return nil, "closed before the message was sent", E.CLOSED end
+  if queued > limit then
+    st.drain_armed = true -- ondrain, once the output is down to send_low_water
+    if io.can_wait(st) then
+      io.wait(st, function()
+        return st.state ~= OPEN or st.conn == nil or unsent(st) <= limit
+      end, nil, "send")
+      if st.state ~= OPEN then return nil, "closed before the message was sent", E.CLOSED end
+    end
   end
   return true
 end
@@ -828,13 +905,13 @@ local function control(name, ws, data)
   local st = priv(ws)
   if data == nil then data = "" end
   if type(data) ~= "string" then
-    error(("bad argument #1 to '%s' (string expected, got %s)"):format(name, type(data)), 3)
+    misuse.arg(1, name, "string expected, got " .. type(data))
   end
   if #data > core.CONTROL_MAX then
-    error(("bad argument #1 to '%s' (payload over 125 bytes)"):format(name), 3)
+    misuse.arg(1, name, "payload over 125 bytes")
   end
   if st.state == CONNECTING then
-    error(name .. " while CONNECTING: wait for onopen", 3)
+    misuse.raise(name .. " while CONNECTING: wait for onopen")
   end
   if st.state ~= OPEN then return nil, E.CLOSED, E.CLOSED end
   local ok, msg, ename = st.conn[name](st.conn, data)
@@ -842,7 +919,28 @@ local function control(name, ws, data)
   return st.io.flush(st)
 end
 
-function methods.ping(ws, data) return control("ping", ws, data) end
+-- ping([data]): where the caller can wait (a coroutine, a plain script),
+-- it waits for the pong, at most ping_timeout, and returns the round trip
+-- in seconds (moonws.latency); elsewhere (an event handler) it returns
+-- true at once, and a pong still updates ws.latency.
+function methods.ping(ws, data)
+  local st = priv(ws)
+  local io = st.io
+  local waiting = st.state == OPEN and io.can_wait(st)
+  if data == nil and waiting then data = latency.unique(st) end
+  local ok, message, name = control("ping", ws, data)
+  if not ok then return nil, message, name end
+  local ping = latency.sent(st, data or "", io.now())
+  if not waiting then return ok end
+  io.wait(st, function() return ping.rtt ~= nil or st.state ~= OPEN end,
+    io.now() + st.opts.ping_timeout, "ping")
+  if ping.rtt then return ping.rtt end
+  if st.state ~= OPEN then
+    if st.state == CLOSED then return closed_result(st) end
+    return nil, "closing before the pong came", E.CLOSED
+  end
+  return nil, ("no pong within ping_timeout (%gs)"):format(st.opts.ping_timeout), E.TIMEOUT
+end
 function methods.pong(ws, data) return control("pong", ws, data) end
 
 -- Start the closing handshake (no waiting).
@@ -858,6 +956,15 @@ local function start_close(st, code, reason)
   end
 end
 websocket.start_close = start_close -- server:shutdown closes with 1001, which close() refuses
+
+-- A server's code for the connection ended (moonws.serve's handler
+-- returned or raised, server.onconnection raised: err).  As Python's
+-- websockets does: close with 1000 when it returned, 1011 when it raised
+-- (reported as a handler error: the socket's onerror, else the report).
+function websocket.handler_ended(st, name, ok, err)
+  if not ok then report_handler_error(st, name, err) end
+  start_close(st, ok and 1000 or 1011, "")
+end
 
 function methods.close(ws, code, reason)
   local st = priv(ws)
@@ -880,7 +987,7 @@ end
 function methods.receive(ws, timeout)
   local st = priv(ws)
   if timeout ~= nil and (type(timeout) ~= "number" or timeout < 0) then
-    error("bad argument #1 to 'receive' (non-negative number expected)", 2)
+    misuse.arg(1, "receive", "non-negative number expected")
   end
   -- A message already queued needs no waiting (nor a closure).
   if st.qtail >= st.qhead then return pop_message(st) end
@@ -919,7 +1026,7 @@ end
 function methods.stats(ws, t)
   local st = priv(ws)
   if t ~= nil and type(t) ~= "table" then
-    error("bad argument #1 to 'stats' (table expected, got " .. type(t) .. ")", 2)
+    misuse.arg(1, "stats", "table expected, got " .. type(t))
   end
   if st.conn then return st.conn:counters(t) end
   t = t or {}
@@ -934,8 +1041,12 @@ getters.protocol = function(st) return st.protocol end
 getters.extensions = function(st) return st.extensions end
 getters.closeCode = function(st) return st.state == CLOSED and st.close_code or nil end
 getters.closeReason = function(st) return st.state == CLOSED and st.close_reason or nil end
+getters.response_headers = function(st) return st.response_headers end
+getters.latency = function(st) return st.latency or 0 end
+getters.remote_address = function(st) return st.remote_address end
+getters.remote_port = function(st) return st.remote_port end
 for name in pairs(HANDLERS) do
-  getters[name] = function(st) return st[name] end
+  getters[name] = function(st) return listeners.field(st, name) end
 end
 
 -- Methods and properties a front adds (the loop's cqueues polling).
@@ -948,7 +1059,7 @@ function mt.__index(ws, k)
   if m ~= nil then
     local st = rawget(ws, PRIV)
     local why = st and st.io.unsupported and st.io.unsupported[k]
-    if why then error(("%s is not available in %s: %s"):format(k, st.io.name, why), 2) end
+    if why then misuse.raise(("%s is not available in %s: %s"):format(k, st.io.name, why)) end
     return m
   end
   local g = getters[k]
@@ -956,27 +1067,46 @@ function mt.__index(ws, k)
   return nil
 end
 
+-- A handler field or listener changed: keep the socket alive while any
+-- is set; messages queued before onmessage had one go to it first.
+local function handlers_changed(st, field)
+  rekeep(st)
+  if field == "onmessage" and st.onmessage and st.qtail >= st.qhead and not st.delivering then
+    st.delivering = true
+    st.io.later(st, deliver_queued)
+  end
+end
+
+-- addEventListener(type, fn [, { once = true }]), removeEventListener(type,
+-- fn): listeners beside the handler fields, as in the browser
+-- (moonws.listeners).
+function methods.addEventListener(ws, event_type, fn, opts)
+  local st = priv(ws)
+  handlers_changed(st, listeners.add(st, event_type, fn, opts))
+end
+
+function methods.removeEventListener(ws, event_type, fn)
+  local st = priv(ws)
+  handlers_changed(st, listeners.remove(st, event_type, fn))
+end
+
 function mt.__newindex(ws, k, v)
   if HANDLERS[k] then
     local st = rawget(ws, PRIV)
     if st.io.handlers == false then
-      error(("%s sockets have no %s handler: call receive() in the handler"):format(
-        st.io.name, k), 2)
+      misuse.raise(("%s sockets have no %s handler: call receive() in the handler"):format(
+        st.io.name, k))
     end
     if v ~= nil and type(v) ~= "function" then
       local m = getmetatable(v)
       if not (m and m.__call) then
-        error(("%s must be a function (got %s)"):format(k, type(v)), 2)
+        misuse.raise(("%s must be a function (got %s)"):format(k, type(v)))
       end
     end
-    st[k] = v
-    rekeep(st)
-    if k == "onmessage" and v and st.qtail >= st.qhead and not st.delivering then
-      st.delivering = true
-      st.io.later(st, deliver_queued)
-    end
+    listeners.set_field(st, k, v)
+    handlers_changed(st, k)
   elseif getters[k] then
-    error(k .. " is read-only", 2)
+    misuse.raise(k .. " is read-only")
   else
     rawset(ws, k, v)
   end

@@ -47,7 +47,10 @@ local function cwd()
 end
 
 -- Everything the specs need is there, or a message saying what is missing.
-function nginx.check()
+-- without_core: the config runs no moonws code (nginx as a plain proxy in
+-- front of a moonws server), so the LuaJIT build of the core may be absent
+-- (as in the ASan tree, which builds only the sanitized 5.4 module).
+function nginx.check(without_core)
   if not exists(nginx.BIN) then return nil, nginx.BIN .. " missing (apt-get install nginx)" end
   for _, m in ipairs { "ndk_http_module.so", "ngx_http_lua_module.so" } do
     if not exists(nginx.MODULES .. "/" .. m) then
@@ -57,7 +60,7 @@ function nginx.check()
   if not exists("/usr/share/lua/5.1/resty/core.lua") then
     return nil, "lua-resty-core missing (apt-get install lua-resty-core)"
   end
-  if not exists(nginx.LUAJIT_CORE) then
+  if not without_core and not exists(nginx.LUAJIT_CORE) then
     return nil, nginx.LUAJIT_CORE .. " missing: run `make luajit` first (make test does)"
   end
   return true
@@ -148,9 +151,10 @@ end
 
 -- Start nginx with spec = { http = lines for the http block, server =
 -- lines for the server block, files = { relative name = text }, limit =
--- seconds }.  In http/server, $PREFIX and $ROOT (the checkout) expand.
+-- seconds, proxy_only = true when no moonws code runs inside }.  In
+-- http/server, $PREFIX and $ROOT (the checkout) expand.
 function nginx.start(spec)
-  local ok, why = nginx.check()
+  local ok, why = nginx.check(spec.proxy_only)
   if not ok then error(why, 2) end
   local root = cwd()
   local log

@@ -1,31 +1,37 @@
--- spec/support/redis.lua -- a real redis-server for a spec: its own temp
--- dir and generated config (127.0.0.1, no persistence), a free port, killed
--- by PID.  new() starts one; :start() again reuses its dir and port.
+-- spec/support/redis.lua -- a throwaway redis-server on 127.0.0.1 for the
+-- specs that use moonws.pubsub: generated config in a temp dir, no
+-- persistence, killed by PID.
+--
+--   local r = require("spec.support.redis").new()
+--   r:url(); r:stop(); r:start() (same dir and port); r:cleanup()
+
 local helpers = require "spec.support.helpers"
-local moonws = helpers.moonws
 local process = require "spec.support.process"
+local moonws = helpers.moonws
+
+local redis = {}
 
 -- Redis refuses "port 0": take a port the kernel hands out, then free it.
-local function free_port()
+function redis.free_port()
   local srv = assert(moonws.listen { host = "127.0.0.1", port = 0 })
   local port = srv.port
   srv:close()
   return port
 end
 
-local function shell_quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+function redis.shell_quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
 
 local Redis = {}
 Redis.__index = Redis
 
 -- A redis-server in its own temp dir; start() again reuses dir and port.
-local function new_redis()
+function redis.new()
   local dir = os.tmpname()
   os.remove(dir)
-  assert(os.execute("mkdir -m 700 " .. shell_quote(dir)))
+  assert(os.execute("mkdir -m 700 " .. redis.shell_quote(dir)))
   local r = setmetatable({ dir = dir }, Redis)
   for _ = 1, 5 do -- the free port may be taken before redis binds it
-    r.port = free_port()
+    r.port = redis.free_port()
     local f = assert(io.open(dir .. "/redis.conf", "w"))
     f:write(("port %d\nbind 127.0.0.1\nsave \"\"\nappendonly no\ndir %s\n"
       .. "daemonize no\nlogfile \"\"\nprotected-mode yes\n"):format(r.port, dir))
@@ -51,7 +57,7 @@ end
 
 function Redis:cleanup()
   self:stop()
-  os.execute("rm -rf " .. shell_quote(self.dir))
+  os.execute("rm -rf " .. redis.shell_quote(self.dir))
 end
 
-return { new = new_redis, free_port = free_port }
+return redis
