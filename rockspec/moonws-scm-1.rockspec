@@ -54,6 +54,7 @@ build = {
         "csrc/core/ws_url.c",
         "csrc/core/ws_utf8.c",
         "csrc/lua/lconn.c",
+        "csrc/lua/lconn_fast.c",
         "csrc/lua/lconn_frames.c",
         "csrc/lua/lconn_handshake.c",
         "csrc/lua/lconn_io.c",

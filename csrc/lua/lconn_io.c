@@ -182,6 +182,7 @@ static int push_read_status(lua_State *L, lconn *c, ssize_t r) {
 static int conn_flush(lua_State *L) {
   lconn *c = lconn_self(L);
   ws_buf *out = &c->ws.out;
+  c->dirty = false;
   if (!c->t)
     return lmoonws_fail(L, WS_E_CLOSED, "socket closed");
   while (ws_buf_len(out)) {
@@ -197,7 +198,8 @@ static int conn_flush(lua_State *L) {
     }
     return push_transport_failure(L, c->t, "write");
   }
-  ws_buf_trim(out, KEEP_BUFFER);
+  ws_buf_trim(out, c->out_drop_once ? 0 : KEEP_BUFFER);
+  c->out_drop_once = false;
   lua_pushinteger(L, 0);
   return 1;
 }
@@ -245,6 +247,7 @@ static int conn_take_output(lua_State *L) {
   lconn *c = lconn_self(L);
   ws_buf *out = &c->ws.out;
   int pieces = 0;
+  c->dirty = false;
   do {
     lua_pushlstring(L, (const char *)ws_buf_data(out), ws_buf_len(out));
     ws_conn_out_consume(&c->ws, ws_buf_len(out));

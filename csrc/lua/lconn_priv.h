@@ -31,7 +31,18 @@ typedef struct lconn_shared {
   size_t pos, len;
 } lconn_shared;
 
+/* What the Lua layer lets the hot path do on its own (gate()): */
+enum lconn_gate {
+  LCONN_GATE_STOP = 0, /* dispatch nothing: reading is not wanted */
+  LCONN_GATE_EACH,     /* hand every event to the Lua layer */
+  LCONN_GATE_DELIVER,  /* call onmessage here; other events to Lua */
+  LCONN_GATE_QUEUE     /* append messages to the receive queue here */
+};
+
+#define LCONN_MAGIC 0x6d776363u /* "mwcc": lconn_test's cheap type check */
+
 struct lconn {
+  uint32_t magic;
   ws_conn ws;
   net_transport *t;
   lconn_shared *sh;
@@ -44,6 +55,17 @@ struct lconn {
   ws_buf ext; /* handshake only -- client: the offer sent; server: the
                  request's Sec-WebSocket-Extensions, fields joined */
   ws_event direct_ev; /* an event a direct read completed, for next_event */
+  bool out_drop_once; /* free the output buffer once the handshake's answer
+                         has gone: an idle connection holds none */
+
+  /* The hot path (lconn_dispatch.c), kept in step by the Lua layer. */
+  uint8_t gate;           /* enum lconn_gate */
+  bool send_open;         /* send_fast may queue: OPEN, nothing deferred */
+  bool dirty;             /* send_fast queued output since the last flush */
+  uint32_t gate_gen;      /* bumped by every gate() */
+  int32_t events_left;    /* events this round may still dispatch */
+  uint32_t max_queue;     /* receive queue length that pauses reading */
+  size_t send_limit, send_buffer, fragment_size, max_step_bytes;
 };
 
 /* The conn at argument 1 (raises on another type or a released conn). */
@@ -52,11 +74,38 @@ static inline lconn *lconn_self(lua_State *L) { return lconn_check(L, 1); }
 /* Free the agreed permessage-deflate (the core only borrows it). */
 void lconn_drop_deflate(lconn *c);
 
+/* The next event from c's unparsed input (lconn_frames.c).  lconn_pull
+ * returns false when there is no input to parse; otherwise p->ev is set
+ * (maybe WS_EV_NONE) and may point into the input, which stays valid
+ * until lconn_pull_done. */
+typedef struct lconn_pulled {
+  ws_event ev;
+  size_t used;
+  int source; /* 0: direct event, 1: scratch, 2: c->in */
+} lconn_pulled;
+bool lconn_pull(lconn *c, lconn_pulled *p);
+void lconn_pull_done(lconn *c, const lconn_pulled *p);
+/* Push an event as next_event's results; returns their count. */
+int lconn_push_event(lua_State *L, lconn *c, const ws_event *e);
+/* Queue one message (split into fragment_size frames when that is not 0;
+ * a big one written from data directly when nothing waits before it). */
+enum ws_error lconn_send_message(lconn *c, uint8_t op, const uint8_t *data,
+                                 size_t len, size_t fragment_size);
+/* Push send()'s refusal by send_limit (queued bytes wait); returns 3. */
+int lconn_send_queue_full(lua_State *L, size_t queued);
+
 /* Each file's methods of the conn type, and functions of moonws.core. */
 extern const luaL_Reg lconn_io_methods[];
 extern const luaL_Reg lconn_handshake_methods[];
 extern const luaL_Reg lconn_handshake_functions[];
 extern const luaL_Reg lconn_frames_methods[];
 extern const luaL_Reg lconn_frames_functions[];
+extern const luaL_Reg lconn_fast_functions[];
+/* Add the hot path's methods to the conn methods table on the stack. */
+void lconn_fast_register(lua_State *L);
+
+/* The conn at idx, or NULL when idx holds something else or a conn is
+ * not what it holds (no error: for the fast paths' fallbacks). */
+lconn *lconn_test(lua_State *L, int idx);
 
 #endif

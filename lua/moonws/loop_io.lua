@@ -66,11 +66,12 @@ local function write(st)
   local left, want, name = conn:flush()
   if not left then return websocket.io_error(st, want, name) end
   local d = st.drv
-  if left == 0 and st.state == OPEN and not st.backlogged and st.outq_bytes == 0 then
-    -- The common case, inlined: all written, nothing to decide but wake-ups.
+  if left == 0 and st.state == OPEN and not st.backlogged and not st.outq then
+    -- The common case, inlined: all written, nothing to decide but waking
+    -- the senders that wait for room (not the receivers: nothing came).
     if d.i_write then set_interest(st, websocket.reading_wanted(st), false) end
-    local waiters = d.waiters
-    if #waiters > 0 then loop.wake_all(waiters) end
+    local waiters = d.send_waiters
+    if waiters and #waiters > 0 then loop.wake_all(waiters) end
     return
   end
   local want_write = left > 0 and want == "write"
@@ -199,7 +200,6 @@ function loop_io.new(role, opts, url)
   local ws, st = websocket.new(role, opts, url, loop_io)
   local d = st.drv
   d.st, d.flush, d.on_ready = st, drv_flush, drv_on_ready
-  d.waiters, d.timers = {}, {}
   d.counted = true
   loop.ref()
   return ws, st
@@ -234,19 +234,38 @@ end
 
 ---------------------------------------------------------------- the rest of the interface
 
+-- Coroutines waiting on the socket, in two lists made on first use:
+-- senders waiting for room, woken when output drains, and the others
+-- (receive, close), woken when input or the state changes.  One list
+-- would resume every receiver at each write for nothing.
 function loop_io.wait(st, cond, deadline, what)
-  return loop.wait_until(cond, deadline, st.drv.waiters, what)
+  local d = st.drv
+  local key = what == "send" and "send_waiters" or "waiters"
+  local list = d[key]
+  if not list then
+    list = {}
+    d[key] = list
+  end
+  return loop.wait_until(cond, deadline, list, what)
 end
 
 function loop_io.can_wait() return loop.wait_mode() ~= nil end
 
-function loop_io.wake(st)
-  local waiters = st.drv.waiters
-  if #waiters > 0 then loop.wake_all(waiters) end
+function loop_io.wake(st, which)
+  local d = st.drv
+  local waiters, senders = d.waiters, d.send_waiters
+  if which ~= "send" and waiters and #waiters > 0 then loop.wake_all(waiters) end
+  if senders and #senders > 0 then loop.wake_all(senders) end
 end
 
 function loop_io.timer(st, key, deadline, fn)
-  local timers = st.drv.timers
+  local d = st.drv
+  local timers = d.timers
+  if not timers then
+    if not deadline then return end
+    timers = {}
+    d.timers = timers
+  end
   local old = timers[key]
   if old then
     loop.cancel(old)

@@ -231,10 +231,10 @@ function options.server(given, caller)
 end
 
 -- The kind argument of send(data, kind) on every front: true for binary.
-function options.send_kind(kind)
+function options.send_kind(kind, level)
   if kind == nil or kind == "text" then return false end
   if kind == "binary" then return true end
-  error("bad argument #2 to 'send' (\"text\" or \"binary\" expected)", 3)
+  error("bad argument #2 to 'send' (\"text\" or \"binary\" expected)", level or 3)
 end
 
 -- Arguments of close(code, reason) on every front: misuse raises at the
