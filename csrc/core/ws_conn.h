@@ -164,15 +164,21 @@ typedef struct ws_conn {
   size_t premasked;       /* input bytes after the last taken that were
                              already unmasked (a compressed frame stopped
                              for the budget) */
-  bool pong_held;         /* a pong waits in pong[0, pong_len) */
+  bool pong_held;         /* a pong waits in side->pong */
+  uint16_t fail_code;     /* the failure's close code ... */
+  const char *fail_why;   /* ... and text (static, or side->error_text) */
+  struct ws_conn_side *side; /* what only unusual traffic needs, made on
+                                first use: an idle connection is small */
+} ws_conn;
+
+/* The buffers of ws_conn that a connection needs only now and then. */
+typedef struct ws_conn_side {
+  uint8_t pong[WS_CONTROL_MAX]; /* the held pong's payload */
   uint8_t pong_len;
-  uint8_t pong[WS_CONTROL_MAX];
   uint8_t ctrl[WS_CONTROL_MAX]; /* a control frame split across reads
                                    (frame_done bytes of it so far) */
-  uint16_t fail_code;     /* the failure's close code ... */
-  const char *fail_why;   /* ... and text (static, or error_text) */
   char error_text[WS_ERROR_TEXT_SIZE]; /* error messages made at run time */
-} ws_conn;
+} ws_conn_side;
 
 /* Set up a connection for role; cfg may be NULL for defaults. */
 void ws_conn_init(ws_conn *c, ws_role role, const ws_conn_config *cfg);

@@ -195,12 +195,15 @@ end
 -- The loop calls drv:on_ready(events); the phase decides what it means.
 local function drv_on_ready(d, events) return d.phase(d.st, events) end
 
+-- Every drv is the loop's watcher and dirty object for its socket: the
+-- loop calls drv:on_ready(events) and drv:flush(); shared, not per socket.
+local drv_mt = { __index = { flush = drv_flush, on_ready = drv_on_ready } }
+
 -- A new socket object on this driver (CONNECTING; counted by run()).
 function loop_io.new(role, opts, url)
   local ws, st = websocket.new(role, opts, url, loop_io)
-  local d = st.drv
-  d.st, d.flush, d.on_ready = st, drv_flush, drv_on_ready
-  d.counted = true
+  local d = setmetatable(st.drv, drv_mt)
+  d.st, d.counted = st, true
   loop.ref()
   return ws, st
 end
@@ -258,25 +261,34 @@ function loop_io.wake(st, which)
   if senders and #senders > 0 then loop.wake_all(senders) end
 end
 
+-- Timers by key, in a table that exists only while one is armed.
+local function forget_timer(d, key, handle)
+  local timers = d.timers
+  if timers and timers[key] == handle then
+    timers[key] = nil
+    if next(timers) == nil then d.timers = nil end
+  end
+end
+
 function loop_io.timer(st, key, deadline, fn)
   local d = st.drv
   local timers = d.timers
-  if not timers then
-    if not deadline then return end
-    timers = {}
-    d.timers = timers
-  end
-  local old = timers[key]
+  local old = timers and timers[key]
   if old then
     loop.cancel(old)
-    timers[key] = nil
+    forget_timer(d, key, old)
   end
   if deadline then
     local handle
     handle = loop.timer(deadline, function(s)
-      if s.drv.timers[key] == handle then s.drv.timers[key] = nil end
+      forget_timer(s.drv, key, handle)
       fn(s)
     end, st)
+    timers = d.timers
+    if not timers then
+      timers = {}
+      d.timers = timers
+    end
     timers[key] = handle
   end
 end
