@@ -1,7 +1,7 @@
 /*
  * failmalloc.c -- an allocator for fault tests, loaded with LD_PRELOAD:
- * every malloc/calloc/realloc of MOONWS_FAIL_ALLOC_ABOVE bytes or more
- * fails with ENOMEM, the rest go to glibc.  Small allocations (Lua's own,
+ * every malloc/calloc/realloc of more than MOONWS_FAIL_ALLOC_ABOVE bytes
+ * fails with ENOMEM (the bound ASan's max_allocation_size_mb draws), the rest go to glibc.  Small allocations (Lua's own,
  * OpenSSL's) keep working, so what fails is the one large buffer a test
  * aims at, as a machine out of memory would fail it.
  * Built at test time by spec/faults_spec.lua; never part of moonws.
@@ -25,7 +25,7 @@ static size_t limit(void) {
 }
 
 void *malloc(size_t n) {
-  if (n >= limit()) {
+  if (n > limit()) {
     errno = ENOMEM;
     return NULL;
   }
@@ -33,7 +33,7 @@ void *malloc(size_t n) {
 }
 
 void *calloc(size_t n, size_t size) {
-  if (size && n >= limit() / size) {
+  if (size && n > limit() / size) {
     errno = ENOMEM;
     return NULL;
   }
@@ -41,7 +41,7 @@ void *calloc(size_t n, size_t size) {
 }
 
 void *realloc(void *p, size_t n) {
-  if (n >= limit()) {
+  if (n > limit()) {
     errno = ENOMEM;
     return NULL;
   }
