@@ -688,7 +688,7 @@ uint8_t *ws_conn_payload_room(ws_conn *c, size_t want, size_t *room) {
       c->frame_done >= h->payload_len)
     return NULL;
   uint64_t left = h->payload_len - c->frame_done;
-  size_t grow = ws_buf_len(&c->msg) + 65536;
+  size_t grow = ws_buf_len(&c->msg) + WS_DIRECT_SLACK;
   if (want > left)
     want = (size_t)left;
   if (want > grow)

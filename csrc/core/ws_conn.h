@@ -217,12 +217,13 @@ void ws_conn_out_consume(ws_conn *c, size_t n);
  * from its transport straight into the message.  ws_conn_payload_room
  * gives the place and *room, its size: at most want, at most what the
  * frame has left, and at most what has come of the message so far plus
- * 64 KiB (so memory still follows bytes received, never a header's
- * promise).  NULL when c is in no such frame (then read into a buffer and
+ * WS_DIRECT_SLACK (so memory still follows bytes received, never a
+ * header's promise; a MiB arrives in three reads).  NULL when c is in no such frame (then read into a buffer and
  * ws_conn_recv it) or memory ran out (ws_conn_recv will say so).  After
  * reading n bytes (<= room) there, ws_conn_payload_commit unmasks and
  * checks them and sets *ev as ws_conn_recv would: the message when it is
  * complete, an error (1007) for invalid text, else WS_EV_NONE. */
+#define WS_DIRECT_SLACK ((size_t)256 * 1024)
 uint8_t *ws_conn_payload_room(ws_conn *c, size_t want, size_t *room);
 void ws_conn_payload_commit(ws_conn *c, size_t n, ws_event *ev);
 

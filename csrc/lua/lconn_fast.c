@@ -1,5 +1,5 @@
 /*
- * lconn_fast.c -- the hot path of a message, in C: dispatch() delivers or
+ * lconn_fast.c -- the hot path of a message, in C: pump() delivers or
  * queues every message the Lua layer's gate lets through without going
  * back to Lua per message, send_fast() queues a message without a Lua
  * check in front of it, and the object's __index finds methods with no
@@ -16,6 +16,12 @@
 #include <string.h>
 
 #include "lconn_priv.h"
+
+/* A big frame's payload read straight into its message costs no parsing
+ * (a copy by the kernel, unmasking, UTF-8): a round may read this many
+ * times max_step_bytes of it, so a MiB is not cut into a wake-up and a
+ * read per max_step_bytes. */
+#define DIRECT_ROUND_FACTOR 4
 
 /* Upvalues of the dispatch closure. */
 enum {
@@ -50,29 +56,31 @@ static size_t opt_size(lua_State *L, int idx) {
   return n > 0 ? (size_t)n : 0;
 }
 
-/* tune(send_limit, send_buffer, fragment_size, max_step_bytes, max_queue):
- * the options the fast paths apply (0 or nil: none). */
+static uint32_t opt_u32(lua_State *L, int idx) {
+  size_t n = opt_size(L, idx);
+  return n > UINT32_MAX ? UINT32_MAX : (uint32_t)n;
+}
+
+/* tune(send_limit, send_buffer, fragment_size, max_step_bytes, max_queue,
+ * max_step_events): the options the fast paths apply (0 or nil: none). */
 static int conn_tune(lua_State *L) {
   lconn *c = lconn_self(L);
   c->send_limit = opt_size(L, 2);
   c->send_buffer = opt_size(L, 3);
   c->fragment_size = opt_size(L, 4);
   c->max_step_bytes = opt_size(L, 5);
-  size_t q = opt_size(L, 6);
-  c->max_queue = q > UINT32_MAX ? UINT32_MAX : (uint32_t)q;
+  c->max_queue = opt_u32(L, 6);
+  c->max_step_events = opt_u32(L, 7);
+  c->round = -1;
   return 0;
 }
 
-/* round(events [, inflate_bytes]): a new round's budgets: events
- * dispatch() may take, bytes inflating may make (compressed connections). */
-static int conn_round(lua_State *L) {
+/* bytes_read() -> bytes read from the transport (or fed) so far: any byte
+ * from the peer proves it alive (keepalive). */
+static int conn_bytes_read(lua_State *L) {
   lconn *c = lconn_self(L);
-  lua_Integer events = luaL_checkinteger(L, 2);
-  lua_Integer bytes = luaL_optinteger(L, 3, 0);
-  c->events_left = events > INT32_MAX ? INT32_MAX : (int32_t)events;
-  if (bytes > 0)
-    ws_conn_set_budget(&c->ws, (size_t)bytes);
-  return 0;
+  lua_pushinteger(L, (lua_Integer)c->bytes_read);
+  return 1;
 }
 
 /* The field key (an upvalue) of table t at index idx; pushes its value,
@@ -121,7 +129,7 @@ static lua_Integer queue_message(lua_State *L, int st, int qslot,
 }
 
 /* Call onmessage (slot hslot) with a message event; target is slot wslot.
- * Unprotected: the Lua layer runs dispatch() under one protected call. */
+ * Unprotected: the Lua layer runs pump() under one protected call. */
 static void deliver(lua_State *L, int hslot, int wslot, lconn *c,
                     lconn_pulled *p) {
   const ws_event *ev = &p->ev;
@@ -144,14 +152,69 @@ static void deliver(lua_State *L, int hslot, int wslot, lconn *c,
   lua_call(L, 1, 0);
 }
 
-/* dispatch(st) -> as next_event(), except that messages the gate lets
- * through are delivered to st.onmessage or queued on st.queue here, and
- * "full" says the queue reached max_queue.  Every event counts against
- * the round's events (round()); false when they are spent. */
-static int conn_dispatch(lua_State *L) {
+/* Read for pump() when no input waits: true when bytes came; otherwise
+ * the results to return are pushed and *nret says how many (0: nothing to
+ * read now).  *again says whether reading more could find bytes now (the
+ * last read filled its room, or TLS holds decrypted bytes): a read that
+ * would only say "would block" costs a system call. */
+static bool pump_read(lua_State *L, lconn *c, bool *again, int *nret) {
+  *nret = 0;
+  if (!*again || !c->t)
+    return false;
+  lconn_read_info info;
+  ssize_t r = lconn_read_some(c, c->read_left, c->direct_left, &info);
+  if (r == LCONN_READ_BUDGET) {
+    lua_pushboolean(L, 0); /* the round's bytes are read: next round */
+    *nret = 1;
+    return false;
+  }
+  if (r > 0) {
+    if (info.direct)
+      c->direct_left -= (size_t)r;
+    else
+      c->read_left -= (size_t)r;
+    *again = info.filled || (c->t->ops->pending && c->t->ops->pending(c->t));
+    return true;
+  }
+  *again = false;
+  if (r == NET_WANT_READ || r == NET_WANT_WRITE)
+    return false;
+  if (r == NET_EOF) {
+    lua_pushliteral(L, "eof");
+    *nret = 1;
+    return false;
+  }
+  lua_pushliteral(L, "ioerror");
+  int n = lconn_push_read_status(L, c, r); /* nil, message, name */
+  lua_remove(L, -n);                       /* the nil */
+  *nret = n;
+  return false;
+}
+
+/* pump(st, round [, read]) -> as next_event(), except that messages the
+ * gate lets through are delivered to st.onmessage or queued on st.queue
+ * here, and "full" says the queue reached max_queue.  With read, input
+ * is read from the transport when none waits: "eof" at its end,
+ * "ioerror", message, name when it failed.  Every event counts against
+ * the round's max_step_events, every byte read (but a big payload read
+ * straight into its message) against its max_step_bytes, and inflating
+ * against max_step_bytes too; false when one of them is spent. */
+static int conn_pump(lua_State *L) {
   lconn *c = lconn_self(L);
   luaL_checktype(L, 2, LUA_TTABLE);
+  lua_Integer round = luaL_checkinteger(L, 3);
+  bool again = lua_toboolean(L, 4); /* may read */
   lua_settop(L, 2);
+  if (round != c->round) {
+    c->round = round;
+    c->events_left = (int32_t)(c->max_step_events > INT32_MAX
+                                   ? INT32_MAX
+                                   : c->max_step_events);
+    c->read_left = c->max_step_bytes;
+    c->direct_left = DIRECT_ROUND_FACTOR * c->max_step_bytes;
+    if (c->deflate)
+      ws_conn_set_budget(&c->ws, c->max_step_bytes);
+  }
   lua_pushnil(L); /* 3: onmessage */
   lua_pushnil(L); /* 4: the socket (event.target) */
   lua_pushnil(L); /* 5: st.queue */
@@ -164,8 +227,12 @@ static int conn_dispatch(lua_State *L) {
       return 1;
     }
     lconn_pulled p;
-    if (!lconn_pull(c, &p))
-      return 0;
+    if (!lconn_pull(c, &p)) {
+      int nret;
+      if (pump_read(L, c, &again, &nret))
+        continue;
+      return nret;
+    }
     if (p.ev.type == WS_EV_NONE) {
       lconn_pull_done(c, &p);
       return 0;
@@ -288,7 +355,7 @@ static int fast_index(lua_State *L) {
 void lconn_fast_register(lua_State *L) {
   static const luaL_Reg plain[] = {{"gate", conn_gate},
                                    {"tune", conn_tune},
-                                   {"round", conn_round},
+                                   {"bytes_read", conn_bytes_read},
                                    {NULL, NULL}};
   luaL_setfuncs(L, plain, 0);
   lua_createtable(L, 0, 1); /* message events: type = "message" */
@@ -305,8 +372,8 @@ void lconn_fast_register(lua_State *L) {
   lua_pushliteral(L, "head");
   lua_pushliteral(L, "tail");
   lua_pushliteral(L, "text");
-  lua_pushcclosure(L, conn_dispatch, UV_COUNT);
-  lua_setfield(L, -2, "dispatch");
+  lua_pushcclosure(L, conn_pump, UV_COUNT);
+  lua_setfield(L, -2, "pump");
 }
 
 const luaL_Reg lconn_fast_functions[] = {{"fast_send", fast_send},

@@ -65,7 +65,12 @@ struct lconn {
   uint32_t gate_gen;      /* bumped by every gate() */
   int32_t events_left;    /* events this round may still dispatch */
   uint32_t max_queue;     /* receive queue length that pauses reading */
+  uint32_t max_step_events;
   size_t send_limit, send_buffer, fragment_size, max_step_bytes;
+  size_t read_left;       /* bytes this round may still read ... */
+  size_t direct_left;     /* ... and read straight into big messages */
+  lua_Integer round;      /* the round the budgets are for */
+  uint64_t bytes_read;    /* from the transport (or feed), ever */
 };
 
 /* The conn at argument 1 (raises on another type or a released conn). */
@@ -91,6 +96,19 @@ int lconn_push_event(lua_State *L, lconn *c, const ws_event *e);
  * a big one written from data directly when nothing waits before it). */
 enum ws_error lconn_send_message(lconn *c, uint8_t op, const uint8_t *data,
                                  size_t len, size_t fragment_size);
+/* Read once from c's transport, at most max bytes into the scratch, or at
+ * most direct_max of a big frame's payload straight into its message:
+ * bytes read (> 0), or a NET_* status, or LCONN_READ_NOMEM. */
+#define LCONN_READ_NOMEM (-100)
+#define LCONN_READ_BUDGET (-101) /* max is 0 and no direct read fits */
+typedef struct lconn_read_info {
+  bool direct; /* into a big frame's message, not the scratch */
+  bool filled; /* the read took all the room it had: more may wait */
+} lconn_read_info;
+ssize_t lconn_read_some(lconn *c, size_t max, size_t direct_max,
+                        lconn_read_info *info);
+/* Push read()'s results for a status r <= 0 of lconn_read_some. */
+int lconn_push_read_status(lua_State *L, lconn *c, ssize_t r);
 /* Push send()'s refusal by send_limit (queued bytes wait); returns 3. */
 int lconn_send_queue_full(lua_State *L, size_t queued);
 

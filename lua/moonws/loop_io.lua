@@ -20,7 +20,7 @@ local readable, writable = loop.readable, loop.writable
 local OPEN = websocket.OPEN
 
 local loop_io = {
-  name = "moonws", type_name = "moonws.websocket", handlers = true,
+  name = "moonws", type_name = "moonws.websocket", handlers = true, reads = true,
   traceback = loop.traceback, report = loop.report, now = now,
 }
 
@@ -129,6 +129,10 @@ function loop_io.release(st, how)
   local conn, d = st.conn, st.drv
   if d.lookup_cancel then d.lookup_cancel(st) end
   if not conn then return end
+  -- Writes are made once a round, so a close echo queued in this round may
+  -- still be waiting when the peer's end of stream finishes the socket in
+  -- the same round: one nonblocking try gives it to the kernel first.
+  if how ~= "now" then conn:flush() end
   if how == "linger" and d.fd then
     linger(conn, d.fd) -- its watcher takes the descriptor over
   else
@@ -142,32 +146,11 @@ end
 
 ---------------------------------------------------------------- input
 
--- Read and dispatch; TLS may hold decrypted bytes the poller cannot see
--- (SSL_has_pending), so keep reading while the transport has some.
-local function on_readable(st)
-  repeat
-    local conn = st.conn
-    local n, want, name = conn:read(st.opts.max_step_bytes)
-    if n == false then return websocket.eof(st) end
-    if n == nil then return websocket.io_error(st, want, name) end
-    if n == 0 then return end
-    websocket.heard(st)
-    if not websocket.drain(st) then return end -- out of budget for this round
-  until not (st.drv.tls and st.conn and websocket.reading_wanted(st) and st.conn:pending())
-end
-
-function loop_io.pending(st)
-  return st.drv.tls and st.conn and websocket.reading_wanted(st) and st.conn:pending()
-end
-
-function loop_io.more(st)
-  if loop_io.pending(st) then on_readable(st) end
-end
-
 -- The readiness handler of an open (or closing) socket.
 local function on_ready_open(st, events)
   if events >= 2 then write(st) end -- writable(events), inlined: once per wake-up
-  if events % 2 == 1 and st.conn then on_readable(st) end
+  -- Read and dispatch (TLS records the poller cannot see included).
+  if events % 2 == 1 and st.conn then websocket.drain(st, true) end
 end
 
 -- What both sides' handshake handlers do first: send what is queued, then
@@ -241,7 +224,7 @@ end
 -- senders waiting for room, woken when output drains, and the others
 -- (receive, close), woken when input or the state changes.  One list
 -- would resume every receiver at each write for nothing.
-function loop_io.wait(st, cond, deadline, what)
+function loop_io.wait(st, cond, deadline, what, arg)
   local d = st.drv
   local key = what == "send" and "send_waiters" or "waiters"
   local list = d[key]
@@ -249,7 +232,7 @@ function loop_io.wait(st, cond, deadline, what)
     list = {}
     d[key] = list
   end
-  return loop.wait_until(cond, deadline, list, what)
+  return loop.wait_until(cond, deadline, list, what, arg)
 end
 
 function loop_io.can_wait() return loop.wait_mode() ~= nil end

@@ -24,8 +24,8 @@
 --                         at the end of the loop round; before writing it
 --                         calls websocket.frame_queued(st), after it
 --                         websocket.flushed(st, bytes_left)
---   wait(st, cond, deadline, what) -> true | false
---                         wait until cond() holds (false: deadline, an
+--   wait(st, cond, deadline, what [, arg]) -> true | false
+--                         wait until cond(arg) holds (false: deadline, an
 --                         absolute now(), passed); raises where waiting is
 --                         not possible (inside an event handler)
 --   can_wait(st)          whether wait would wait rather than raise
@@ -47,12 +47,12 @@
 -- and fields: name and type_name (for messages and tostring), traceback
 -- (the message handler for user callbacks), handlers (false: the front
 -- cannot run event handlers), unsupported (method name -> why the front
--- lacks it), and optional functions in_flight(st) (bytes handed to the
--- transport and not yet written), pending(st) and more(st) (whether the
--- transport holds bytes the poller cannot see, TLS records, and reading
--- them), closed(st) (the socket became
+-- lacks it), reads (true: st.conn reads from its transport itself, so
+-- drain may read), and optional functions in_flight(st) (bytes handed to
+-- the transport and not yet written), closed(st) (the socket became
 -- CLOSED) and collected(st) (the object was collected).
--- The driver calls websocket.drain(st) when bytes wait in st.conn,
+-- The driver calls websocket.drain(st, reads) when bytes wait in st.conn
+-- or (reads) in its transport,
 -- websocket.eof(st) at end of stream, websocket.io_error(st, message,
 -- name) when the transport failed, and the functions of the opening phase
 -- (opened, announce, fail, refusing).
@@ -128,13 +128,13 @@ websocket.reading_wanted = reading_wanted
 
 -- Messages waiting for receive() (or for onmessage, set after they came):
 -- st.queue = {head, tail, [2i - 1] = data, [2i] = kind}, made on first use
--- (by conn:dispatch too).
+-- (by conn:pump too).
 local function queued(st)
   local q = st.queue
   return q and q.tail - q.head + 1 or 0
 end
 
--- The gate: what the C hot path (conn:dispatch, send_fast) may do without
+-- The gate: what the C hot path (conn:pump, send_fast) may do without
 -- coming back here.  It repeats the common outcome of this module's rules
 -- and must be recomputed whenever one of its inputs changes: the state,
 -- onmessage, the receive queue being empty, reading (pause, a full queue,
@@ -518,25 +518,21 @@ local function handle_event(st, kind, a, b, c)
   end
 end
 
--- Parse and dispatch the complete events waiting in the conn, at most
--- max_step_events of them and max_step_bytes inflated a round: a flood or
--- a bomb must not stall one round of the loop (a game frame).  The rest is
--- dispatched in a later round.  Returns false when it stopped for a budget.
--- conn:dispatch delivers or queues the messages the gate lets through
--- itself and returns every other event; the handlers it calls run under
--- one protected call per dispatch, not one per message.
-function websocket.drain(st)
+-- Parse and dispatch the complete events waiting in the conn -- and, with
+-- read, read from the transport while input is missing -- at most
+-- max_step_events events and max_step_bytes read and inflated a round: a
+-- flood or a bomb must not stall one round of the loop (a game frame).
+-- The rest is dispatched in a later round.  Returns false when it stopped
+-- for a budget.  conn:pump delivers or queues the messages the gate lets
+-- through itself and returns every other event; the handlers it calls run
+-- under one protected call per pump, not one per message.
+function websocket.drain(st, read)
   local conn, io = st.conn, st.io
   if not conn then return true end
   local round = io.round(st)
-  if st.budget_round ~= round then
-    st.budget_round = round
-    -- Bytes to inflate: only compressed messages need the budget.
-    conn:round(st.opts.max_step_events, st.extensions ~= "" and st.opts.max_step_bytes or nil)
-  end
   local finished = true
-  while st.conn == conn do
-    local ok, kind, a, b, c = xpcall(conn.dispatch, io.traceback, conn, st)
+  while true do
+    local ok, kind, a, b, c = xpcall(conn.pump, io.traceback, conn, st, round, read)
     if not ok then
       report_handler_error(st, "onmessage", kind)
     elseif not kind then
@@ -546,28 +542,39 @@ function websocket.drain(st)
     elseif kind == "full" then
       st.queue_paused = true
       refresh_reading(st)
+    elseif kind == "eof" then
+      websocket.eof(st)
+    elseif kind == "ioerror" then
+      websocket.io_error(st, a, b)
     else
       handle_event(st, kind, a, b, c)
     end
+    if st.conn ~= conn then return true end
   end
   if not finished and not st.drain_deferred then
     st.drain_deferred = true
     io.later(st, websocket.drain_later)
   end
-  if queued(st) > 0 and not st.onmessage then io.wake(st) end
+  if not st.onmessage and queued(st) > 0 then io.wake(st) end
   return finished
 end
 
 -- The next round's share of a drain cut short by its budget.
 function websocket.drain_later(st)
   st.drain_deferred = false
-  if st.conn and websocket.drain(st) and st.conn and st.io.more then st.io.more(st) end
+  if st.conn then websocket.drain(st, st.io.reads) end
 end
 
 ---------------------------------------------------------------- keepalive
 
+-- Whether the ping keepalive sent is still unanswered: nothing at all came
+-- from the peer since (any byte proves it alive).
+local function awaiting_pong(st)
+  return st.ping_mark ~= nil and st.conn ~= nil and st.conn:bytes_read() == st.ping_mark
+end
+
 local function on_pong_timeout(st)
-  if st.state == OPEN and st.awaiting_pong then
+  if st.state == OPEN and awaiting_pong(st) then
     abort(st, ("no data from the peer within ping_timeout (%gs) after a ping"):format(
       st.opts.ping_timeout), E.TIMEOUT)
   end
@@ -576,8 +583,8 @@ end
 local function on_ping_timer(st)
   if st.state ~= OPEN then return end
   local io = st.io
-  if not st.awaiting_pong then
-    st.awaiting_pong = true
+  if not awaiting_pong(st) then
+    st.ping_mark = st.conn:bytes_read()
     st.conn:ping("")
     io.flush(st)
     if st.state ~= OPEN then return end
@@ -586,8 +593,6 @@ local function on_ping_timer(st)
   io.timer(st, "ping", io.now() + st.opts.ping_interval, on_ping_timer)
 end
 
--- Bytes came from the peer: it is alive (keepalive's proof).
-function websocket.heard(st) st.awaiting_pong = false end
 
 ---------------------------------------------------------------- the opening
 
@@ -612,7 +617,7 @@ function websocket.configure(conn, opts)
   conn:limits(opts.max_payload, opts.max_frame)
   conn:set_compression(opts.compression)
   conn:tune(opts.send_limit, opts.send_buffer, opts.fragment_size, opts.max_step_bytes,
-    opts.max_queue)
+    opts.max_queue, opts.max_step_events)
 end
 
 -- Give st its conn.
@@ -649,11 +654,7 @@ end
 function websocket.announce(st, fire_onopen)
   if fire_onopen then fire(st, "onopen", { type = "open" }) end
   st.io.wake(st)
-  if st.state == OPEN then
-    websocket.drain(st)
-    local io = st.io
-    if st.conn and io.pending and io.pending(st) then io.later(st, io.more) end
-  end
+  if st.state == OPEN then websocket.drain(st, st.io.reads) end
 end
 
 -- The URL a server learned from the request (scheme, Host, target).
@@ -927,19 +928,34 @@ function methods.terminate(ws)
   if st.state ~= CLOSED then finish(st, 1006, "", false) end
 end
 
+-- What receive() waits for.
+local function receivable(st)
+  local q = st.queue
+  return q and q.tail >= q.head or st.state == CLOSED
+end
+
 function methods.receive(ws, timeout)
   local st = priv(ws)
   if timeout ~= nil and (type(timeout) ~= "number" or timeout < 0) then
     error("bad argument #1 to 'receive' (non-negative number expected)", 2)
   end
-  -- A message already queued needs no waiting (nor a closure).
   local q = st.queue
-  if q and q.tail >= q.head then return pop_message(st) end
+  if q then
+    local head = q.head
+    if head <= q.tail then
+      if st.queue_paused or st.failure then return pop_message(st) end
+      -- pop_message's common case, inlined: the hot path of coroutines.
+      local i = 2 * head
+      local data, kind = q[i - 1], q[i]
+      q[i - 1], q[i] = nil, nil
+      if head >= q.tail then q.head, q.tail = 1, 0 else q.head = head + 1 end
+      return data, kind
+    end
+  end
   local deadline = timeout and st.io.now() + timeout
-  local ok = st.io.wait(st, function()
-    return queued(st) > 0 or st.state == CLOSED
-  end, deadline, "receive")
-  if queued(st) > 0 then return pop_message(st) end
+  local ok = st.io.wait(st, receivable, deadline, "receive", st)
+  q = st.queue
+  if q and q.tail >= q.head then return pop_message(st) end
   if not ok then return nil, "receive timed out", E.TIMEOUT end
   return closed_result(st)
 end
