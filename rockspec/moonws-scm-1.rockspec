@@ -57,6 +57,7 @@ build = {
         "csrc/core/ws_utf8.c",
         "csrc/lua/lconn.c",
         "csrc/lua/lconn_fanout.c",
+        "csrc/lua/lconn_fast.c",
         "csrc/lua/lconn_frames.c",
         "csrc/lua/lconn_handshake.c",
         "csrc/lua/lconn_io.c",

@@ -11,7 +11,9 @@
  * caller's buffer and inflated from there into conn->msg. */
 #include "ws_conn.h"
 
+#include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "ws_deflate.h"
@@ -70,6 +72,30 @@ void ws_conn_init(ws_conn *c, ws_role role, const ws_conn_config *cfg) {
 void ws_conn_free(ws_conn *c) {
   ws_buf_free(&c->msg);
   ws_buf_free(&c->out);
+  free(c->side);
+  c->side = NULL;
+  c->pong_held = false;
+}
+
+/* c->side, made on first use; NULL when memory runs out. */
+static ws_conn_side *conn_side(ws_conn *c) {
+  if (!c->side)
+    c->side = calloc(1, sizeof *c->side);
+  return c->side;
+}
+
+/* A message made at run time, in side->error_text; fallback (static) when
+ * there is no memory for it. */
+static const char *error_text(ws_conn *c, const char *fallback,
+                              const char *fmt, ...) {
+  ws_conn_side *side = conn_side(c);
+  if (!side)
+    return fallback;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(side->error_text, sizeof side->error_text, fmt, ap);
+  va_end(ap);
+  return side->error_text;
 }
 
 void ws_conn_set_deflate(ws_conn *c, struct ws_deflate *d) {
@@ -113,8 +139,8 @@ static const char *append_frame(ws_conn *c, bool fin, uint8_t op,
 static const char *release_pong(ws_conn *c) {
   if (!c->pong_held)
     return NULL;
-  const char *err = append_frame(c, true, WS_OP_PONG, c->pong, c->pong_len,
-                                 NULL, 0);
+  const char *err = append_frame(c, true, WS_OP_PONG, c->side->pong,
+                                 c->side->pong_len, NULL, 0);
   if (err)
     return err;
   c->pong_held = false;
@@ -280,18 +306,16 @@ static const char *header_check(ws_conn *c, uint16_t *code) {
   if (!compressed && (so_far > c->cfg.max_payload ||
                       h->payload_len > c->cfg.max_payload - so_far)) {
     /* so_far <= max_payload and payload_len < 2^63: the sum fits. */
-    snprintf(c->error_text, sizeof c->error_text,
-             "payload of %s exceeds max_payload %s",
-             size_text(got, so_far + h->payload_len),
-             size_text(limit, c->cfg.max_payload));
-    return c->error_text;
+    return error_text(c, "payload exceeds max_payload",
+                      "payload of %s exceeds max_payload %s",
+                      size_text(got, so_far + h->payload_len),
+                      size_text(limit, c->cfg.max_payload));
   }
-  if (h->payload_len > c->cfg.max_frame) {
-    snprintf(c->error_text, sizeof c->error_text,
-             "payload of %s exceeds max_frame %s",
-             size_text(got, h->payload_len), size_text(limit, c->cfg.max_frame));
-    return c->error_text;
-  }
+  if (h->payload_len > c->cfg.max_frame)
+    return error_text(c, "payload exceeds max_frame",
+                      "payload of %s exceeds max_frame %s",
+                      size_text(got, h->payload_len),
+                      size_text(limit, c->cfg.max_frame));
   return NULL;
 }
 
@@ -306,9 +330,9 @@ static size_t on_close(ws_conn *c, const uint8_t *p, size_t n, ws_event *ev,
   if (n >= 2) {
     code = (unsigned)p[0] << 8 | p[1];
     if (!ws_close_code_valid_on_wire(code)) {
-      snprintf(c->error_text, sizeof c->error_text, "invalid close code %u",
-               code);
-      return conn_fail(c, ev, len, WS_CLOSE_PROTOCOL_ERROR, c->error_text);
+      return conn_fail(c, ev, len, WS_CLOSE_PROTOCOL_ERROR,
+                       error_text(c, "invalid close code",
+                                  "invalid close code %u", code));
     }
     reason = p + 2;
     reason_len = n - 2;
@@ -347,9 +371,12 @@ static size_t on_control(ws_conn *c, const uint8_t *p, size_t n, ws_event *ev,
      * forbids only data frames after it, and the peer may still be
      * pinging before it reads our close.  5.5.3: while the peer leaves
      * WS_PONG_BACKLOG bytes unread, this pong replaces any held and waits. */
+    ws_conn_side *side = conn_side(c);
+    if (!side)
+      return conn_fail(c, ev, len, WS_CLOSE_INTERNAL_ERROR, msg_nomem);
     if (n)
-      memcpy(c->pong, p, n);
-    c->pong_len = (uint8_t)n;
+      memcpy(side->pong, p, n);
+    side->pong_len = (uint8_t)n;
     c->pong_held = true;
     if (ws_buf_len(&c->out) < WS_PONG_BACKLOG) {
       const char *err = release_pong(c);
@@ -392,16 +419,16 @@ static size_t inflate_fail(ws_conn *c, ws_event *ev, size_t len,
                            enum ws_error e, const char *why) {
   if (e == WS_E_TOO_BIG) {
     char limit[32];
-    snprintf(c->error_text, sizeof c->error_text,
-             "payload exceeds max_payload %s once decompressed",
-             size_text(limit, c->cfg.max_payload));
-    return conn_fail(c, ev, len, WS_CLOSE_MESSAGE_TOO_BIG, c->error_text);
+    return conn_fail(c, ev, len, WS_CLOSE_MESSAGE_TOO_BIG,
+                     error_text(c, "payload exceeds max_payload once decompressed",
+                                "payload exceeds max_payload %s once decompressed",
+                                size_text(limit, c->cfg.max_payload)));
   }
   if (e != WS_E_INVALID_DATA)
     return conn_fail(c, ev, len, WS_CLOSE_INTERNAL_ERROR, msg_nomem);
-  snprintf(c->error_text, sizeof c->error_text, "invalid compressed data: %s",
-           why ? why : "corrupt");
-  return conn_fail(c, ev, len, WS_CLOSE_INVALID_PAYLOAD, c->error_text);
+  return conn_fail(c, ev, len, WS_CLOSE_INVALID_PAYLOAD,
+                   error_text(c, "invalid compressed data",
+                              "invalid compressed data: %s", why ? why : "corrupt"));
 }
 
 /* ---- ws_conn_recv, one phase per function ----
@@ -484,7 +511,10 @@ static size_t recv_control(ws_conn *c, recv_in *in) {
     in->pos += (size_t)left;
   } else {
     size_t take = avail < left ? avail : (size_t)left;
-    uint8_t *dst = c->ctrl + c->frame_done;
+    ws_conn_side *side = conn_side(c);
+    if (!side)
+      return conn_fail(c, in->ev, in->len, WS_CLOSE_INTERNAL_ERROR, msg_nomem);
+    uint8_t *dst = side->ctrl + c->frame_done;
     if (h->masked)
       ws_mask_copy(dst, in->data + in->pos, take, h->mask, (size_t)c->frame_done);
     else
@@ -493,7 +523,7 @@ static size_t recv_control(ws_conn *c, recv_in *in) {
     in->pos += take;
     if (c->frame_done < h->payload_len)
       return in->len;
-    p = c->ctrl;
+    p = side->ctrl;
   }
   c->in_frame = false;
   return on_control(c, p, (size_t)h->payload_len, in->ev, in->pos, in->len);
@@ -661,7 +691,7 @@ uint8_t *ws_conn_payload_room(ws_conn *c, size_t want, size_t *room) {
       c->frame_done >= h->payload_len)
     return NULL;
   uint64_t left = h->payload_len - c->frame_done;
-  size_t grow = ws_buf_len(&c->msg) + 65536;
+  size_t grow = ws_buf_len(&c->msg) + WS_DIRECT_SLACK;
   if (want > left)
     want = (size_t)left;
   if (want > grow)

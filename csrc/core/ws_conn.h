@@ -170,15 +170,21 @@ typedef struct ws_conn {
   size_t premasked;       /* input bytes after the last taken that were
                              already unmasked (a compressed frame stopped
                              for the budget) */
-  bool pong_held;         /* a pong waits in pong[0, pong_len) */
+  bool pong_held;         /* a pong waits in side->pong */
+  uint16_t fail_code;     /* the failure's close code ... */
+  const char *fail_why;   /* ... and text (static, or side->error_text) */
+  struct ws_conn_side *side; /* what only unusual traffic needs, made on
+                                first use: an idle connection is small */
+} ws_conn;
+
+/* The buffers of ws_conn that a connection needs only now and then. */
+typedef struct ws_conn_side {
+  uint8_t pong[WS_CONTROL_MAX]; /* the held pong's payload */
   uint8_t pong_len;
-  uint8_t pong[WS_CONTROL_MAX];
   uint8_t ctrl[WS_CONTROL_MAX]; /* a control frame split across reads
                                    (frame_done bytes of it so far) */
-  uint16_t fail_code;     /* the failure's close code ... */
-  const char *fail_why;   /* ... and text (static, or error_text) */
   char error_text[WS_ERROR_TEXT_SIZE]; /* error messages made at run time */
-} ws_conn;
+} ws_conn_side;
 
 /* Set up a connection for role; cfg may be NULL for defaults. */
 void ws_conn_init(ws_conn *c, ws_role role, const ws_conn_config *cfg);
@@ -217,12 +223,13 @@ void ws_conn_out_consume(ws_conn *c, size_t n);
  * from its transport straight into the message.  ws_conn_payload_room
  * gives the place and *room, its size: at most want, at most what the
  * frame has left, and at most what has come of the message so far plus
- * 64 KiB (so memory still follows bytes received, never a header's
- * promise).  NULL when c is in no such frame (then read into a buffer and
+ * WS_DIRECT_SLACK (so memory still follows bytes received, never a
+ * header's promise; a MiB arrives in three reads).  NULL when c is in no such frame (then read into a buffer and
  * ws_conn_recv it) or memory ran out (ws_conn_recv will say so).  After
  * reading n bytes (<= room) there, ws_conn_payload_commit unmasks and
  * checks them and sets *ev as ws_conn_recv would: the message when it is
  * complete, an error (1007) for invalid text, else WS_EV_NONE. */
+#define WS_DIRECT_SLACK ((size_t)256 * 1024)
 uint8_t *ws_conn_payload_room(ws_conn *c, size_t want, size_t *room);
 void ws_conn_payload_commit(ws_conn *c, size_t n, ws_event *ev);
 

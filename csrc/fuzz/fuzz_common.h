@@ -501,7 +501,7 @@ static inline void fz_check_out_agrees(const fz_run *r, bool close_first) {
     k++;
     rest--;
   } else if (coalesced) {
-    FZ_CHECK(c->pong_held && fz_same_payload(last, c->pong, c->pong_len));
+    FZ_CHECK(c->pong_held && fz_same_payload(last, c->side->pong, c->side->pong_len));
   } else {
     FZ_CHECK(!c->pong_held);
   }

@@ -69,7 +69,9 @@ void lconn_drop_deflate(lconn *c) {
 int lconn_new(lua_State *L, ws_role role, int fd) {
   lconn *c = compat_newuserdata(L, sizeof *c, 1);
   memset(c, 0, sizeof *c);
+  c->magic = LCONN_MAGIC;
   c->released = true; /* closed until every resource is acquired */
+  c->gate = LCONN_GATE_EACH;
   luaL_setmetatable(L, LCONN_TYPE);
   c->sh = get_shared(L);
   compat_setuservalue(L, -2, 1); /* the conn keeps the scratch alive */
@@ -90,8 +92,20 @@ int lconn_new(lua_State *L, ws_role role, int fd) {
   return 1;
 }
 
+lconn *lconn_test(lua_State *L, int idx) {
+  /* The size is checked first, so reading the magic stays inside the
+   * userdata whatever it is; only a conn has both. */
+  lconn *c = lua_touserdata(L, idx);
+  if (c && lua_type(L, idx) == LUA_TUSERDATA &&
+      compat_rawlen(L, idx) == sizeof *c && c->magic == LCONN_MAGIC)
+    return c;
+  return NULL;
+}
+
 lconn *lconn_check(lua_State *L, int idx) {
-  lconn *c = luaL_checkudata(L, idx, LCONN_TYPE);
+  lconn *c = lconn_test(L, idx);
+  if (!c)
+    c = luaL_checkudata(L, idx, LCONN_TYPE);
   if (c->released)
     luaL_error(L, "attempt to use a closed websocket connection");
   return c;
@@ -176,6 +190,7 @@ void lmoonws_open_conn(lua_State *L) {
   luaL_setfuncs(L, lconn_handshake_methods, 0);
   luaL_setfuncs(L, lconn_frames_methods, 0);
   luaL_setfuncs(L, lconn_fanout_methods, 0);
+  lconn_fast_register(L);
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1);
 
@@ -184,4 +199,5 @@ void lmoonws_open_conn(lua_State *L) {
   luaL_setfuncs(L, lconn_handshake_functions, 0);
   luaL_setfuncs(L, lconn_frames_functions, 0);
   lconn_open_fanout(L);
+  luaL_setfuncs(L, lconn_fast_functions, 0);
 }

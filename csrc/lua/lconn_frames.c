@@ -16,46 +16,57 @@
  *   "text"|"binary"|"ping"|"pong", data
  *   "close", code, reason
  *   "error", message, name, code        (the connection has failed) */
-static int push_event(lua_State *L, lconn *c, const ws_event *e);
-
-static int conn_next_event(lua_State *L) {
-  lconn *c = lconn_self(L);
+bool lconn_pull(lconn *c, lconn_pulled *p) {
   uint8_t *data;
   size_t len;
   if (c->direct_ev.type != WS_EV_NONE) {
-    ws_event ev = c->direct_ev;
+    p->ev = c->direct_ev;
     c->direct_ev.type = WS_EV_NONE;
-    return push_event(L, c, &ev);
+    p->source = 0;
+    p->used = 0;
+    return true;
   }
-  bool from_scratch = ws_buf_len(&c->in) == 0;
-  if (!from_scratch) {
+  if (ws_buf_len(&c->in) != 0) {
     data = ws_buf_data(&c->in);
     len = ws_buf_len(&c->in);
+    p->source = 2;
   } else if (c->sh->owner == c && c->sh->pos < c->sh->len) {
     data = c->sh->scratch + c->sh->pos;
     len = c->sh->len - c->sh->pos;
+    p->source = 1;
   } else if (c->ws.paused) { /* zlib still owes output: no input needed */
     data = c->sh->scratch;
     len = 0;
+    p->source = 1;
   } else {
-    return 0;
+    return false;
   }
-  ws_event ev;
-  size_t used = ws_conn_recv(&c->ws, data, len, &ev);
-  /* The event may point into data: push it before the bytes are released. */
-  int nret = push_event(L, c, &ev);
-  if (from_scratch) {
-    c->sh->pos += used;
-  } else {
-    ws_buf_consume(&c->in, used);
+  p->used = ws_conn_recv(&c->ws, data, len, &p->ev);
+  return true;
+}
+
+void lconn_pull_done(lconn *c, const lconn_pulled *p) {
+  if (p->source == 1) {
+    c->sh->pos += p->used;
+  } else if (p->source == 2) {
+    ws_buf_consume(&c->in, p->used);
     if (ws_buf_len(&c->in) == 0)
       ws_buf_free(&c->in);
   }
+}
+
+static int conn_next_event(lua_State *L) {
+  lconn *c = lconn_self(L);
+  lconn_pulled p;
+  if (!lconn_pull(c, &p))
+    return 0;
+  /* The event may point into the input: push it before the bytes go. */
+  int nret = lconn_push_event(L, c, &p.ev);
+  lconn_pull_done(c, &p);
   return nret;
 }
 
-/* Push event e as next_event's results; returns their count. */
-static int push_event(lua_State *L, lconn *c, const ws_event *e) {
+int lconn_push_event(lua_State *L, lconn *c, const ws_event *e) {
   ws_event ev = *e;
   int nret;
   switch (ev.type) {
@@ -116,12 +127,12 @@ static const uint8_t *check_text(lua_State *L, int idx, size_t *len,
 /* A big message with nothing queued before it: header and payload in one
  * gather write, the payload from the Lua string; what the transport does
  * not take now goes on out as usual (a failure shows at the next flush). */
-static int send_direct(lua_State *L, lconn *c, uint8_t op,
-                       const uint8_t *data, size_t len) {
+static enum ws_error send_direct(lconn *c, uint8_t op, const uint8_t *data,
+                                 size_t len) {
   ws_buf *out = &c->ws.out;
   enum ws_error e = ws_conn_send_header(&c->ws, op, len);
   if (e != WS_E_NONE)
-    return push_send_result(L, e);
+    return e;
   size_t hs = ws_buf_len(out);
   ssize_t w = c->t->ops->write2(c->t, ws_buf_data(out), hs, data, len);
   size_t sent = w > 0 ? (size_t)w : 0;
@@ -137,9 +148,9 @@ static int send_direct(lua_State *L, lconn *c, uint8_t op,
      * broken, so the transport goes (the next flush reports it). */
     c->t->ops->destroy(c->t);
     c->t = NULL;
-    return push_send_result(L, WS_E_NOMEM);
+    return WS_E_NOMEM;
   }
-  return push_send_result(L, WS_E_NONE);
+  return WS_E_NONE;
 }
 
 /* A message longer than size as frames of size bytes (the last shorter):
@@ -155,13 +166,23 @@ static enum ws_error send_in_frames(lconn *c, uint8_t op, const uint8_t *data,
   }
 }
 
+enum ws_error lconn_send_message(lconn *c, uint8_t op, const uint8_t *data,
+                                 size_t len, size_t fragment_size) {
+  if (fragment_size > 0 && len > fragment_size)
+    return send_in_frames(c, op, data, len, fragment_size);
+  if (len >= DIRECT_MIN && c->t && c->t->ops->write2 &&
+      ws_buf_len(&c->ws.out) == 0 && ws_conn_plain_send(&c->ws, len))
+    return send_direct(c, op, data, len);
+  return ws_conn_send(&c->ws, op, data, len);
+}
+
 /* send(data, binary [, limit [, fragment_size]]) -> true, bytes now queued
  * | nil, message, name | false, message (text that is not UTF-8: misuse,
- * which the Lua caller raises at its own caller's line).  With limit (send_limit), nothing is queued while
- * limit bytes or more already wait: a peer that stops reading cannot make
- * memory grow without end (checked here: the hot path makes one call per
- * message).  With fragment_size, a longer message goes as several frames;
- * every front (the loop's sockets, moonws.resty) sends through here. */
+ * which the Lua caller raises at its own caller's line).  With limit
+ * (send_limit), nothing is queued while limit bytes or more already wait:
+ * a peer that stops reading cannot make memory grow without end.  With fragment_size, a longer message goes as
+ * several frames.  Every front sends through here, or through the hot
+ * path's send_fast, which applies the same rules. */
 static int conn_send(lua_State *L) {
   lconn *c = lconn_self(L);
   bool binary = lua_toboolean(L, 3);
@@ -174,28 +195,27 @@ static int conn_send(lua_State *L) {
     lua_pushliteral(L, "invalid UTF-8 in a text message (send it as binary)");
     return 2;
   }
-  uint8_t op = binary ? WS_OP_BINARY : WS_OP_TEXT;
   size_t queued = ws_buf_len(&c->ws.out);
-  if (limit > 0 && queued >= (size_t)limit) {
-    char why[96];
-    snprintf(why, sizeof why, "send queue full: %zu bytes wait for a peer "
-                              "that is not reading (send_limit)", queued);
-    lua_pushnil(L);
-    lua_pushstring(L, why);
-    lua_pushstring(L, ws_error_name(WS_E_TOO_BIG));
-    return 3;
-  }
-  int n;
-  if (fragment_size > 0 && len > (size_t)fragment_size)
-    n = push_send_result(L, send_in_frames(c, op, data, len, (size_t)fragment_size));
-  else if (len >= DIRECT_MIN && c->t && c->t->ops->write2 && queued == 0 &&
-           ws_conn_plain_send(&c->ws, len))
-    n = send_direct(L, c, op, data, len);
-  else
-    n = push_send_result(L, ws_conn_send(&c->ws, op, data, len));
+  if (limit > 0 && queued >= (size_t)limit)
+    return lconn_send_queue_full(L, queued);
+  enum ws_error e =
+      lconn_send_message(c, binary ? WS_OP_BINARY : WS_OP_TEXT, data, len,
+                         fragment_size > 0 ? (size_t)fragment_size : 0);
+  int n = push_send_result(L, e);
   if (n == 1)
     lua_pushinteger(L, (lua_Integer)ws_buf_len(&c->ws.out));
   return n + (n == 1);
+}
+
+/* nil, "send queue full ...", "too_big": send_limit refused a message. */
+int lconn_send_queue_full(lua_State *L, size_t queued) {
+  char why[96];
+  snprintf(why, sizeof why, "send queue full: %zu bytes wait for a peer "
+                            "that is not reading (send_limit)", queued);
+  lua_pushnil(L);
+  lua_pushstring(L, why);
+  lua_pushstring(L, ws_error_name(WS_E_TOO_BIG));
+  return 3;
 }
 
 /* send_fragment(data, binary, fin [, checked]): one piece of a message

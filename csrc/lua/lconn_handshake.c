@@ -110,6 +110,12 @@ static int conn_handshake_done(lua_State *L) {
   c->handshaking = false;
   if (ws_buf_len(&c->in) == 0)
     ws_buf_free(&c->in);
+  /* An idle connection holds no output buffer: free it now, or once the
+   * handshake's answer has gone. */
+  if (ws_buf_len(&c->ws.out) == 0)
+    ws_buf_free(&c->ws.out);
+  else
+    c->out_drop_once = true;
   return 0;
 }
 

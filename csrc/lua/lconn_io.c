@@ -96,17 +96,56 @@ static size_t unparsed(const lconn *c) {
   return n;
 }
 
-static int push_read_status(lua_State *L, lconn *c, ssize_t r);
 
-/* A big frame's payload, read into the message itself (no scratch, no
- * second copy).  A message it completes waits in direct_ev. */
-static int read_direct(lua_State *L, lconn *c, uint8_t *dst, size_t room) {
-  ssize_t r = c->t->ops->read(c->t, dst, room);
-  if (r <= 0)
-    return push_read_status(L, c, r);
-  ws_conn_payload_commit(&c->ws, (size_t)r, &c->direct_ev);
-  lua_pushinteger(L, (lua_Integer)r);
-  return 1;
+ssize_t lconn_read_some(lconn *c, size_t max, size_t direct_max,
+                        lconn_read_info *info) {
+  uint8_t *dst;
+  size_t room;
+  ssize_t r;
+  info->direct = false;
+  info->filled = false;
+  if (!c->handshaking &&
+      (dst = ws_conn_payload_room(&c->ws, direct_max, &room)) != NULL &&
+      room >= DIRECT_MIN) {
+    /* A big frame's payload, read into the message itself (no scratch,
+     * no second copy).  A message it completes waits in direct_ev. */
+    r = c->t->ops->read(c->t, dst, room);
+    if (r > 0) {
+      ws_conn_payload_commit(&c->ws, (size_t)r, &c->direct_ev);
+      c->bytes_read += (uint64_t)r;
+      info->direct = true;
+      info->filled = (size_t)r == room;
+    }
+    return r;
+  }
+  if (max == 0)
+    return LCONN_READ_BUDGET;
+  if (c->handshaking) {
+    if (ws_buf_reserve(&c->in, HANDSHAKE_READ))
+      return LCONN_READ_NOMEM;
+    dst = ws_buf_tail(&c->in);
+    room = ws_buf_room(&c->in);
+  } else {
+    if (spill_scratch(c->sh))
+      return LCONN_READ_NOMEM;
+    dst = c->sh->scratch;
+    room = SCRATCH_SIZE;
+  }
+  if (max < room)
+    room = max;
+  r = c->t->ops->read(c->t, dst, room);
+  if (r > 0) {
+    if (c->handshaking) {
+      ws_buf_commit(&c->in, (size_t)r);
+    } else {
+      c->sh->owner = c;
+      c->sh->pos = 0;
+      c->sh->len = (size_t)r;
+    }
+    c->bytes_read += (uint64_t)r;
+    info->filled = (size_t)r == room;
+  }
+  return r;
 }
 
 /* read([max]) -> n bytes now waiting to be parsed (> 0); 0, "read"|"write"
@@ -124,43 +163,22 @@ static int conn_read(lua_State *L) {
     lua_pushinteger(L, (lua_Integer)waiting);
     return 1;
   }
-  uint8_t *dst;
-  size_t room;
-  if (!c->handshaking &&
-      (dst = ws_conn_payload_room(&c->ws, (size_t)max, &room)) != NULL &&
-      room >= DIRECT_MIN)
-    return read_direct(L, c, dst, room);
-  if (c->handshaking) {
-    if (ws_buf_reserve(&c->in, HANDSHAKE_READ))
-      return lmoonws_fail(L, WS_E_NOMEM, NULL);
-    dst = ws_buf_tail(&c->in);
-    room = ws_buf_room(&c->in);
-  } else {
-    if (spill_scratch(c->sh))
-      return lmoonws_fail(L, WS_E_NOMEM, NULL);
-    dst = c->sh->scratch;
-    room = SCRATCH_SIZE;
-  }
-  if ((size_t)max < room)
-    room = (size_t)max;
-  ssize_t r = c->t->ops->read(c->t, dst, room);
+  lconn_read_info info;
+  ssize_t r = lconn_read_some(c, (size_t)max, (size_t)max, &info);
   if (r > 0) {
-    if (c->handshaking) {
-      ws_buf_commit(&c->in, (size_t)r);
-    } else {
-      c->sh->owner = c;
-      c->sh->pos = 0;
-      c->sh->len = (size_t)r;
-    }
-    lua_pushinteger(L, (lua_Integer)unparsed(c));
+    /* A direct read leaves nothing unparsed: it says what it took. */
+    size_t n = unparsed(c);
+    lua_pushinteger(L, (lua_Integer)(n ? n : (size_t)r));
     return 1;
   }
-  return push_read_status(L, c, r);
+  return lconn_push_read_status(L, c, r);
 }
 
 /* What read returns for a transport result r <= 0. */
-static int push_read_status(lua_State *L, lconn *c, ssize_t r) {
+int lconn_push_read_status(lua_State *L, lconn *c, ssize_t r) {
   switch (r) {
+  case LCONN_READ_NOMEM:
+    return lmoonws_fail(L, WS_E_NOMEM, NULL);
   case NET_EOF:
     lua_pushboolean(L, 0);
     return 1;
@@ -185,7 +203,8 @@ ssize_t lconn_write_out(lconn *c) {
       return w;
     ws_conn_out_consume(&c->ws, (size_t)w);
   }
-  ws_buf_trim(out, KEEP_BUFFER);
+  ws_buf_trim(out, c->out_drop_once ? 0 : KEEP_BUFFER);
+  c->out_drop_once = false;
   return 0;
 }
 
@@ -193,6 +212,7 @@ ssize_t lconn_write_out(lconn *c) {
  * "write"|"read" (what to wait for); or nil, message, name. */
 static int conn_flush(lua_State *L) {
   lconn *c = lconn_self(L);
+  c->dirty = false;
   if (!c->t)
     return lmoonws_fail(L, WS_E_CLOSED, "socket closed");
   ssize_t w = lconn_write_out(c);
@@ -241,6 +261,7 @@ static int conn_feed(lua_State *L) {
     return lmoonws_fail(L, WS_E_NOMEM, NULL);
   if (ws_buf_append(&c->in, s, n))
     return lmoonws_fail(L, WS_E_NOMEM, NULL);
+  c->bytes_read += n;
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -267,6 +288,7 @@ static int conn_take_output(lua_State *L) {
   lconn *c = lconn_self(L);
   ws_buf *out = &c->ws.out;
   int pieces = 0;
+  c->dirty = false;
   do {
     lua_pushlstring(L, (const char *)ws_buf_data(out), ws_buf_len(out));
     ws_conn_out_consume(&c->ws, ws_buf_len(out));

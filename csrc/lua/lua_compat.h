@@ -49,6 +49,16 @@ static inline int compat_getuservalue(lua_State *L, int idx, int n) {
 }
 #endif
 
+/* lua_rawget, returning the type of the value it pushed (5.1: void). */
+#if LUA_VERSION_NUM >= 503
+#define compat_rawget(L, idx) lua_rawget((L), (idx))
+#else
+static inline int compat_rawget(lua_State *L, int idx) {
+  lua_rawget(L, idx);
+  return lua_type(L, -1);
+}
+#endif
+
 #if LUA_VERSION_NUM >= 503
 #define compat_isinteger(L, idx) lua_isinteger((L), (idx))
 #define COMPAT_MAXINTEGER LUA_MAXINTEGER

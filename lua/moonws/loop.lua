@@ -378,21 +378,27 @@ end
 
 local function wake_timer(co) loop.wake(co) end
 
--- Wait until cond() is true or deadline (absolute, optional) passes;
+-- Wait until cond(arg) is true or deadline (absolute, optional) passes;
 -- waiters is a list the waking side passes to loop.wake_all.  Returns true
--- when cond() held, false on timeout.  Raises inside event handlers.
-function loop.wait_until(cond, deadline, waiters, what)
-  while not cond() do
+-- when cond(arg) held, false on timeout.  Raises inside event handlers.
+-- (arg spares a caller a closure per wait.)
+function loop.wait_until(cond, deadline, waiters, what, arg)
+  while not cond(arg) do
     if deadline and now() >= deadline then return false end
     local co, main = co_running()
     if not main and ours[co] then
       local handle = deadline and loop.timer(deadline, wake_timer, co)
       if waiters then waiters[#waiters + 1] = co end
       co_yield(WAIT)
-      loop.cancel(handle)
+      if handle then loop.cancel(handle) end
       if waiters then
-        for i = #waiters, 1, -1 do
-          if waiters[i] == co then table.remove(waiters, i) end
+        local n = #waiters
+        if waiters[n] == co then -- the usual case: one waiter, or the last
+          waiters[n] = nil
+        else
+          for i = n - 1, 1, -1 do
+            if waiters[i] == co then table.remove(waiters, i) end
+          end
         end
       end
     elseif depth == 0 then

@@ -20,7 +20,7 @@ local readable, writable = loop.readable, loop.writable
 local OPEN = websocket.OPEN
 
 local loop_io = {
-  name = "moonws", type_name = "moonws.websocket", handlers = true,
+  name = "moonws", type_name = "moonws.websocket", handlers = true, reads = true,
   traceback = loop.traceback, report = loop.report, now = now,
 }
 
@@ -66,12 +66,13 @@ local function write(st)
   local left, want, name = conn:flush()
   if not left then return websocket.io_error(st, want, name) end
   local d = st.drv
-  if left == 0 and st.state == OPEN and not st.backlogged and st.outq_bytes == 0
+  if left == 0 and st.state == OPEN and not st.backlogged and not st.outq
       and not st.drain_armed then
-    -- The common case, inlined: all written, nothing to decide but wake-ups.
+    -- The common case, inlined: all written, nothing to decide but waking
+    -- the senders that wait for room (not the receivers: nothing came).
     if d.i_write then set_interest(st, websocket.reading_wanted(st), false) end
-    local waiters = d.waiters
-    if #waiters > 0 then loop.wake_all(waiters) end
+    local waiters = d.send_waiters
+    if waiters and #waiters > 0 then loop.wake_all(waiters) end
     return
   end
   local want_write = left > 0 and want == "write"
@@ -129,6 +130,10 @@ function loop_io.release(st, how)
   local conn, d = st.conn, st.drv
   if d.lookup_cancel then d.lookup_cancel(st) end
   if not conn then return end
+  -- Writes are made once a round, so a close echo queued in this round may
+  -- still be waiting when the peer's end of stream finishes the socket in
+  -- the same round: one nonblocking try gives it to the kernel first.
+  if how ~= "now" then conn:flush() end
   if how == "linger" and d.fd then
     linger(conn, d.fd) -- its watcher takes the descriptor over
   else
@@ -142,32 +147,11 @@ end
 
 ---------------------------------------------------------------- input
 
--- Read and dispatch; TLS may hold decrypted bytes the poller cannot see
--- (SSL_has_pending), so keep reading while the transport has some.
-local function on_readable(st)
-  repeat
-    local conn = st.conn
-    local n, want, name = conn:read(st.opts.max_step_bytes)
-    if n == false then return websocket.eof(st) end
-    if n == nil then return websocket.io_error(st, want, name) end
-    if n == 0 then return end
-    websocket.heard(st)
-    if not websocket.drain(st) then return end -- out of budget for this round
-  until not (st.drv.tls and st.conn and websocket.reading_wanted(st) and st.conn:pending())
-end
-
-function loop_io.pending(st)
-  return st.drv.tls and st.conn and websocket.reading_wanted(st) and st.conn:pending()
-end
-
-function loop_io.more(st)
-  if loop_io.pending(st) then on_readable(st) end
-end
-
 -- The readiness handler of an open (or closing) socket.
 local function on_ready_open(st, events)
   if events >= 2 then write(st) end -- writable(events), inlined: once per wake-up
-  if events % 2 == 1 and st.conn then on_readable(st) end
+  -- Read and dispatch (TLS records the poller cannot see included).
+  if events % 2 == 1 and st.conn then websocket.drain(st, true) end
 end
 
 -- What both sides' handshake handlers do first: send what is queued, then
@@ -200,13 +184,15 @@ end
 -- The loop calls drv:on_ready(events); the phase decides what it means.
 local function drv_on_ready(d, events) return d.phase(d.st, events) end
 
+-- Every drv is the loop's watcher and dirty object for its socket: the
+-- loop calls drv:on_ready(events) and drv:flush(); shared, not per socket.
+local drv_mt = { __index = { flush = drv_flush, on_ready = drv_on_ready } }
+
 -- A new socket object on this driver (CONNECTING; counted by run()).
 function loop_io.new(role, opts, url)
   local ws, st = websocket.new(role, opts, url, loop_io)
-  local d = st.drv
-  d.st, d.flush, d.on_ready = st, drv_flush, drv_on_ready
-  d.waiters, d.timers = {}, {}
-  d.counted = true
+  local d = setmetatable(st.drv, drv_mt)
+  d.st, d.counted = st, true
   loop.ref()
   return ws, st
 end
@@ -240,30 +226,58 @@ end
 
 ---------------------------------------------------------------- the rest of the interface
 
-function loop_io.wait(st, cond, deadline, what)
-  return loop.wait_until(cond, deadline, st.drv.waiters, what)
+-- Coroutines waiting on the socket, in two lists made on first use:
+-- senders waiting for room, woken when output drains, and the others
+-- (receive, close), woken when input or the state changes.  One list
+-- would resume every receiver at each write for nothing.
+function loop_io.wait(st, cond, deadline, what, arg)
+  local d = st.drv
+  local key = what == "send" and "send_waiters" or "waiters"
+  local list = d[key]
+  if not list then
+    list = {}
+    d[key] = list
+  end
+  return loop.wait_until(cond, deadline, list, what, arg)
 end
 
 function loop_io.can_wait() return loop.wait_mode() ~= nil end
 
-function loop_io.wake(st)
-  local waiters = st.drv.waiters
-  if #waiters > 0 then loop.wake_all(waiters) end
+function loop_io.wake(st, which)
+  local d = st.drv
+  local waiters, senders = d.waiters, d.send_waiters
+  if which ~= "send" and waiters and #waiters > 0 then loop.wake_all(waiters) end
+  if senders and #senders > 0 then loop.wake_all(senders) end
+end
+
+-- Timers by key, in a table that exists only while one is armed.
+local function forget_timer(d, key, handle)
+  local timers = d.timers
+  if timers and timers[key] == handle then
+    timers[key] = nil
+    if next(timers) == nil then d.timers = nil end
+  end
 end
 
 function loop_io.timer(st, key, deadline, fn)
-  local timers = st.drv.timers
-  local old = timers[key]
+  local d = st.drv
+  local timers = d.timers
+  local old = timers and timers[key]
   if old then
     loop.cancel(old)
-    timers[key] = nil
+    forget_timer(d, key, old)
   end
   if deadline then
     local handle
     handle = loop.timer(deadline, function(s)
-      if s.drv.timers[key] == handle then s.drv.timers[key] = nil end
+      forget_timer(s.drv, key, handle)
       fn(s)
     end, st)
+    timers = d.timers
+    if not timers then
+      timers = {}
+      d.timers = timers
+    end
     timers[key] = handle
   end
 end

@@ -187,7 +187,6 @@ local function read_more(st, deadline)
       return nil
     end
     if data then
-      websocket.heard(st)
       local ok, message, name = st.conn:feed(data)
       if not ok then websocket.fail(st, message, name) return nil end
       return true
@@ -227,8 +226,12 @@ function resty_io.can_wait() return true end
 
 -- Wait until cond() holds, reading meanwhile; another light thread that
 -- is already reading does it for us.
-function resty_io.wait(st, cond, deadline, what)
+function resty_io.wait(st, cond, deadline, what, arg)
   local d = st.drv
+  if arg ~= nil then
+    local test = cond
+    cond = function() return test(arg) end
+  end
   if what == "receive" and d.pumping == "receive" then
     misuse.raise("receive: another light thread is already reading this websocket")
   end

@@ -24,12 +24,13 @@
 --                         at the end of the loop round; before writing it
 --                         calls websocket.frame_queued(st), after it
 --                         websocket.flushed(st, bytes_left)
---   wait(st, cond, deadline, what) -> true | false
---                         wait until cond() holds (false: deadline, an
+--   wait(st, cond, deadline, what [, arg]) -> true | false
+--                         wait until cond(arg) holds (false: deadline, an
 --                         absolute now(), passed); raises where waiting is
 --                         not possible (inside an event handler)
 --   can_wait(st)          whether wait would wait rather than raise
---   wake(st)              what waiters wait for may have changed
+--   wake(st [, "send"])   what waiters wait for may have changed ("send":
+--                         only room to send)
 --   timer(st, key, deadline, fn)  arm the socket's timer key to call
 --                         fn(st) at deadline; deadline nil cancels it
 --   reading(st, on)       whether to read from the peer (pause, a full
@@ -46,13 +47,13 @@
 -- and fields: name and type_name (for messages and tostring), traceback
 -- (the message handler for user callbacks), handlers (false: the front
 -- cannot run event handlers), unsupported (method name -> why the front
--- lacks it), and optional functions in_flight(st) (bytes handed to the
--- transport and not yet written), pending(st) and more(st) (whether the
--- transport holds bytes the poller cannot see, TLS records, and reading
--- them), closed(st) (the socket became
+-- lacks it), reads (true: st.conn reads from its transport itself, so
+-- drain may read), and optional functions in_flight(st) (bytes handed to
+-- the transport and not yet written), closed(st) (the socket became
 -- CLOSED), collected(st) (the object was collected) and handler_failed(st)
 -- (a handler raised: for counters).
--- The driver calls websocket.drain(st) when bytes wait in st.conn,
+-- The driver calls websocket.drain(st, reads) when bytes wait in st.conn
+-- or (reads) in its transport,
 -- websocket.eof(st) at end of stream, websocket.io_error(st, message,
 -- name) when the transport failed, and the functions of the opening phase
 -- (opened, announce, fail, refusing).
@@ -133,8 +134,47 @@ local function reading_wanted(st)
 end
 websocket.reading_wanted = reading_wanted
 
+-- Messages waiting for receive() (or for onmessage, set after they came):
+-- st.queue = {head, tail, [2i - 1] = data, [2i] = kind}, made on first use
+-- (by conn:pump too).
+local function queued(st)
+  local q = st.queue
+  return q and q.tail - q.head + 1 or 0
+end
+
+-- The gate: what the C hot path (conn:pump, send_fast) may do without
+-- coming back here.  It repeats the common outcome of this module's rules
+-- and must be recomputed whenever one of its inputs changes: the state,
+-- onmessage, the receive queue being empty, reading (pause, a full queue,
+-- backpressure) and the deflating send queue.
+local GATE_STOP, GATE_EACH, GATE_DELIVER, GATE_QUEUE = 0, 1, 2, 3
+
+local function regate(st)
+  local conn = st.conn
+  if not conn then return end
+  local mode, send_open = GATE_EACH, false
+  if not reading_wanted(st) then
+    mode = GATE_STOP
+  elseif st.state == OPEN then
+    if not st.onmessage then
+      mode = GATE_QUEUE
+    elseif not st.delivering and queued(st) == 0 then
+      mode = GATE_DELIVER
+    end
+  end
+  if st.state == OPEN then send_open = not st.outq end
+  local code = send_open and mode + 4 or mode
+  if st.gate ~= code then
+    st.gate = code
+    conn:gate(mode, send_open)
+  end
+end
+
 local function refresh_reading(st)
-  if st.conn and st.state ~= CONNECTING then st.io.reading(st, reading_wanted(st)) end
+  if st.conn and st.state ~= CONNECTING then
+    st.io.reading(st, reading_wanted(st))
+    regate(st)
+  end
 end
 
 ---------------------------------------------------------------- deflating sends
@@ -147,15 +187,16 @@ end
 
 local function unsent(st)
   local in_flight = st.io.in_flight
-  return st.conn:buffered() + st.outq_bytes + (in_flight and in_flight(st) or 0)
+  return st.conn:buffered() + (st.outq_bytes or 0) + (in_flight and in_flight(st) or 0)
 end
 
 local function outq_push(st, data, binary)
   local q = st.outq
   if not q then
     q = { head = 1, tail = 0 }
-    st.outq = q
+    st.outq, st.outq_bytes = q, 0
     st.conn:hold_fanout(true) -- a fan-out hands this socket back, to queue here
+    regate(st) -- sends queue behind it now
   end
   q.tail = q.tail + 1
   q[q.tail] = { data = data, binary = binary, pos = 1 }
@@ -163,8 +204,9 @@ local function outq_push(st, data, binary)
 end
 
 local function outq_drop(st)
-  st.outq, st.outq_bytes, st.close_after = nil, 0, nil
+  st.outq, st.outq_bytes, st.close_after = nil, nil, nil
   if st.conn then st.conn:hold_fanout(false) end
+  regate(st)
 end
 
 ---------------------------------------------------------------- ending
@@ -245,6 +287,7 @@ end
 local function enter_closing(st)
   if st.state == OPEN or st.state == CONNECTING then
     st.state = CLOSING
+    regate(st)
     st.io.timer(st, "ping", nil)
     st.io.timer(st, "pong", nil)
     st.close_deadline = st.io.now() + st.opts.close_timeout
@@ -364,8 +407,9 @@ function websocket.frame_queued(st)
     io.later(st, io.flush) -- the rest in the next rounds
     return
   end
-  st.outq = nil
+  st.outq, st.outq_bytes = nil, nil
   conn:hold_fanout(false)
+  regate(st)
   local close = st.close_after
   if close then
     st.close_after = nil
@@ -375,14 +419,14 @@ end
 
 -- The driver wrote what it could; left bytes wait (in conn or in flight).
 function websocket.flushed(st, left)
-  left = left + st.outq_bytes
+  left = left + (st.outq_bytes or 0)
   -- Reading stops at send_limit and resumes at half of it, so a peer that
   -- takes a few bytes now and then does not flip it every round.
   local limit = st.opts.send_limit
   local over
   if st.backlogged then over = left > limit / 2 else over = left >= limit end
   if over ~= (st.backlogged or false) then set_backlogged(st, over) end
-  if left <= st.opts.send_buffer then st.io.wake(st) end
+  if left <= st.opts.send_buffer then st.io.wake(st, "send") end
   -- ondrain: the output went over send_buffer (or a send was refused at
   -- send_limit) and is down to send_low_water now.
   if st.drain_armed and left <= st.opts.send_low_water then
@@ -397,33 +441,37 @@ end
 local apply_failure -- forward
 
 local function queue_message(st, data, kind)
-  local tail = st.qtail + 1
-  st.queue[tail] = data
-  st.kinds[tail] = kind
-  st.qtail = tail
-  if tail - st.qhead + 1 >= st.opts.max_queue then
+  local q = st.queue
+  if not q then
+    q = { head = 1, tail = 0 }
+    st.queue = q
+  end
+  local tail = q.tail + 1
+  q[2 * tail - 1], q[2 * tail], q.tail = data, kind, tail
+  if tail - q.head + 1 >= st.opts.max_queue then
     st.queue_paused = true
     refresh_reading(st)
   end
 end
 
 local function pop_message(st)
-  local head, queue, kinds = st.qhead, st.queue, st.kinds
-  local data, kind = queue[head], kinds[head]
-  queue[head], kinds[head] = nil, nil
-  if head >= st.qtail then
-    st.qhead, st.qtail = 1, 0
+  local q = st.queue
+  local head = q.head
+  local data, kind = q[2 * head - 1], q[2 * head]
+  q[2 * head - 1], q[2 * head] = nil, nil
+  if head >= q.tail then
+    q.head, q.tail = 1, 0
   else
-    st.qhead = head + 1
+    q.head = head + 1
   end
-  if st.queue_paused and st.qtail - st.qhead + 1 <= math.floor(st.opts.max_queue / 2) then
+  if st.queue_paused and q.tail - q.head + 1 <= math.floor(st.opts.max_queue / 2) then
     st.queue_paused = false
     refresh_reading(st)
     if st.conn then st.io.later(st, websocket.drain) end
   end
   -- The last message before a failure is taken: the failure follows, once
   -- the caller has had its turn to answer.
-  if st.failure and st.qtail < st.qhead then st.io.later(st, apply_failure) end
+  if st.failure and q.tail < q.head then st.io.later(st, apply_failure) end
   return data, kind
 end
 
@@ -434,25 +482,31 @@ local function deliver(st, data, kind)
 end
 
 -- Messages queued for receive() before onmessage was set go to the handler
--- first, in order.
+-- first, in order; then the hot path may deliver again.
 local function deliver_queued(st)
-  st.delivering = false
-  while st.onmessage and st.qtail >= st.qhead do
+  while st.onmessage and queued(st) > 0 do
     deliver(st, pop_message(st))
+  end
+  st.delivering = false
+  regate(st)
+end
+
+local function deliver_later(st)
+  if not st.delivering then
+    st.delivering = true
+    regate(st)
+    st.io.later(st, deliver_queued)
   end
 end
 
+-- A message the hot path did not take (its gate was not open for it).
 local function on_message(st, data, kind)
   if st.state ~= OPEN then return end -- the browser drops messages once closing
-  if st.onmessage and st.qtail < st.qhead then
+  if st.onmessage and queued(st) == 0 and not st.delivering then
     deliver(st, data, kind)
   else
     queue_message(st, data, kind)
-    if st.onmessage then
-      if not st.delivering then st.delivering = true; st.io.later(st, deliver_queued) end
-    else
-      st.io.wake(st)
-    end
+    if st.onmessage then deliver_later(st) else st.io.wake(st) end
   end
 end
 
@@ -486,7 +540,7 @@ local function handle_event(st, kind, a, b, c)
     enter_closing(st)
     st.io.flush(st) -- our echo, or the wake-up that ends a completed handshake
   elseif kind == "error" then
-    if st.qtail >= st.qhead then
+    if queued(st) > 0 then
       -- Messages that came before the bad frame wait for receive() (or
       -- for onmessage): let the application take them, and answer them,
       -- before the close goes out -- as event style, whose handler runs
@@ -498,69 +552,63 @@ local function handle_event(st, kind, a, b, c)
   end
 end
 
--- Parse and dispatch the complete events waiting in the conn, at most
--- max_step_events of them and max_step_bytes inflated a round: a flood or
--- a bomb must not stall one round of the loop (a game frame).  The rest is
--- dispatched in a later round.  Returns false when it stopped for a budget.
-function websocket.drain(st)
+-- Parse and dispatch the complete events waiting in the conn -- and, with
+-- read, read from the transport while input is missing -- at most
+-- max_step_events events and max_step_bytes read and inflated a round: a
+-- flood or a bomb must not stall one round of the loop (a game frame).
+-- The rest is dispatched in a later round.  Returns false when it stopped
+-- for a budget.  conn:pump delivers or queues the messages the gate lets
+-- through itself and returns every other event; the handlers it calls run
+-- under one protected call per pump, not one per message.
+function websocket.drain(st, read)
   local conn, io = st.conn, st.io
   if not conn then return true end
   local round = io.round(st)
-  if st.budget_round ~= round then
-    st.budget_round, st.budget = round, st.opts.max_step_events
-    -- Bytes to inflate: only compressed messages need the C call.
-    if st.extensions ~= "" then conn:budget(st.opts.max_step_bytes) end
-  end
-  local budget = st.budget
-  local finished, queued = true, false
-  while st.conn == conn and not st.paused and not st.queue_paused and not st.backlogged do
-    if budget == 0 then
-      finished = false
-      break
-    end
-    local kind, a, b, c = conn:next_event()
-    if not kind then
-      -- false: inflated max_step_bytes already; the rest next round
+  local finished = true
+  while true do
+    local ok, kind, a, b, c = xpcall(conn.pump, io.traceback, conn, st, round, read)
+    if not ok then
+      report_handler_error(st, "onmessage", kind)
+    elseif not kind then
+      -- false: a budget of this round is spent; the rest next round
       if kind == false then finished = false end
       break
-    end
-    budget = budget - 1
-    local onmessage = st.onmessage
-    if onmessage and (kind == "text" or kind == "binary") and st.state == OPEN
-        and st.qtail < st.qhead then
-      -- The hot path (on_message -> deliver -> fire, inlined): a message
-      -- for the handler, nothing queued before it.
-      local ok, err = xpcall(onmessage, io.traceback, { type = "message", data = a,
-        binary = kind == "binary", target = st.ws })
-      if not ok then report_handler_error(st, "onmessage", err) end
-    elseif not onmessage and (kind == "text" or kind == "binary") and st.state == OPEN then
-      -- The other hot path: queued for receive() (on_message, inlined);
-      -- the waiters are woken once, after the loop.
-      queue_message(st, a, kind)
-      queued = true
+    elseif kind == "full" then
+      st.queue_paused = true
+      refresh_reading(st)
+    elseif kind == "eof" then
+      websocket.eof(st)
+    elseif kind == "ioerror" then
+      websocket.io_error(st, a, b)
     else
       handle_event(st, kind, a, b, c)
     end
+    if st.conn ~= conn then return true end
   end
-  st.budget = budget
   if not finished and not st.drain_deferred then
     st.drain_deferred = true
     io.later(st, websocket.drain_later)
   end
-  if queued then io.wake(st) end
+  if not st.onmessage and queued(st) > 0 then io.wake(st) end
   return finished
 end
 
 -- The next round's share of a drain cut short by its budget.
 function websocket.drain_later(st)
   st.drain_deferred = false
-  if st.conn and websocket.drain(st) and st.conn and st.io.more then st.io.more(st) end
+  if st.conn then websocket.drain(st, st.io.reads) end
 end
 
 ---------------------------------------------------------------- keepalive
 
+-- Whether the ping keepalive sent is still unanswered: nothing at all came
+-- from the peer since (any byte proves it alive).
+local function awaiting_pong(st)
+  return st.ping_mark ~= nil and st.conn ~= nil and st.conn:bytes_read() == st.ping_mark
+end
+
 local function on_pong_timeout(st)
-  if st.state == OPEN and st.awaiting_pong then
+  if st.state == OPEN and awaiting_pong(st) then
     abort(st, ("no data from the peer within ping_timeout (%gs) after a ping"):format(
       st.opts.ping_timeout), E.TIMEOUT)
   end
@@ -569,8 +617,8 @@ end
 local function on_ping_timer(st)
   if st.state ~= OPEN then return end
   local io = st.io
-  if not st.awaiting_pong then
-    st.awaiting_pong = true
+  if not awaiting_pong(st) then
+    st.ping_mark = st.conn:bytes_read()
     st.conn:ping("")
     latency.sent(st, "", io.now()) -- ws.latency
     io.flush(st)
@@ -580,10 +628,10 @@ local function on_ping_timer(st)
   io.timer(st, "ping", io.now() + st.opts.ping_interval, on_ping_timer)
 end
 
--- Bytes came from the peer: it is alive (keepalive's proof).
-function websocket.heard(st) st.awaiting_pong = false end
 
 ---------------------------------------------------------------- the opening
+
+local metatable_for -- forward: the object's metatable for a driver
 
 -- A new socket object in CONNECTING state; role "client" or "server"; io
 -- is its driver.
@@ -591,9 +639,8 @@ function websocket.new(role, opts, url, io)
   local st = {
     state = CONNECTING, role = role, opts = opts, io = io, drv = {},
     url = url or "", protocol = "", extensions = "",
-    queue = {}, kinds = {}, qhead = 1, qtail = 0, outq_bytes = 0,
   }
-  local ws = setmetatable({ [PRIV] = st }, mt)
+  local ws = setmetatable({ [PRIV] = st }, metatable_for(io))
   compat.on_collect(ws, mt.__gc)
   st.ws = ws
   return ws, st
@@ -604,11 +651,13 @@ end
 function websocket.configure(conn, opts)
   conn:limits(opts.max_payload, opts.max_frame)
   conn:set_compression(opts.compression)
+  conn:tune(opts.send_limit, opts.send_buffer, opts.fragment_size, opts.max_step_bytes,
+    opts.max_queue, opts.max_step_events)
 end
 
 -- Give st its conn.
 function websocket.attach(st, conn)
-  st.conn = conn
+  st.conn, st.gate = conn, nil
 end
 
 -- Take st's conn back (a connect attempt failed; another may follow).
@@ -642,11 +691,7 @@ end
 function websocket.announce(st, fire_onopen)
   if fire_onopen then fire(st, "onopen", { type = "open" }) end
   st.io.wake(st)
-  if st.state == OPEN then
-    websocket.drain(st)
-    local io = st.io
-    if st.conn and io.pending and io.pending(st) then io.later(st, io.more) end
-  end
+  if st.state == OPEN then websocket.drain(st, st.io.reads) end
 end
 
 -- The URL a server learned from the request (scheme, Host, target).
@@ -843,7 +888,7 @@ end
 
 -- Queues one message behind any deflating one (big compressed messages
 -- go through the send queue, the rest straight to the core): true, bytes
--- queued | nil, message, name.
+-- queued | nil, message, name | false, message (text that is not UTF-8).
 local function enqueue(st, data, binary)
   local opts, conn = st.opts, st.conn
   if st.outq or (#data > opts.max_step_bytes and conn:deflates(#data)) then
@@ -862,9 +907,24 @@ function websocket.queue_send(st, data, binary)
   return st.io.flush(st)
 end
 
--- The hot path: one C call per message (it also applies send_limit and
--- fragment_size, and says how much is queued).
-function methods.send(ws, data, kind)
+-- More than send_buffer bytes are queued: ondrain is due once they are
+-- down to send_low_water; wait for room where waiting is possible (a
+-- coroutine, the main thread).
+local function send_wait(st)
+  st.drain_armed = true
+  local limit = st.opts.send_buffer
+  if unsent(st) > limit and st.io.can_wait(st) then
+    st.io.wait(st, function()
+      return st.state ~= OPEN or st.conn == nil or unsent(st) <= limit
+    end, nil, "send")
+    if st.state ~= OPEN then return nil, "closed before the message was sent", E.CLOSED end
+  end
+  return true
+end
+
+-- The general way of a message, which send_fast leaves to it: every check
+-- with its error, the deflating queue, send_limit's refusal.
+local function send_general(ws, data, kind)
   local st = priv(ws)
   if type(data) ~= "string" then
     misuse.arg(1, "send", "string expected, got " .. type(data))
@@ -888,16 +948,25 @@ function methods.send(ws, data, kind)
   end
   local flushed, message, ename = io.flush(st)
   if not flushed then return nil, message, ename end
-  local limit = opts.send_buffer
-  if queued > limit then
-    st.drain_armed = true -- ondrain, once the output is down to send_low_water
-    if io.can_wait(st) then
-      io.wait(st, function()
-        return st.state ~= OPEN or st.conn == nil or unsent(st) <= limit
-      end, nil, "send")
-      if st.state ~= OPEN then return nil, "closed before the message was sent", E.CLOSED end
-    end
+  if queued > opts.send_buffer then return send_wait(st) end
+  return true
+end
+
+-- The hot path: send_fast (C) queues the message when the gate allows it
+-- and says whether a flush must be scheduled and whether to wait.
+local send_fast = core.fast_send(PRIV)
+
+function methods.send(ws, data, kind)
+  local r, message, name = send_fast(ws, data, kind)
+  if r == 1 then return true end
+  if not r then
+    if message then return nil, message, name end
+    return send_general(ws, data, kind)
   end
+  local st = rawget(ws, PRIV)
+  local flushed, fmessage, fname = st.io.flush(st)
+  if not flushed then return nil, fmessage, fname end
+  if r == 3 then return send_wait(st) end
   return true
 end
 
@@ -984,18 +1053,34 @@ function methods.terminate(ws)
   if st.state ~= CLOSED then finish(st, 1006, "", false) end
 end
 
+-- What receive() waits for.
+local function receivable(st)
+  local q = st.queue
+  return q and q.tail >= q.head or st.state == CLOSED
+end
+
 function methods.receive(ws, timeout)
   local st = priv(ws)
   if timeout ~= nil and (type(timeout) ~= "number" or timeout < 0) then
     misuse.arg(1, "receive", "non-negative number expected")
   end
-  -- A message already queued needs no waiting (nor a closure).
-  if st.qtail >= st.qhead then return pop_message(st) end
+  local q = st.queue
+  if q then
+    local head = q.head
+    if head <= q.tail then
+      if st.queue_paused or st.failure then return pop_message(st) end
+      -- pop_message's common case, inlined: the hot path of coroutines.
+      local i = 2 * head
+      local data, kind = q[i - 1], q[i]
+      q[i - 1], q[i] = nil, nil
+      if head >= q.tail then q.head, q.tail = 1, 0 else q.head = head + 1 end
+      return data, kind
+    end
+  end
   local deadline = timeout and st.io.now() + timeout
-  local ok = st.io.wait(st, function()
-    return st.qtail >= st.qhead or st.state == CLOSED
-  end, deadline, "receive")
-  if st.qtail >= st.qhead then return pop_message(st) end
+  local ok = st.io.wait(st, receivable, deadline, "receive", st)
+  q = st.queue
+  if q and q.tail >= q.head then return pop_message(st) end
   if not ok then return nil, "receive timed out", E.TIMEOUT end
   return closed_result(st)
 end
@@ -1054,26 +1139,41 @@ function websocket.add_methods(t)
   for name, fn in pairs(t) do methods[name] = fn end
 end
 
-function mt.__index(ws, k)
-  local m = methods[k]
-  if m ~= nil then
-    local st = rawget(ws, PRIV)
-    local why = st and st.io.unsupported and st.io.unsupported[k]
-    if why then misuse.raise(("%s is not available in %s: %s"):format(k, st.io.name, why)) end
-    return m
+-- Methods, then getters(st), found in C: the hot path looks up ws.send
+-- once per message.
+mt.__index = core.fast_index(methods, getters, PRIV)
+
+-- A driver that lacks some methods gets a metatable of its own, whose
+-- stubs say why when they are called.
+local driver_mts = setmetatable({}, { __mode = "k" })
+
+function metatable_for(io)
+  if not io.unsupported then return mt end
+  local m = driver_mts[io]
+  if m then return m end
+  local own = {}
+  for name, fn in pairs(methods) do own[name] = fn end
+  for name, why in pairs(io.unsupported) do
+    own[name] = function()
+      misuse.raise(("%s is not available in %s: %s"):format(name, io.name, why))
+    end
   end
-  local g = getters[k]
-  if g then return g(rawget(ws, PRIV)) end
-  return nil
+  m = {}
+  for k, v in pairs(mt) do m[k] = v end
+  m.__index = core.fast_index(own, getters, PRIV)
+  driver_mts[io] = m
+  return m
 end
 
 -- A handler field or listener changed: keep the socket alive while any
 -- is set; messages queued before onmessage had one go to it first.
 local function handlers_changed(st, field)
   rekeep(st)
-  if field == "onmessage" and st.onmessage and st.qtail >= st.qhead and not st.delivering then
-    st.delivering = true
-    st.io.later(st, deliver_queued)
+  if field == "onmessage" then
+    -- conn:pump keeps the handler it found until the next gate(): a new
+    -- one (a field, or a listeners' dispatcher) must reach it at once.
+    st.gate = nil
+    if st.onmessage and queued(st) > 0 then deliver_later(st) else regate(st) end
   end
 end
 

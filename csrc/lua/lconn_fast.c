@@ -1,0 +1,381 @@
+/*
+ * lconn_fast.c -- the hot path of a message, in C: pump() delivers or
+ * queues every message the Lua layer's gate lets through without going
+ * back to Lua per message, send_fast() queues a message without a Lua
+ * check in front of it, and the object's __index finds methods with no
+ * Lua function call.
+ *
+ * What they may do is decided in Lua, where the object's state lives: the
+ * Lua layer recomputes the gate (gate()) whenever something it depends on
+ * changes -- the state, onmessage, the receive queue, pause, backpressure,
+ * a deferred failure -- and every case the gate does not cover goes the
+ * general way (next_event's results, send's checks in Lua).  So the rules
+ * stay written once, in lua/moonws/websocket.lua; this file only repeats
+ * their common outcome faster.
+ */
+#include <string.h>
+
+#include "lconn_priv.h"
+
+/* A big frame's payload read straight into its message costs no parsing
+ * (a copy by the kernel, unmasking, UTF-8): a round may read this many
+ * times max_step_bytes of it, so a MiB is not cut into a wake-up and a
+ * read per max_step_bytes. */
+#define DIRECT_ROUND_FACTOR 4
+
+/* Upvalues of the dispatch closure. */
+enum {
+  UV_EVENT_MT = 1, /* metatable of message events: type = "message" */
+  UV_DATA,         /* "data" */
+  UV_BINARY,       /* "binary" */
+  UV_TARGET,       /* "target" */
+  UV_ONMESSAGE,    /* "onmessage" */
+  UV_WS,           /* "ws" */
+  UV_QUEUE,        /* "queue" */
+  UV_HEAD,         /* "head" */
+  UV_TAIL,         /* "tail" */
+  UV_TEXT_KIND,    /* "text" */
+  UV_COUNT = UV_TEXT_KIND
+};
+
+/* gate(mode, send_open): mode 0 stop, 1 each, 2 deliver, 3 queue (enum
+ * lconn_gate); send_open lets send_fast queue. */
+static int conn_gate(lua_State *L) {
+  lconn *c = lconn_self(L);
+  lua_Integer mode = luaL_checkinteger(L, 2);
+  luaL_argcheck(L, mode >= LCONN_GATE_STOP && mode <= LCONN_GATE_QUEUE, 2,
+                "bad gate");
+  c->gate = (uint8_t)mode;
+  c->send_open = lua_toboolean(L, 3);
+  c->gate_gen++;
+  return 0;
+}
+
+static size_t opt_size(lua_State *L, int idx) {
+  lua_Integer n = luaL_optinteger(L, idx, 0);
+  return n > 0 ? (size_t)n : 0;
+}
+
+static uint32_t opt_u32(lua_State *L, int idx) {
+  size_t n = opt_size(L, idx);
+  return n > UINT32_MAX ? UINT32_MAX : (uint32_t)n;
+}
+
+/* tune(send_limit, send_buffer, fragment_size, max_step_bytes, max_queue,
+ * max_step_events): the options the fast paths apply (0 or nil: none). */
+static int conn_tune(lua_State *L) {
+  lconn *c = lconn_self(L);
+  c->send_limit = opt_size(L, 2);
+  c->send_buffer = opt_size(L, 3);
+  c->fragment_size = opt_size(L, 4);
+  c->max_step_bytes = opt_size(L, 5);
+  c->max_queue = opt_u32(L, 6);
+  c->max_step_events = opt_u32(L, 7);
+  c->round = -1;
+  return 0;
+}
+
+/* bytes_read() -> bytes read from the transport (or fed) so far: any byte
+ * from the peer proves it alive (keepalive). */
+static int conn_bytes_read(lua_State *L) {
+  lconn *c = lconn_self(L);
+  lua_pushinteger(L, (lua_Integer)c->bytes_read);
+  return 1;
+}
+
+/* The field key (an upvalue) of table t at index idx; pushes its value,
+ * returns its type. */
+static int raw_field(lua_State *L, int t, int key) {
+  lua_pushvalue(L, lua_upvalueindex(key));
+  return compat_rawget(L, t);
+}
+
+/* Append message ev to the receive queue st.queue (made when missing):
+ * {head, tail, [2i - 1] = data, [2i] = kind}.  Returns the messages now
+ * queued.  Stack slot qslot caches the queue across one dispatch. */
+static lua_Integer queue_message(lua_State *L, int st, int qslot,
+                                 const ws_event *ev) {
+  if (lua_isnil(L, qslot)) {
+    if (raw_field(L, st, UV_QUEUE) != LUA_TTABLE) {
+      lua_pop(L, 1);
+      lua_createtable(L, 2, 2);
+      lua_pushvalue(L, lua_upvalueindex(UV_HEAD));
+      lua_pushinteger(L, 1);
+      lua_rawset(L, -3);
+      lua_pushvalue(L, lua_upvalueindex(UV_TAIL));
+      lua_pushinteger(L, 0);
+      lua_rawset(L, -3);
+      lua_pushvalue(L, lua_upvalueindex(UV_QUEUE));
+      lua_pushvalue(L, -2);
+      lua_rawset(L, st);
+    }
+    lua_replace(L, qslot);
+  }
+  raw_field(L, qslot, UV_TAIL);
+  lua_Integer tail = lua_tointeger(L, -1) + 1;
+  lua_pop(L, 1);
+  lua_pushlstring(L, (const char *)ev->data, ev->len);
+  lua_rawseti(L, qslot, (int)(2 * tail - 1));
+  lua_pushvalue(L, lua_upvalueindex(ev->type == WS_EV_TEXT ? UV_TEXT_KIND
+                                                            : UV_BINARY));
+  lua_rawseti(L, qslot, (int)(2 * tail));
+  lua_pushvalue(L, lua_upvalueindex(UV_TAIL));
+  lua_pushinteger(L, tail);
+  lua_rawset(L, qslot);
+  raw_field(L, qslot, UV_HEAD);
+  lua_Integer head = lua_tointeger(L, -1);
+  lua_pop(L, 1);
+  return tail - head + 1;
+}
+
+/* Call onmessage (slot hslot) with a message event; target is slot wslot.
+ * Unprotected: the Lua layer runs pump() under one protected call. */
+static void deliver(lua_State *L, int hslot, int wslot, lconn *c,
+                    lconn_pulled *p) {
+  const ws_event *ev = &p->ev;
+  lua_pushvalue(L, hslot);
+  lua_createtable(L, 0, 3);
+  lua_pushvalue(L, lua_upvalueindex(UV_DATA));
+  lua_pushlstring(L, (const char *)ev->data, ev->len);
+  lua_rawset(L, -3);
+  lua_pushvalue(L, lua_upvalueindex(UV_BINARY));
+  lua_pushboolean(L, ev->type == WS_EV_BINARY);
+  lua_rawset(L, -3);
+  lua_pushvalue(L, lua_upvalueindex(UV_TARGET));
+  lua_pushvalue(L, wslot);
+  lua_rawset(L, -3);
+  lua_pushvalue(L, lua_upvalueindex(UV_EVENT_MT));
+  lua_setmetatable(L, -2);
+  /* The message is a Lua string now: release the input before the
+   * handler runs (it may close the connection). */
+  lconn_pull_done(c, p);
+  lua_call(L, 1, 0);
+}
+
+/* Read for pump() when no input waits: true when bytes came; otherwise
+ * the results to return are pushed and *nret says how many (0: nothing to
+ * read now).  *again says whether reading more could find bytes now (the
+ * last read filled its room, or TLS holds decrypted bytes): a read that
+ * would only say "would block" costs a system call. */
+static bool pump_read(lua_State *L, lconn *c, bool *again, int *nret) {
+  *nret = 0;
+  if (!*again || !c->t)
+    return false;
+  lconn_read_info info;
+  ssize_t r = lconn_read_some(c, c->read_left, c->direct_left, &info);
+  if (r == LCONN_READ_BUDGET) {
+    lua_pushboolean(L, 0); /* the round's bytes are read: next round */
+    *nret = 1;
+    return false;
+  }
+  if (r > 0) {
+    if (info.direct)
+      c->direct_left -= (size_t)r;
+    else
+      c->read_left -= (size_t)r;
+    *again = info.filled || (c->t->ops->pending && c->t->ops->pending(c->t));
+    return true;
+  }
+  *again = false;
+  if (r == NET_WANT_READ || r == NET_WANT_WRITE)
+    return false;
+  if (r == NET_EOF) {
+    lua_pushliteral(L, "eof");
+    *nret = 1;
+    return false;
+  }
+  lua_pushliteral(L, "ioerror");
+  int n = lconn_push_read_status(L, c, r); /* nil, message, name */
+  lua_remove(L, -n);                       /* the nil */
+  *nret = n;
+  return false;
+}
+
+/* pump(st, round [, read]) -> as next_event(), except that messages the
+ * gate lets through are delivered to st.onmessage or queued on st.queue
+ * here, and "full" says the queue reached max_queue.  With read, input
+ * is read from the transport when none waits: "eof" at its end,
+ * "ioerror", message, name when it failed.  Every event counts against
+ * the round's max_step_events, every byte read (but a big payload read
+ * straight into its message) against its max_step_bytes, and inflating
+ * against max_step_bytes too; false when one of them is spent. */
+static int conn_pump(lua_State *L) {
+  lconn *c = lconn_self(L);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lua_Integer round = luaL_checkinteger(L, 3);
+  bool again = lua_toboolean(L, 4); /* may read */
+  lua_settop(L, 2);
+  if (round != c->round) {
+    c->round = round;
+    c->events_left = (int32_t)(c->max_step_events > INT32_MAX
+                                   ? INT32_MAX
+                                   : c->max_step_events);
+    c->read_left = c->max_step_bytes;
+    c->direct_left = DIRECT_ROUND_FACTOR * c->max_step_bytes;
+    if (c->deflate)
+      ws_conn_set_budget(&c->ws, c->max_step_bytes);
+  }
+  lua_pushnil(L); /* 3: onmessage */
+  lua_pushnil(L); /* 4: the socket (event.target) */
+  lua_pushnil(L); /* 5: st.queue */
+  uint32_t gen = c->gate_gen - 1;
+  for (;;) {
+    if (c->released || c->gate == LCONN_GATE_STOP)
+      return 0;
+    if (c->events_left <= 0) {
+      lua_pushboolean(L, 0);
+      return 1;
+    }
+    lconn_pulled p;
+    if (!lconn_pull(c, &p)) {
+      int nret;
+      if (pump_read(L, c, &again, &nret))
+        continue;
+      return nret;
+    }
+    if (p.ev.type == WS_EV_NONE) {
+      lconn_pull_done(c, &p);
+      return 0;
+    }
+    c->events_left--;
+    bool message = p.ev.type == WS_EV_TEXT || p.ev.type == WS_EV_BINARY;
+    if (message && c->gate == LCONN_GATE_DELIVER) {
+      if (gen != c->gate_gen) {
+        gen = c->gate_gen;
+        raw_field(L, 2, UV_ONMESSAGE);
+        lua_replace(L, 3);
+        raw_field(L, 2, UV_WS);
+        lua_replace(L, 4);
+      }
+      deliver(L, 3, 4, c, &p);
+      continue;
+    }
+    if (message && c->gate == LCONN_GATE_QUEUE) {
+      lua_Integer n = queue_message(L, 2, 5, &p.ev);
+      lconn_pull_done(c, &p);
+      if (c->max_queue && n >= (lua_Integer)c->max_queue) {
+        lua_pushliteral(L, "full");
+        return 1;
+      }
+      continue;
+    }
+    int nret = lconn_push_event(L, c, &p.ev);
+    lconn_pull_done(c, &p);
+    return nret;
+  }
+}
+
+/* ---- send_fast ---- */
+
+/* Upvalues of the send_fast closure. */
+enum { SF_PRIV = 1, SF_CONN, SF_TEXT, SF_BINARY };
+
+/* send_fast(ws, data [, kind]) -> 1 (queued; a flush is already due), 2
+ * (queued; schedule a flush), 3 (queued, over send_buffer: schedule a
+ * flush and wait if waiting is possible), nil, message, name (a runtime
+ * failure), or nothing: take the general way (websocket.lua), which
+ * checks everything again and raises or refuses with its messages. */
+static int send_fast(lua_State *L) {
+  lua_settop(L, 3);
+  if (!lua_istable(L, 1))
+    return 0;
+  lua_pushvalue(L, lua_upvalueindex(SF_PRIV));
+  if (compat_rawget(L, 1) != LUA_TTABLE)
+    return 0;
+  lua_pushvalue(L, lua_upvalueindex(SF_CONN));
+  lconn *c = compat_rawget(L, 4) == LUA_TUSERDATA ? lconn_test(L, 5) : NULL;
+  if (!c || c->released || !c->send_open || lua_type(L, 2) != LUA_TSTRING)
+    return 0;
+  bool binary;
+  if (lua_isnil(L, 3) || lua_rawequal(L, 3, lua_upvalueindex(SF_TEXT)))
+    binary = false;
+  else if (lua_rawequal(L, 3, lua_upvalueindex(SF_BINARY)))
+    binary = true;
+  else
+    return 0;
+  size_t len;
+  const uint8_t *data = (const uint8_t *)lua_tolstring(L, 2, &len);
+  if ((c->send_limit && ws_buf_len(&c->ws.out) >= c->send_limit) ||
+      (c->deflate && len > c->max_step_bytes &&
+       ws_deflate_wants(c->deflate, len)) ||
+      (!binary && !ws_utf8_valid(data, len)))
+    return 0;
+  enum ws_error e = lconn_send_message(
+      c, binary ? WS_OP_BINARY : WS_OP_TEXT, data, len, c->fragment_size);
+  if (e != WS_E_NONE)
+    return lmoonws_fail(L, e, e == WS_E_CLOSED ? "closed" : NULL);
+  int result = c->dirty ? 1 : 2;
+  c->dirty = true;
+  if (ws_buf_len(&c->ws.out) > c->send_buffer)
+    result = 3;
+  lua_pushinteger(L, result);
+  return 1;
+}
+
+/* core.fast_send(PRIV) -> send_fast, for the objects whose state is
+ * ws[PRIV] and whose conn is state.conn. */
+static int fast_send(lua_State *L) {
+  luaL_checkany(L, 1);
+  lua_settop(L, 1);
+  lua_pushliteral(L, "conn");
+  lua_pushliteral(L, "text");
+  lua_pushliteral(L, "binary");
+  lua_pushcclosure(L, send_fast, 4);
+  return 1;
+}
+
+/* ---- the object's __index ---- */
+
+/* __index(ws, k): methods[k], else getters[k](ws[PRIV]), else nil. */
+static int proxy_index(lua_State *L) {
+  lua_settop(L, 2);
+  lua_pushvalue(L, 2);
+  if (compat_rawget(L, lua_upvalueindex(1)) != LUA_TNIL)
+    return 1;
+  lua_pushvalue(L, 2);
+  if (compat_rawget(L, lua_upvalueindex(2)) == LUA_TNIL)
+    return 1;
+  lua_pushvalue(L, lua_upvalueindex(3));
+  compat_rawget(L, 1);
+  lua_call(L, 1, 1);
+  return 1;
+}
+
+/* core.fast_index(methods, getters, PRIV) -> __index */
+static int fast_index(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  luaL_checkany(L, 3);
+  lua_settop(L, 3);
+  lua_pushcclosure(L, proxy_index, 3);
+  return 1;
+}
+
+/* The dispatch closure's upvalues, then the methods. */
+void lconn_fast_register(lua_State *L) {
+  static const luaL_Reg plain[] = {{"gate", conn_gate},
+                                   {"tune", conn_tune},
+                                   {"bytes_read", conn_bytes_read},
+                                   {NULL, NULL}};
+  luaL_setfuncs(L, plain, 0);
+  lua_createtable(L, 0, 1); /* message events: type = "message" */
+  lua_createtable(L, 0, 1);
+  lua_pushliteral(L, "message");
+  lua_setfield(L, -2, "type");
+  lua_setfield(L, -2, "__index");
+  lua_pushliteral(L, "data");
+  lua_pushliteral(L, "binary");
+  lua_pushliteral(L, "target");
+  lua_pushliteral(L, "onmessage");
+  lua_pushliteral(L, "ws");
+  lua_pushliteral(L, "queue");
+  lua_pushliteral(L, "head");
+  lua_pushliteral(L, "tail");
+  lua_pushliteral(L, "text");
+  lua_pushcclosure(L, conn_pump, UV_COUNT);
+  lua_setfield(L, -2, "pump");
+}
+
+const luaL_Reg lconn_fast_functions[] = {{"fast_send", fast_send},
+                                         {"fast_index", fast_index},
+                                         {NULL, NULL}};
