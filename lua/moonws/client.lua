@@ -230,7 +230,6 @@ local function on_connect_ready(st)
   local peer = conn:peer()
   websocket.set_remote(st, peer_address.split(peer))
   if st.opts.log then
-    websocket.peer_known(st, peer)
     log.emit(st, "connected", d.proxy and "to proxy " .. d.proxy.url or "tcp")
   end
   if d.proxy then start_tunnel(st) else after_tunnel(st) end

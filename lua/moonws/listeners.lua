@@ -15,8 +15,9 @@
 --
 -- The object's dispatch stays one call: st["on" .. type] is the handler
 -- field itself while a type has no listeners, else a dispatcher made
--- here; the fields' values are kept in st.attrs, the lists in
--- st.listening (field name -> list of { fn, attr, once, removed }).
+-- here.  Only then is the field's value kept aside, in st.attrs, and the
+-- list in st.listening (field name -> list of { fn, attr, once, removed }):
+-- a socket that never adds a listener carries neither table.
 
 local compat = require "moonws.compat"
 local misuse = require "moonws.misuse"
@@ -47,12 +48,14 @@ end
 
 -- Make st[field] what dispatching it needs now.
 local function refresh(st, field)
-  local list = st.listening and st.listening[field]
-  if list and #list == 0 then
-    st.listening[field], list = nil, nil
+  local list = st.listening[field]
+  if #list == 0 then -- no listener left: the field is all there is again
+    st.listening[field] = nil
+    st[field], st.attrs[field] = st.attrs[field], nil
+    return
   end
-  if not list or (#list == 1 and list[1].attr) then
-    st[field] = st.attrs and st.attrs[field] or nil
+  if #list == 1 and list[1].attr then
+    st[field] = st.attrs[field]
     return
   end
   st[field] = function(event)
@@ -79,7 +82,10 @@ local function list_of(st, field)
   local list = st.listening[field]
   if not list then
     list = {}
-    if st.attrs and st.attrs[field] ~= nil then list[1] = { attr = true } end
+    st.attrs = st.attrs or {}
+    local attr = st[field] -- without a list, the field's own value
+    st.attrs[field] = attr
+    if attr ~= nil then list[1] = { attr = true } end
     st.listening[field] = list
   end
   return list
@@ -88,13 +94,16 @@ end
 -- ws.onX = v (v checked by the caller).  Without listeners, the field is
 -- all there is (no list is kept: the common case costs nothing).
 function listeners.set_field(st, field, v)
-  st.attrs = st.attrs or {}
+  local list = st.listening and st.listening[field]
+  if not list then
+    st[field] = v
+    return
+  end
   local had = st.attrs[field] ~= nil
   st.attrs[field] = v
-  local list = st.listening and st.listening[field]
-  if list and v ~= nil and not had then
+  if v ~= nil and not had then
     list[#list + 1] = { attr = true }
-  elseif list and v == nil and had then
+  elseif v == nil and had then
     for _, entry in ipairs(list) do
       if entry.attr then remove_entry(list, entry) break end
     end
@@ -104,7 +113,8 @@ end
 
 -- The value of handler field `field`.
 function listeners.field(st, field)
-  return st.attrs and st.attrs[field]
+  if st.listening and st.listening[field] then return st.attrs[field] end
+  return st[field]
 end
 
 local function check(name, event_type, fn, opts)

@@ -7,6 +7,8 @@
 -- record)` receives the same line and a table { event, peer, url, message,
 -- error, code, reason, clean } to route into the host's own logging.
 
+local peer_address = require "moonws.peer_address"
+
 local log = {}
 
 local function stderr_sink(line)
@@ -26,7 +28,7 @@ function log.emit(st, event, message, record)
   if not sink then return end
   record = record or {}
   record.event, record.message = event, message
-  record.peer = st.peer or "-"
+  record.peer = peer_address.join(st.remote_address, st.remote_port)
   record.url = st.url
   local line = ("moonws %s %s %s: %s"):format(st.role or "-", record.peer, event, message)
   local ok, err = pcall(sink, line, record)

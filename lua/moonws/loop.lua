@@ -44,8 +44,9 @@ local watchers = setmetatable({}, { __mode = "v" })
 local timer_fn = {}
 local timer_obj = setmetatable({}, { __mode = "v" })
 local NO_OBJECT = {}
--- Coroutines: ours[co] = true while moonws runs it.  Strong: a coroutine
--- waiting on a socket is what keeps both alive.
+-- Coroutines: ours[co] = true (or the function to call when it ends)
+-- while moonws runs it.  Strong: a coroutine waiting on a socket is what
+-- keeps both alive.
 local ours = {}
 local ready, ready_args = {}, {}      -- coroutines to resume this round
 local deferred = {}                    -- callbacks for the next round
@@ -254,13 +255,17 @@ end
 local function resume(co, ...)
   local ok, what = co_resume(co, ...)
   if not ok then
+    local ended = ours[co]
     ours[co] = nil
     loop.unref()
-    loop.report("error in a moonws coroutine: "
-      .. (take_trace() and debug.traceback(co, tostring(what)) or tostring(what)))
+    local err = take_trace() and debug.traceback(co, tostring(what)) or tostring(what)
+    if ended ~= true then return ended(false, err) end
+    loop.report("error in a moonws coroutine: " .. err)
   elseif co_status(co) == "dead" then
+    local ended = ours[co]
     ours[co] = nil
     loop.unref()
+    if ended ~= true then ended(true) end
   elseif what ~= WAIT then
     -- The coroutine yielded for its own reasons: run it again next round.
     ready[#ready + 1] = co
@@ -305,6 +310,19 @@ function loop.spawn(fn, ...)
   local args = compat.pack(...)
   local co = co_create(function() return fn(compat.unpack(args, 1, args.n)) end)
   ours[co] = true
+  loop.ref()
+  ready[#ready + 1] = co
+  return co
+end
+
+-- Run fn(a, b) as a coroutine of the loop, as spawn does; when it returns
+-- or raises, ended(true) or ended(false, error with its traceback) is
+-- called outside it.  Catching the error in the loop rather than with an
+-- xpcall inside keeps an idle coroutine's stack small (a C frame inside
+-- reserves stack room for the coroutine's whole life).
+function loop.spawn_ended(fn, ended, a, b)
+  local co = co_create(function() return fn(a, b) end)
+  ours[co] = ended
   loop.ref()
   ready[#ready + 1] = co
   return co

@@ -301,10 +301,11 @@ function loop_io.closed(st)
   if st.drv.on_closed then st.drv.on_closed(st) end
 end
 
--- Counted by the server's stats (moonws.topics).
+-- Counted by the server's stats (moonws.topics), on the server's state:
+-- a field per connection would cost every idle connection.
 function loop_io.handler_failed(st)
-  local f = st.drv.on_handler_error
-  if f then f(st) end
+  local ss = st.drv.server
+  if ss and ss.on_handler_error then ss.on_handler_error(ss) end
 end
 
 function loop_io.collected(st)

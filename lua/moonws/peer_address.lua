@@ -54,6 +54,13 @@ function peer_address.split(peer)
   return canonical(host) or host, tonumber(port)
 end
 
+-- The inverse: "1.2.3.4:80", "[::1]:80"; "-" when unknown.
+function peer_address.join(address, port)
+  if not address then return "-" end
+  if address:find(":", 1, true) then return ("[%s]:%s"):format(address, tostring(port)) end
+  return ("%s:%s"):format(address, tostring(port))
+end
+
 ---------------------------------------------------------------- trusted_proxies
 
 -- The trusted_proxies option: a list of addresses and CIDR ranges

@@ -91,8 +91,8 @@ end
 -- the request (moonws.peer_address).
 local function client_known(st, req)
   if not req then return end
-  local d = st.drv
-  local address, port = peer_address.client(d.peer_address, d.peer_port, req.headers, st.opts)
+  local address, port = peer_address.client(st.remote_address, st.remote_port, req.headers,
+    st.opts)
   req.remote_address, req.remote_port = address, port
   websocket.set_remote(st, address, port)
 end
@@ -138,7 +138,8 @@ local function on_handshake_ready(st, events)
   if req == nil then return end
   client_known(st, req or request)
   if req == false then
-    if name then loop.report(("handshake from %s refused: %s"):format(st.peer or "?", why)) end
+    if name then loop.report(("handshake from %s refused: %s"):format(
+      peer_address.join(st.remote_address, st.remote_port), why)) end
     return plain_http(ss, st, request, status, why)
   end
   if not ss.opts.handshake then
@@ -164,8 +165,6 @@ end
 local function on_handshake_timeout(st)
   if not st.was_opened then websocket.fail(st, nil, nil, 1006) end
 end
-
-local function count_handler_error(st) topics.handler_failed(st.drv.server) end
 
 local function forget(st)
   handshaking[st] = nil
@@ -223,13 +222,13 @@ end
 -- the poller reports them again).
 local function on_proxy_header_ready(st)
   local d = st.drv
-  local ok, a, b = peer_address.read_proxy_header(st.conn, st.opts, d.peer_address, d.peer_port)
+  local ok, a, b = peer_address.read_proxy_header(st.conn, st.opts, st.remote_address,
+    st.remote_port)
   if ok == nil then return end
   if not ok then
     if a and st.opts.log then log.emit(st, "refused", a) end
     return websocket.fail(st, nil, nil, 1006)
   end
-  d.peer_address, d.peer_port = a, b
   websocket.set_remote(st, a, b)
   start_phases(d.server, st, st.conn, false)
 end
@@ -265,10 +264,8 @@ local function on_accept_ready(ss)
     ss.accept_failing = false
     local _, st = loop_io.new("server", ss.opts, "")
     local d = st.drv
-    d.server, d.on_closed, d.on_handler_error = ss, forget, count_handler_error
-    websocket.peer_known(st, peer)
-    d.peer_address, d.peer_port = peer_address.split(peer)
-    websocket.set_remote(st, d.peer_address, d.peer_port)
+    d.server, d.on_closed = ss, forget
+    websocket.set_remote(st, peer_address.split(peer))
     if ss.opts.log then log.emit(st, "accepted", "on port " .. tostring(ss.listener:port())) end
     handshaking[st] = true
     if ss.opts.proxy_protocol then
@@ -300,6 +297,7 @@ function server.listen(opts)
     listener = listener, opts = opts, tls_ctx = tls_ctx,
     clients = setmetatable({}, { __mode = "k" }),
     on_ready = on_accept_ready,
+    on_handler_error = topics.handler_failed, -- counted by server:stats()
   }
   local watched
   watched, message, name = loop.watch(listener:fd(), ss, true, false)
@@ -321,11 +319,12 @@ function server.serve(opts, handler)
   end
   local srv, message, name = server.listen(opts)
   if not srv then return nil, message, name end
+  -- The handler's end (a return or an error) ends the connection, 1000
+  -- or 1011.
   srv.onconnection = function(ws, request)
-    loop.spawn(function()
-      local ok, err = xpcall(handler, loop.traceback, ws, request)
-      websocket.handler_ended(websocket.priv(ws), "serve", ok, err)
-    end)
+    local st = websocket.priv(ws)
+    loop.spawn_ended(handler, function(ok, err) websocket.handler_ended(st, "serve", ok, err) end,
+      ws, request)
   end
   return srv
 end

@@ -699,7 +699,6 @@ function websocket.set_url(st, url) st.url = url end
 
 -- The peer's address, as the driver knows it ("127.0.0.1:8080"): for
 -- the log and for the application.
-function websocket.peer_known(st, peer) st.peer = peer end
 
 -- Who the peer is for the application (moonws.peer_address):
 -- ws.remote_address, ws.remote_port.
