@@ -234,8 +234,13 @@ static int conn_pump(lua_State *L) {
       return nret;
     }
     if (p.ev.type == WS_EV_NONE) {
+      /* The core took the input and needs more: read on.  Returning here
+       * would leave bytes TLS decrypted already (no readiness to come for
+       * them) until the peer sends again -- a hang if it waits for us. */
       lconn_pull_done(c, &p);
-      return 0;
+      if (p.used == 0)
+        return 0;
+      continue;
     }
     c->events_left--;
     bool message = p.ev.type == WS_EV_TEXT || p.ev.type == WS_EV_BINARY;
