@@ -155,7 +155,7 @@ local function send_request(st)
   if not ok then return fail_connect(st, "handshake: " .. message, name) end
   loop_io.set_phase(st, on_handshake_ready)
   loop_io.write(st)
-  loop_io.set_interest(st, true, st.drv.i_write or false)
+  loop_io.set_interest(st, true, loop_io.writing(st))
 end
 
 ---------------------------------------------------------------- TLS
@@ -213,7 +213,7 @@ local function start_tunnel(st)
   core.proxy_request(st.conn, d.u.authority, d.proxy.authorization)
   loop_io.set_phase(st, on_proxy_ready)
   loop_io.write(st)
-  loop_io.set_interest(st, true, d.i_write or false)
+  loop_io.set_interest(st, true, loop_io.writing(st))
 end
 
 ---------------------------------------------------------------- connecting

@@ -28,10 +28,13 @@ local kept = {} -- st -> true: sockets the loop keeps alive (handlers set)
 
 ---------------------------------------------------------------- interest
 
+-- d.interest: 1 read + 2 write, what the poller watches for (one field,
+-- not two: the drv of an idle connection stays within 8 fields).
 local function set_interest(st, want_read, want_write)
   local d = st.drv
-  if d.fd and (d.i_read ~= want_read or d.i_write ~= want_write) then
-    d.i_read, d.i_write = want_read, want_write
+  local interest = (want_read and 1 or 0) + (want_write and 2 or 0)
+  if d.fd and d.interest ~= interest then
+    d.interest = interest
     local ok, message, name = loop.watch(d.fd, d, want_read, want_write)
     if not ok and not d.watch_error then
       -- The poller refused the socket (out of memory, max_user_watches):
@@ -48,8 +51,12 @@ local function set_interest(st, want_read, want_write)
 end
 loop_io.set_interest = set_interest
 
+-- Whether the poller watches st for writing.
+local function writing(st) return (st.drv.interest or 0) >= 2 end
+loop_io.writing = writing
+
 function loop_io.reading(st, on)
-  set_interest(st, on, st.drv.i_write or false)
+  set_interest(st, on, writing(st))
 end
 
 ---------------------------------------------------------------- output
@@ -70,14 +77,14 @@ local function write(st)
       and not st.drain_armed then
     -- The common case, inlined: all written, nothing to decide but waking
     -- the senders that wait for room (not the receivers: nothing came).
-    if d.i_write then set_interest(st, websocket.reading_wanted(st), false) end
+    if (d.interest or 0) >= 2 then set_interest(st, websocket.reading_wanted(st), false) end
     local waiters = d.send_waiters
     if waiters and #waiters > 0 then loop.wake_all(waiters) end
     return
   end
   local want_write = left > 0 and want == "write"
   local reading = websocket.reading_wanted(st) or want == "read"
-  if want_write ~= (d.i_write or false) or reading ~= (d.i_read or false) then
+  if (want_write and 2 or 0) + (reading and 1 or 0) ~= (d.interest or 0) then
     set_interest(st, reading, want_write)
   end
   websocket.flushed(st, left)
@@ -202,7 +209,7 @@ function loop_io.attach(st, conn, phase, want_read, want_write)
   websocket.configure(conn, st.opts)
   websocket.attach(st, conn)
   local d = st.drv
-  d.fd, d.phase, d.i_read, d.i_write = conn:fd(), phase, nil, nil
+  d.fd, d.phase, d.interest = conn:fd(), phase, nil
   set_interest(st, want_read, want_write)
 end
 
