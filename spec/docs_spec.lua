@@ -68,12 +68,7 @@ local function samples(page)
   return list
 end
 
-local function free_port()
-  local srv = assert(moonws.listen { port = 0 })
-  local port = srv.port
-  srv:close()
-  return port
-end
+local free_port = helpers.free_port
 
 local root = assert(io.popen("pwd")):read("l")
 

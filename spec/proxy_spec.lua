@@ -23,13 +23,7 @@ local function sh_out(cmd)
   return s
 end
 
--- A port nothing listens on: bind 127.0.0.1:0, read the port, close.
-local function free_port()
-  local l = assert(core.listen("127.0.0.1", 0))
-  local port = l:port()
-  l:close()
-  return port
-end
+local free_port = helpers.free_port
 
 -- Does 127.0.0.1:port accept a TCP connection (within 0.5 s)?
 local function accepts(port)

@@ -10,14 +10,7 @@ local core = require "moonws.core"
 
 local run_until = helpers.run_until
 
--- A port free right now on 127.0.0.1 (for programs that cannot report
--- the port they picked: a pool's workers must all agree on one).
-local function free_port()
-  local l = assert(core.listen("127.0.0.1", 0))
-  local port = l:port()
-  l:close()
-  return port
-end
+local free_port = helpers.free_port
 
 -- An event-style client that records its greeting, echoes and close.
 local function client(port, path)

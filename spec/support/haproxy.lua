@@ -20,27 +20,8 @@ haproxy.BIN = "/usr/sbin/haproxy"
 
 local function quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 
-local function free_port()
-  local moonws = require "moonws"
-  local srv = assert(moonws.listen { host = "127.0.0.1", port = 0 })
-  local port = srv.port
-  srv:close()
-  return port
-end
-
-local function accepting(host, port)
-  local core = require "moonws.core"
-  local conn = core.connect(core.numeric_address(host, port))
-  if not conn then return false end
-  local ok
-  for _ = 1, 50 do
-    local r, message = conn:connect_result()
-    if r or message then ok = r == true break end
-    os.execute("sleep 0.01")
-  end
-  conn:release()
-  return ok or false
-end
+local helpers = require "spec.support.helpers"
+local free_port, accepting = helpers.free_port, helpers.accepting
 
 local CONF = [[
 global

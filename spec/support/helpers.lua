@@ -10,6 +10,31 @@ local moonws = require "moonws"
 
 local helpers = { moonws = moonws }
 
+-- A TCP port nothing listens on right now on 127.0.0.1 (for a program
+-- that cannot say which port it picked; a race with other programs is
+-- possible, as with any such port).
+function helpers.free_port()
+  local l = assert(require("moonws.core").listen("127.0.0.1", 0))
+  local port = l:port()
+  l:close()
+  return port
+end
+
+-- Can a TCP connection to host:port be made now (within about 0.5 s)?
+function helpers.accepting(host, port)
+  local core = require "moonws.core"
+  local conn = core.connect(core.numeric_address(host, port))
+  if not conn then return false end
+  local ok
+  for _ = 1, 50 do
+    local r, message = conn:connect_result()
+    if r or message then ok = r == true break end
+    os.execute("sleep 0.01")
+  end
+  conn:release()
+  return ok or false
+end
+
 -- Step the loop until cond() is true; fails the spec after timeout seconds.
 function helpers.run_until(cond, timeout, what)
   local core = require "moonws.core"

@@ -67,13 +67,7 @@ function nginx.check(without_core)
 end
 
 -- A TCP port nobody listens on right now.
-local function free_port()
-  local moonws = require "moonws"
-  local srv = assert(moonws.listen { host = "127.0.0.1", port = 0 })
-  local port = srv.port
-  srv:close()
-  return port
-end
+local function free_port() return require("spec.support.helpers").free_port() end
 
 local CONF = [[
 load_module $MODULES/ndk_http_module.so;
@@ -104,17 +98,7 @@ end
 
 -- Can a TCP connection to 127.0.0.1:port be made now?
 local function accepting(port)
-  local core = require "moonws.core"
-  local conn = core.connect(core.numeric_address("127.0.0.1", port))
-  if not conn then return false end
-  local ok
-  for _ = 1, 50 do
-    local r, message = conn:connect_result()
-    if r or message then ok = r == true break end
-    os.execute("sleep 0.01")
-  end
-  conn:release()
-  return ok or false
+  return require("spec.support.helpers").accepting("127.0.0.1", port)
 end
 
 local function start_once(spec, root)

@@ -7,17 +7,11 @@
 
 local helpers = require "spec.support.helpers"
 local process = require "spec.support.process"
-local moonws = helpers.moonws
 
 local redis = {}
 
 -- Redis refuses "port 0": take a port the kernel hands out, then free it.
-function redis.free_port()
-  local srv = assert(moonws.listen { host = "127.0.0.1", port = 0 })
-  local port = srv.port
-  srv:close()
-  return port
-end
+redis.free_port = helpers.free_port
 
 function redis.shell_quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
 
