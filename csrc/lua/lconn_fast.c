@@ -238,8 +238,13 @@ static int conn_pump(lua_State *L) {
        * would leave bytes TLS decrypted already (no readiness to come for
        * them) until the peer sends again -- a hang if it waits for us. */
       lconn_pull_done(c, &p);
-      if (p.used == 0)
-        return 0;
+      if (p.used == 0) { /* nothing taken (an inflate that caught up):
+                            the core waits for input, so read */
+        int nret;
+        if (pump_read(L, c, &again, &nret))
+          continue;
+        return nret;
+      }
       continue;
     }
     c->events_left--;

@@ -141,6 +141,12 @@ function loop.unwatch(fd)
   poller:set(fd, false, false)
 end
 
+-- Stop watching fd for watcher, unless fd (closed and reused since) has
+-- another watcher now.
+function loop.forget(fd, watcher)
+  if fd and watchers[fd] == watcher then loop.unwatch(fd) end
+end
+
 ---------------------------------------------------------------- signals
 
 -- Caught signals arrive as bytes on a pipe (see csrc/net/net_signal.h);

@@ -189,7 +189,13 @@ end
 ---------------------------------------------------------------- the phases
 
 -- The loop calls drv:on_ready(events); the phase decides what it means.
-local function drv_on_ready(d, events) return d.phase(d.st, events) end
+local function drv_on_ready(d, events)
+  -- A collected socket's conn is gone with it, but LuaJIT (Lua 5.1's
+  -- rules) may still hand its drv, kept for the finalizer, to a weak table
+  -- -- and Windows reports the closed socket as ready: let go of it.
+  if d.collected then return loop.forget(d.fd, d) end
+  return d.phase(d.st, events)
+end
 
 -- Every drv is the loop's watcher and dirty object for its socket: the
 -- loop calls drv:on_ready(events) and drv:flush(); shared, not per socket.
@@ -278,7 +284,7 @@ function loop_io.timer(st, key, deadline, fn)
     local handle
     handle = loop.timer(deadline, function(s)
       forget_timer(s.drv, key, handle)
-      fn(s)
+      if not s.drv.collected then fn(s) end -- see drv_on_ready
     end, st)
     timers = d.timers
     if not timers then
@@ -317,7 +323,9 @@ end
 
 function loop_io.collected(st)
   uncount(st)
-  if st.drv.lookup_cancel then st.drv.lookup_cancel(st) end
+  local d = st.drv
+  d.collected = true
+  if d.lookup_cancel then d.lookup_cancel(st) end
 end
 
 -- cqueues.poll(ws): the loop's polling protocol on every socket.

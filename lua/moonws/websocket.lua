@@ -164,9 +164,17 @@ local function regate(st)
   end
   if st.state == OPEN then send_open = not st.outq end
   local code = send_open and mode + 4 or mode
-  if st.gate ~= code then
+  local old = st.gate
+  if old ~= code then
     st.gate = code
     conn:gate(mode, send_open)
+    -- Reading starts again: bytes TLS decrypted before it stopped get no
+    -- readiness event of their own, so pump them in the next round.
+    if old and old % 4 == GATE_STOP and mode ~= GATE_STOP and st.io.reads
+        and not st.drain_deferred then
+      st.drain_deferred = true
+      st.io.later(st, websocket.drain_later)
+    end
   end
 end
 
