@@ -308,17 +308,22 @@ local function run_ready()
   return true
 end
 
+-- Make co one of the loop's coroutines (ours[co]: true or ended), first
+-- resumed in the next round.
+local function adopt(co, ended)
+  ours[co] = ended
+  loop.ref()
+  ready[#ready + 1] = co
+  return co
+end
+
 -- Run fn(...) as a coroutine of the loop (first resumed in the next round).
 function loop.spawn(fn, ...)
   if type(fn) ~= "function" then
     misuse.arg(1, "spawn", "function expected, got " .. type(fn))
   end
   local args = compat.pack(...)
-  local co = co_create(function() return fn(compat.unpack(args, 1, args.n)) end)
-  ours[co] = true
-  loop.ref()
-  ready[#ready + 1] = co
-  return co
+  return adopt(co_create(function() return fn(compat.unpack(args, 1, args.n)) end), true)
 end
 
 -- Run fn(a, b) as a coroutine of the loop, as spawn does; when it returns
@@ -327,11 +332,7 @@ end
 -- xpcall inside keeps an idle coroutine's stack small (a C frame inside
 -- reserves stack room for the coroutine's whole life).
 function loop.spawn_ended(fn, ended, a, b)
-  local co = co_create(function() return fn(a, b) end)
-  ours[co] = ended
-  loop.ref()
-  ready[#ready + 1] = co
-  return co
+  return adopt(co_create(function() return fn(a, b) end), ended)
 end
 
 -- Run fn() as a coroutine of the loop NOW, up to its first wait, so it

@@ -149,6 +149,14 @@ end
 -- backpressure) and the deflating send queue.
 local GATE_STOP, GATE_EACH, GATE_DELIVER, GATE_QUEUE = 0, 1, 2, 3
 
+-- Drain st once more in the next round (once, however often asked).
+local function drain_next_round(st)
+  if not st.drain_deferred then
+    st.drain_deferred = true
+    st.io.later(st, websocket.drain_later)
+  end
+end
+
 local function regate(st)
   local conn = st.conn
   if not conn then return end
@@ -170,10 +178,8 @@ local function regate(st)
     conn:gate(mode, send_open)
     -- Reading starts again: bytes TLS decrypted before it stopped get no
     -- readiness event of their own, so pump them in the next round.
-    if old and old % 4 == GATE_STOP and mode ~= GATE_STOP and st.io.reads
-        and not st.drain_deferred then
-      st.drain_deferred = true
-      st.io.later(st, websocket.drain_later)
+    if old and old % 4 == GATE_STOP and mode ~= GATE_STOP and st.io.reads then
+      drain_next_round(st)
     end
   end
 end
@@ -593,10 +599,7 @@ function websocket.drain(st, read)
     end
     if st.conn ~= conn then return true end
   end
-  if not finished and not st.drain_deferred then
-    st.drain_deferred = true
-    io.later(st, websocket.drain_later)
-  end
+  if not finished then drain_next_round(st) end
   if not st.onmessage and queued(st) > 0 then io.wake(st) end
   return finished
 end
