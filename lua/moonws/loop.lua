@@ -410,12 +410,18 @@ local function wake_timer(co) loop.wake(co) end
 function loop.wait_until(cond, deadline, waiters, what, arg)
   while not cond(arg) do
     if deadline and now() >= deadline then return false end
-    local co, main = co_running()
-    if not main and ours[co] then
-      local handle = deadline and loop.timer(deadline, wake_timer, co)
+    local co = co_running() -- never in ours when it is the main thread
+    if ours[co] then
       if waiters then waiters[#waiters + 1] = co end
-      co_yield(WAIT)
-      if handle then loop.cancel(handle) end
+      -- Each local below the yield is a stack slot the parked coroutine
+      -- keeps: with few, it stays in Lua's initial stack (ws:receive()).
+      if deadline then
+        local handle = loop.timer(deadline, wake_timer, co)
+        co_yield(WAIT)
+        loop.cancel(handle)
+      else
+        co_yield(WAIT)
+      end
       if waiters then
         local n = #waiters
         if waiters[n] == co then -- the usual case: one waiter, or the last

@@ -1074,22 +1074,25 @@ function methods.receive(ws, timeout)
   if timeout ~= nil and (type(timeout) ~= "number" or timeout < 0) then
     misuse.arg(1, "receive", "non-negative number expected")
   end
-  local q = st.queue
-  if q then
-    local head = q.head
-    if head <= q.tail then
-      if st.queue_paused or st.failure then return pop_message(st) end
-      -- pop_message's common case, inlined: the hot path of coroutines.
-      local i = 2 * head
-      local data, kind = q[i - 1], q[i]
-      q[i - 1], q[i] = nil, nil
-      if head >= q.tail then q.head, q.tail = 1, 0 else q.head = head + 1 end
-      return data, kind
+  do
+    local q = st.queue
+    if q then
+      local head = q.head
+      if head <= q.tail then
+        if st.queue_paused or st.failure then return pop_message(st) end
+        -- pop_message's common case, inlined: the hot path of coroutines.
+        local i = 2 * head
+        local data, kind = q[i - 1], q[i]
+        q[i - 1], q[i] = nil, nil
+        if head >= q.tail then q.head, q.tail = 1, 0 else q.head = head + 1 end
+        return data, kind
+      end
     end
   end
-  local deadline = timeout and st.io.now() + timeout
-  local ok = st.io.wait(st, receivable, deadline, "receive", st)
-  q = st.queue
+  -- Few live locals here: a coroutine parked in receive keeps Lua's initial
+  -- 40-slot stack only if the frames down to its yield fit in it.
+  local ok = st.io.wait(st, receivable, timeout and st.io.now() + timeout, "receive", st)
+  local q = st.queue
   if q and q.tail >= q.head then return pop_message(st) end
   if not ok then return nil, "receive timed out", E.TIMEOUT end
   return closed_result(st)
