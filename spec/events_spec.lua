@@ -223,6 +223,58 @@ describe("messages", function()
     assert.same({ string.rep("z", 70000), true }, got[4])
   end)
 
+  it("each event is a table of its own with type, data, binary and target", function()
+    local srv = server()
+    srv.onconnection = function(s) s.onmessage = function(e) s:send(e.data, e.binary and "binary" or "text") end end
+    local events = {}
+    local ws = moonws.new("ws://127.0.0.1:" .. srv.port)
+    ws.onopen = function()
+      ws:send("a")
+      ws:send("b", "binary")
+      ws:send("c")
+    end
+    local seen = {}
+    ws.onmessage = function(e)
+      events[#events + 1] = e
+      seen[#seen + 1] = { e.type, e.data, e.binary, e.target == ws }
+      e.binary, e.type, e.mine = "changed", "changed", #events -- the next event is not touched
+      if #events == 3 then ws:close(1000) end
+    end
+    ws.onclose = function() srv:close() end
+    moonws.run()
+    assert.same({ { "message", "a", false, true }, { "message", "b", true, true },
+      { "message", "c", false, true } }, seen)
+    assert.are_not.equal(events[1], events[3])
+    for i, e in ipairs(events) do assert.same({ i, "changed" }, { e.mine, e.binary }) end
+  end)
+
+  it("ws.send stays the method: the same for every socket, and a socket's own when set", function()
+    local srv = server()
+    local seen = {}
+    srv.onconnection = function(s)
+      s.onmessage = function(e)
+        seen[#seen + 1] = s.send
+        s:send(e.data)
+      end
+    end
+    local ws = moonws.new("ws://127.0.0.1:" .. srv.port)
+    local sent = {}
+    ws.onopen = function()
+      local method = ws.send
+      ws.send = function(self, data) sent[#sent + 1] = data; return method(self, data) end
+      ws:send("x")
+      ws:send("y")
+    end
+    ws.onmessage = function(e) if e.data == "y" then ws:close(1000) end end
+    ws.onclose = function() srv:close() end
+    moonws.run()
+    assert.same({ "x", "y" }, sent)
+    assert.equal(2, #seen)
+    assert.equal(seen[1], seen[2])
+    ws.send = nil -- back to the method
+    assert.equal(seen[1], ws.send)
+  end)
+
   it("onping/onpong fire; pings are answered automatically", function()
     local srv = server()
     local server_pings = {}

@@ -25,7 +25,9 @@
 
 /* Upvalues of the dispatch closure. */
 enum {
-  UV_EVENT_MT = 1, /* metatable of message events: type = "message" */
+  UV_TEXT_MT = 1,  /* metatable of text message events: type = "message",
+                      binary = false ... */
+  UV_BINARY_MT,    /* ... of binary ones: binary = true */
   UV_DATA,         /* "data" */
   UV_BINARY,       /* "binary" */
   UV_TARGET,       /* "target" */
@@ -134,17 +136,17 @@ static void deliver(lua_State *L, int hslot, int wslot, lconn *c,
                     lconn_pulled *p) {
   const ws_event *ev = &p->ev;
   lua_pushvalue(L, hslot);
-  lua_createtable(L, 0, 3);
+  /* Two fields of its own: what is the same for every text (or binary)
+   * message comes from a shared metatable, a table set less per message. */
+  lua_createtable(L, 0, 2);
   lua_pushvalue(L, lua_upvalueindex(UV_DATA));
   lua_pushlstring(L, (const char *)ev->data, ev->len);
-  lua_rawset(L, -3);
-  lua_pushvalue(L, lua_upvalueindex(UV_BINARY));
-  lua_pushboolean(L, ev->type == WS_EV_BINARY);
   lua_rawset(L, -3);
   lua_pushvalue(L, lua_upvalueindex(UV_TARGET));
   lua_pushvalue(L, wslot);
   lua_rawset(L, -3);
-  lua_pushvalue(L, lua_upvalueindex(UV_EVENT_MT));
+  lua_pushvalue(L, lua_upvalueindex(ev->type == WS_EV_BINARY ? UV_BINARY_MT
+                                                              : UV_TEXT_MT));
   lua_setmetatable(L, -2);
   /* The message is a Lua string now: release the input before the
    * handler runs (it may close the connection). */
@@ -275,50 +277,66 @@ static int conn_pump(lua_State *L) {
   }
 }
 
-/* ---- send_fast ---- */
+/* ---- send ---- */
 
-/* Upvalues of the send_fast closure. */
-enum { SF_PRIV = 1, SF_CONN, SF_TEXT, SF_BINARY };
+/* Upvalues of the send closures: the rest of send (send_method only). */
+enum { SF_PRIV = 1, SF_CONN, SF_TEXT, SF_BINARY, SF_REST };
 
-/* send_fast(ws, data [, kind]) -> 1 (queued; a flush is already due), 2
- * (queued; schedule a flush), 3 (queued, over send_buffer: schedule a
- * flush and wait if waiting is possible), nil, message, name (a runtime
- * failure), or nothing: take the general way (websocket.lua), which
- * checks everything again and raises or refuses with its messages. */
-static int send_fast(lua_State *L) {
+/* What the hot path did with send(ws, data [, kind]) at slots 1-3: */
+enum send_verdict {
+  SEND_GENERAL = 0, /* nothing: the general way (websocket.lua) checks
+                       everything again and raises or refuses */
+  SEND_DONE,        /* queued; a flush is already due */
+  SEND_FLUSH,       /* queued; schedule a flush */
+  SEND_WAIT         /* queued, over send_buffer: schedule a flush and wait
+                       if waiting is possible */
+};
+
+/* Queue the message when the gate allows it: a verdict, or -n when a
+ * runtime failure pushed n results (nil, message, name). */
+static int send_queue(lua_State *L) {
   lua_settop(L, 3);
   if (!lua_istable(L, 1))
-    return 0;
+    return SEND_GENERAL;
   lua_pushvalue(L, lua_upvalueindex(SF_PRIV));
   if (compat_rawget(L, 1) != LUA_TTABLE)
-    return 0;
+    return SEND_GENERAL;
   lua_pushvalue(L, lua_upvalueindex(SF_CONN));
   lconn *c = compat_rawget(L, 4) == LUA_TUSERDATA ? lconn_test(L, 5) : NULL;
   if (!c || c->released || !c->send_open || lua_type(L, 2) != LUA_TSTRING)
-    return 0;
+    return SEND_GENERAL;
   bool binary;
   if (lua_isnil(L, 3) || lua_rawequal(L, 3, lua_upvalueindex(SF_TEXT)))
     binary = false;
   else if (lua_rawequal(L, 3, lua_upvalueindex(SF_BINARY)))
     binary = true;
   else
-    return 0;
+    return SEND_GENERAL;
   size_t len;
   const uint8_t *data = (const uint8_t *)lua_tolstring(L, 2, &len);
   if ((c->send_limit && ws_buf_len(&c->ws.out) >= c->send_limit) ||
       (c->deflate && len > c->max_step_bytes &&
        ws_deflate_wants(c->deflate, len)) ||
       (!binary && !ws_utf8_valid(data, len)))
-    return 0;
+    return SEND_GENERAL;
   enum ws_error e = lconn_send_message(
       c, binary ? WS_OP_BINARY : WS_OP_TEXT, data, len, c->fragment_size);
   if (e != WS_E_NONE)
-    return lmoonws_fail(L, e, e == WS_E_CLOSED ? "closed" : NULL);
-  int result = c->dirty ? 1 : 2;
+    return -lmoonws_fail(L, e, e == WS_E_CLOSED ? "closed" : NULL);
+  int verdict = c->dirty ? SEND_DONE : SEND_FLUSH;
   c->dirty = true;
   if (ws_buf_len(&c->ws.out) > c->send_buffer)
-    result = 3;
-  lua_pushinteger(L, result);
+    verdict = SEND_WAIT;
+  return verdict;
+}
+
+/* send_fast(ws, data [, kind]) -> the verdict (1-3), nil, message, name
+ * (a runtime failure), or nothing (SEND_GENERAL). */
+static int send_fast(lua_State *L) {
+  int r = send_queue(L);
+  if (r <= 0)
+    return -r;
+  lua_pushinteger(L, r);
   return 1;
 }
 
@@ -334,14 +352,70 @@ static int fast_send(lua_State *L) {
   return 1;
 }
 
+#if LUA_VERSION_NUM >= 504
+/* The rest of send returned (maybe after waiting in it): its results. */
+static int send_method_done(lua_State *L, int status, lua_KContext base) {
+  (void)status;
+  return lua_gettop(L) - (int)base;
+}
+
+/* ws:send(data [, kind]) itself: a message the hot path queued with a
+ * flush already due costs no Lua call; every other verdict goes to
+ * rest(ws, data, kind, verdict or nil), which may wait (yield), so it is
+ * called with a continuation. */
+static int send_method(lua_State *L) {
+  int r = send_queue(L);
+  if (r < 0)
+    return -r;
+  if (r == SEND_DONE) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  lua_settop(L, 3);
+  lua_pushvalue(L, lua_upvalueindex(SF_REST));
+  lua_insert(L, 1);
+  if (r == SEND_GENERAL)
+    lua_pushnil(L);
+  else
+    lua_pushinteger(L, r);
+  lua_callk(L, 4, LUA_MULTRET, 0, send_method_done);
+  return send_method_done(L, LUA_OK, 0);
+}
+
+/* core.send_method(PRIV, rest) -> send (Lua 5.4: LuaJIT cannot yield
+ * through a C function, so there send_fast sits under a Lua send). */
+static int new_send_method(lua_State *L) {
+  luaL_checkany(L, 1);
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  lua_settop(L, 2);
+  lua_pushliteral(L, "conn");
+  lua_insert(L, 2);
+  lua_pushliteral(L, "text");
+  lua_insert(L, 3);
+  lua_pushliteral(L, "binary");
+  lua_insert(L, 4);
+  lua_pushcclosure(L, send_method, SF_REST);
+  return 1;
+}
+#endif
+
 /* ---- the object's __index ---- */
 
-/* __index(ws, k): methods[k], else getters[k](ws[PRIV]), else nil. */
+/* __index(ws, k): methods[k], else getters[k](ws[PRIV]), else nil.  The
+ * method send is also stored in ws itself on its first lookup: ws:send()
+ * per message then finds it with no metamethod call, and an object that
+ * never sends does not grow. */
 static int proxy_index(lua_State *L) {
   lua_settop(L, 2);
   lua_pushvalue(L, 2);
-  if (compat_rawget(L, lua_upvalueindex(1)) != LUA_TNIL)
+  if (compat_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) {
+    if (lua_rawequal(L, 2, lua_upvalueindex(4))) {
+      lua_pushvalue(L, 2);
+      lua_pushvalue(L, 3);
+      lua_rawset(L, 1);
+    }
     return 1;
+  }
   lua_pushvalue(L, 2);
   if (compat_rawget(L, lua_upvalueindex(2)) == LUA_TNIL)
     return 1;
@@ -357,8 +431,20 @@ static int fast_index(lua_State *L) {
   luaL_checktype(L, 2, LUA_TTABLE);
   luaL_checkany(L, 3);
   lua_settop(L, 3);
-  lua_pushcclosure(L, proxy_index, 3);
+  lua_pushliteral(L, "send");
+  lua_pushcclosure(L, proxy_index, 4);
   return 1;
+}
+
+/* A metatable of message events: type = "message", binary = binary. */
+static void push_event_mt(lua_State *L, int binary) {
+  lua_createtable(L, 0, 1);
+  lua_createtable(L, 0, 2);
+  lua_pushliteral(L, "message");
+  lua_setfield(L, -2, "type");
+  lua_pushboolean(L, binary);
+  lua_setfield(L, -2, "binary");
+  lua_setfield(L, -2, "__index");
 }
 
 /* The dispatch closure's upvalues, then the methods. */
@@ -368,11 +454,8 @@ void lconn_fast_register(lua_State *L) {
                                    {"bytes_read", conn_bytes_read},
                                    {NULL, NULL}};
   luaL_setfuncs(L, plain, 0);
-  lua_createtable(L, 0, 1); /* message events: type = "message" */
-  lua_createtable(L, 0, 1);
-  lua_pushliteral(L, "message");
-  lua_setfield(L, -2, "type");
-  lua_setfield(L, -2, "__index");
+  push_event_mt(L, 0); /* text message events */
+  push_event_mt(L, 1); /* binary ones */
   lua_pushliteral(L, "data");
   lua_pushliteral(L, "binary");
   lua_pushliteral(L, "target");
@@ -386,6 +469,10 @@ void lconn_fast_register(lua_State *L) {
   lua_setfield(L, -2, "pump");
 }
 
-const luaL_Reg lconn_fast_functions[] = {{"fast_send", fast_send},
-                                         {"fast_index", fast_index},
-                                         {NULL, NULL}};
+const luaL_Reg lconn_fast_functions[] = {
+    {"fast_send", fast_send},
+#if LUA_VERSION_NUM >= 504
+    {"send_method", new_send_method},
+#endif
+    {"fast_index", fast_index},
+    {NULL, NULL}};

@@ -962,22 +962,29 @@ local function send_general(ws, data, kind)
   return true
 end
 
--- The hot path: send_fast (C) queues the message when the gate allows it
--- and says whether a flush must be scheduled and whether to wait.
-local send_fast = core.fast_send(PRIV)
-
-function methods.send(ws, data, kind)
-  local r, message, name = send_fast(ws, data, kind)
-  if r == 1 then return true end
-  if not r then
-    if message then return nil, message, name end
-    return send_general(ws, data, kind)
-  end
+-- The rest of send after the C hot path's verdict: 2 (queued, schedule a
+-- flush), 3 (also wait for room), nil (the general way).
+local function send_rest(ws, data, kind, verdict)
+  if not verdict then return send_general(ws, data, kind) end
   local st = rawget(ws, PRIV)
-  local flushed, fmessage, fname = st.io.flush(st)
-  if not flushed then return nil, fmessage, fname end
-  if r == 3 then return send_wait(st) end
+  local flushed, message, name = st.io.flush(st)
+  if not flushed then return nil, message, name end
+  if verdict == 3 then return send_wait(st) end
   return true
+end
+
+-- The hot path: send itself is C when the build lets a C function yield
+-- (Lua 5.4); under LuaJIT a Lua send calls the C part (send_fast).
+if core.send_method then
+  methods.send = core.send_method(PRIV, send_rest)
+else
+  local send_fast = core.fast_send(PRIV)
+  function methods.send(ws, data, kind)
+    local r, message, name = send_fast(ws, data, kind)
+    if r == 1 then return true end
+    if not r and message then return nil, message, name end
+    return send_rest(ws, data, kind, r)
+  end
 end
 
 local function control(name, ws, data)
