@@ -702,7 +702,7 @@ uint8_t *ws_conn_payload_room(ws_conn *c, size_t want, size_t *room) {
   return ws_buf_tail(&c->msg);
 }
 
-void ws_conn_payload_commit(ws_conn *c, size_t n, ws_event *ev) {
+bool ws_conn_payload_commit(ws_conn *c, size_t n, ws_event *ev) {
   const ws_frame_header *h = &c->frame;
   bool text = (h->opcode == WS_OP_CONTINUATION ? c->msg_opcode : h->opcode) ==
               WS_OP_TEXT;
@@ -712,16 +712,17 @@ void ws_conn_payload_commit(ws_conn *c, size_t n, ws_event *ev) {
     ws_mask_inplace(p, n, h->mask, (size_t)(c->frame_done & 3));
   if (text && ws_utf8_feed(&c->utf8, p, n) != 0) {
     conn_fail(c, ev, 0, WS_CLOSE_INVALID_PAYLOAD, msg_bad_text);
-    return;
+    return false;
   }
   ws_buf_commit(&c->msg, n);
   c->frame_done += n;
   c->counters.wire_bytes_in += n;
   if (c->frame_done < h->payload_len)
-    return;
+    return true;
   c->in_frame = false;
   if (h->fin)
     message_done(c, ev, text, 0, 0);
+  return false;
 }
 
 bool ws_conn_plain_send(const ws_conn *c, size_t len) {

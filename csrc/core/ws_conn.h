@@ -228,10 +228,12 @@ void ws_conn_out_consume(ws_conn *c, size_t n);
  * ws_conn_recv it) or memory ran out (ws_conn_recv will say so).  After
  * reading n bytes (<= room) there, ws_conn_payload_commit unmasks and
  * checks them and sets *ev as ws_conn_recv would: the message when it is
- * complete, an error (1007) for invalid text, else WS_EV_NONE. */
+ * complete, an error (1007) for invalid text, else WS_EV_NONE.  It returns
+ * true while the frame's payload is still to come, so a read that filled
+ * a room ending the frame says nothing of more input waiting. */
 #define WS_DIRECT_SLACK ((size_t)256 * 1024)
 uint8_t *ws_conn_payload_room(ws_conn *c, size_t want, size_t *room);
-void ws_conn_payload_commit(ws_conn *c, size_t n, ws_event *ev);
+bool ws_conn_payload_commit(ws_conn *c, size_t n, ws_event *ev);
 
 /* Direct writes: for a big message whose frame goes out unmasked and
  * uncompressed (ws_conn_plain_send says whether it would), a front may

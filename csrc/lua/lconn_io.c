@@ -111,10 +111,13 @@ ssize_t lconn_read_some(lconn *c, size_t max, size_t direct_max,
      * no second copy).  A message it completes waits in direct_ev. */
     r = c->t->ops->read(c->t, dst, room);
     if (r > 0) {
-      ws_conn_payload_commit(&c->ws, (size_t)r, &c->direct_ev);
+      /* A room that ended the frame says nothing of more input: reading
+       * on would mostly cost a read that would block (a peer waiting for
+       * the answer to its big message). */
+      bool frame_left = ws_conn_payload_commit(&c->ws, (size_t)r, &c->direct_ev);
       c->bytes_read += (uint64_t)r;
       info->direct = true;
-      info->filled = (size_t)r == room;
+      info->filled = (size_t)r == room && frame_left;
     }
     return r;
   }

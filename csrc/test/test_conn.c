@@ -1502,8 +1502,9 @@ static void test_direct_read(void) {
       CHECK(room <= piece && room <= b.n - at);
       CHECK(room <= ws_buf_len(&c.msg) + WS_DIRECT_SLACK);
       memcpy(dst, b.d + at, room); /* what a read() would do */
-      ws_conn_payload_commit(&c, room, &ev);
+      bool frame_left = ws_conn_payload_commit(&c, room, &ev);
       at += room;
+      CHECK(frame_left == (at < b.n)); /* the front reads on only then */
       if (at < b.n)
         CHECK_EQ_INT(ev.type, WS_EV_NONE);
     }
@@ -1533,7 +1534,7 @@ static void test_direct_read(void) {
       if (!dst)
         break;
       memcpy(dst, b.d + at, room);
-      ws_conn_payload_commit(&c, room, &ev);
+      CHECK(!ws_conn_payload_commit(&c, room, &ev) == (ev.type == WS_EV_ERROR));
       at += room;
     } while (ev.type == WS_EV_NONE && at < b.n);
     CHECK_EQ_INT(ev.type, WS_EV_ERROR);
