@@ -278,13 +278,13 @@ local function run_host()
   local out = host:stdout()
   io.stdout:write(out)
   local frames = tonumber(out:match("frames (%d+)"))
-  local most = tonumber(out:match("most_messages_in_a_frame (%d+)"))
+  local most = tonumber(out:match("most_messages_in_a_step (%d+)"))
   result(done and host:exit_status() == 0, "host.exe finished with status 0", host:stderr())
   result(out:match("messages 20004 of 20004") and out:match("in_order true"),
     "host.exe: every message of the flood arrived, in order")
   result(out:match('closed 1000 "done" clean true'), "host.exe: closed 1000 \"done\", clean")
   result(most and most <= 256 and frames and frames > 1,
-    "host.exe: no frame handled more than 256 messages (" .. tostring(most) .. " in " .. tostring(frames) .. " frames)")
+    "host.exe: no step handled more than 256 messages (" .. tostring(most) .. " at most, " .. tostring(frames) .. " frames)")
   host:cleanup()
   server:cleanup()
 end
