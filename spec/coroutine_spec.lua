@@ -15,6 +15,33 @@ local function echo_server()
 end
 
 describe("inside moonws.spawn", function()
+  it("ws.receive stays the method: the same for every socket, and a socket's own when set", function()
+    local srv = echo_server()
+    local got, methods = {}, {}
+    moonws.spawn(function()
+      local a = assert(moonws.connect("ws://127.0.0.1:" .. srv.port, { timeout = 5 }))
+      local b = assert(moonws.connect("ws://127.0.0.1:" .. srv.port, { timeout = 5 }))
+      assert(a:send("1")); assert(b:send("2"))
+      got[#got + 1] = a:receive()
+      got[#got + 1] = b:receive()
+      methods[1], methods[2] = a.receive, b.receive
+      local method = a.receive
+      a.receive = function(self) local data = method(self); return "mine " .. data end
+      assert(a:send("3"))
+      got[#got + 1] = a:receive()
+      a.receive = nil -- back to the method
+      assert(a:send("4"))
+      got[#got + 1] = a:receive()
+      methods[3] = a.receive
+      a:close(); b:close()
+      srv:close()
+    end)
+    moonws.run()
+    assert.same({ "1", "2", "mine 3", "4" }, got)
+    assert.equal(methods[1], methods[2])
+    assert.equal(methods[1], methods[3])
+  end)
+
   it("connect, send, receive and close read sequentially", function()
     local srv = echo_server()
     local log = {}

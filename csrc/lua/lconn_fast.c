@@ -361,8 +361,9 @@ static int send_method_done(lua_State *L, int status, lua_KContext base) {
 
 /* ws:send(data [, kind]) itself: a message the hot path queued with a
  * flush already due costs no Lua call; every other verdict goes to
- * rest(ws, data, kind, verdict or nil), which may wait (yield), so it is
- * called with a continuation. */
+ * rest(ws, data, kind, verdict, state) -- verdict and state nil for the
+ * general way -- which may wait (yield), so it is called with a
+ * continuation. */
 static int send_method(lua_State *L) {
   int r = send_queue(L);
   if (r < 0)
@@ -371,14 +372,18 @@ static int send_method(lua_State *L) {
     lua_pushboolean(L, 1);
     return 1;
   }
-  lua_settop(L, 3);
+  if (r == SEND_GENERAL) {
+    lua_settop(L, 3);
+    lua_pushnil(L);
+    lua_pushnil(L);
+  } else {
+    lua_settop(L, 4); /* the state send_queue found */
+    lua_pushinteger(L, r);
+    lua_insert(L, 4);
+  }
   lua_pushvalue(L, lua_upvalueindex(SF_REST));
   lua_insert(L, 1);
-  if (r == SEND_GENERAL)
-    lua_pushnil(L);
-  else
-    lua_pushinteger(L, r);
-  lua_callk(L, 4, LUA_MULTRET, 0, send_method_done);
+  lua_callk(L, 5, LUA_MULTRET, 0, send_method_done);
   return send_method_done(L, LUA_OK, 0);
 }
 
@@ -402,14 +407,15 @@ static int new_send_method(lua_State *L) {
 /* ---- the object's __index ---- */
 
 /* __index(ws, k): methods[k], else getters[k](ws[PRIV]), else nil.  The
- * method send is also stored in ws itself on its first lookup: ws:send()
- * per message then finds it with no metamethod call, and an object that
- * never sends does not grow. */
+ * methods of a message, send and receive, are also stored in ws itself on
+ * their first lookup: ws:send() and ws:receive() per message then find
+ * them with no metamethod call, and an object grows only by what it uses. */
 static int proxy_index(lua_State *L) {
   lua_settop(L, 2);
   lua_pushvalue(L, 2);
   if (compat_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) {
-    if (lua_rawequal(L, 2, lua_upvalueindex(4))) {
+    if (lua_rawequal(L, 2, lua_upvalueindex(4)) ||
+        lua_rawequal(L, 2, lua_upvalueindex(5))) {
       lua_pushvalue(L, 2);
       lua_pushvalue(L, 3);
       lua_rawset(L, 1);
@@ -432,7 +438,8 @@ static int fast_index(lua_State *L) {
   luaL_checkany(L, 3);
   lua_settop(L, 3);
   lua_pushliteral(L, "send");
-  lua_pushcclosure(L, proxy_index, 4);
+  lua_pushliteral(L, "receive");
+  lua_pushcclosure(L, proxy_index, 5);
   return 1;
 }
 

@@ -963,10 +963,10 @@ local function send_general(ws, data, kind)
 end
 
 -- The rest of send after the C hot path's verdict: 2 (queued, schedule a
--- flush), 3 (also wait for room), nil (the general way).
-local function send_rest(ws, data, kind, verdict)
+-- flush), 3 (also wait for room), nil (the general way); st is ws's state
+-- when the message was queued.
+local function send_rest(ws, data, kind, verdict, st)
   if not verdict then return send_general(ws, data, kind) end
-  local st = rawget(ws, PRIV)
   local flushed, message, name = st.io.flush(st)
   if not flushed then return nil, message, name end
   if verdict == 3 then return send_wait(st) end
@@ -983,7 +983,7 @@ else
     local r, message, name = send_fast(ws, data, kind)
     if r == 1 then return true end
     if not r and message then return nil, message, name end
-    return send_rest(ws, data, kind, r)
+    return send_rest(ws, data, kind, r, r and rawget(ws, PRIV))
   end
 end
 
