@@ -13,15 +13,21 @@
 --   local moonws = require "moonws"
 --   if luaprof then luaprof(moonws) end
 local PERIOD = 1000
+-- Each next sample comes after PERIOD +- JITTER instructions, drawn at
+-- random: a loop whose length divides a fixed period would put every
+-- sample on the same few instructions (aliasing) and charge one function
+-- for a whole loop's work.
+local JITTER = 250
 
 local path = os.getenv("BENCH_LUAPROF")
-local counts, getinfo = {}, debug.getinfo
+local counts, getinfo, sethook, random = {}, debug.getinfo, debug.sethook, math.random
 local function hook()
   local info = getinfo(2, "S")
   if info then
     local k = info.short_src .. ":" .. info.linedefined
     counts[k] = (counts[k] or 0) + 1
   end
+  sethook(hook, "", PERIOD - JITTER + random(0, 2 * JITTER))
 end
 
 debug.sethook(hook, "", PERIOD)
