@@ -124,6 +124,42 @@ describe("backpressure", function()
     moonws.run()
   end)
 
+  it("a send a round (written by C at the round's end) still backs up, drains in order and fires ondrain", function()
+    local srv, peer = paused_server()
+    local order_ok, expect = true, 1
+    local KiB, COUNT = 1024, 400 -- 12.8 MiB: more than loopback's kernel buffers take
+    local ws, sent, drains = nil, 0, 0
+    moonws.spawn(function()
+      ws = assert(moonws.connect("ws://127.0.0.1:" .. srv.port, { send_buffer = 512 * KiB }))
+      ws.ondrain = function() drains = drains + 1 end
+      local pad = string.rep("d", 32 * KiB - 6)
+      for i = 1, COUNT do
+        assert(ws:send(("%06d"):format(i) .. pad, "binary"))
+        sent = i
+        moonws.sleep(0.0005) -- the next send in a later round
+      end
+    end)
+    helpers.run_until(function() return peer.ws end, 5)
+    local on_message = peer.ws.onmessage
+    peer.ws.onmessage = function(e)
+      if tonumber(e.data:sub(1, 6)) ~= expect then order_ok = false end
+      expect = expect + 1
+      on_message(e)
+    end
+    -- Over send_buffer: the sender waits in send (run_until raises if never).
+    helpers.run_until(function() return sent > 0 and ws.bufferedAmount > 512 * KiB end, 10)
+    helpers.idle(0.2)
+    assert.is_true(sent < COUNT, "the sender should be waiting, sent " .. sent)
+    peer.ws:resume()
+    helpers.run_until(function() return peer.messages == COUNT end, 30)
+    assert.same({ COUNT, COUNT * 32 * KiB, true }, { sent, peer.bytes, order_ok })
+    helpers.run_until(function() return ws.bufferedAmount == 0 end, 5)
+    assert.is_true(drains >= 1, "ondrain fired " .. drains .. " times")
+    ws:close()
+    srv:close()
+    moonws.run()
+  end)
+
   it("sends past send_limit are refused while the peer does not read", function()
     local srv, peer = paused_server()
     local MiB = 1024 * 1024

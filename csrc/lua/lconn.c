@@ -42,6 +42,12 @@ static lconn_shared *get_shared(lua_State *L) {
   return sh; /* left on the stack for the caller to anchor */
 }
 
+lconn_shared *lconn_get_shared(lua_State *L) {
+  lconn_shared *sh = get_shared(L);
+  lua_pop(L, 1); /* the registry keeps it */
+  return sh;
+}
+
 static void release(lconn *c) {
   if (c->released)
     return;

@@ -279,18 +279,26 @@ static int conn_pump(lua_State *L) {
 
 /* ---- send ---- */
 
-/* Upvalues of the send closures: the rest of send (send_method only). */
-enum { SF_PRIV = 1, SF_CONN, SF_TEXT, SF_BINARY, SF_REST };
+/* Upvalues of the send closures: the list of states whose flush is
+ * left to core.flush_listed, then the rest of send (send_method only). */
+enum { SF_PRIV = 1, SF_CONN, SF_TEXT, SF_BINARY, SF_LISTED, SF_REST };
 
 /* What the hot path did with send(ws, data [, kind]) at slots 1-3: */
 enum send_verdict {
   SEND_GENERAL = 0, /* nothing: the general way (websocket.lua) checks
                        everything again and raises or refuses */
-  SEND_DONE,        /* queued; a flush is already due */
+  SEND_DONE,        /* queued; a flush is already due (or listed) */
   SEND_FLUSH,       /* queued; schedule a flush */
   SEND_WAIT         /* queued, over send_buffer: schedule a flush and wait
                        if waiting is possible */
 };
+
+/* The verdicts that leave the socket to the Lua layer: its next write
+ * there may have something to decide (ondrain, waking senders). */
+static int send_to_lua(lconn *c, int verdict) {
+  c->flush_plain = false;
+  return verdict;
+}
 
 /* Queue the message when the gate allows it: a verdict, or -n when a
  * runtime failure pushed n results (nil, message, name). */
@@ -303,31 +311,44 @@ static int send_queue(lua_State *L) {
     return SEND_GENERAL;
   lua_pushvalue(L, lua_upvalueindex(SF_CONN));
   lconn *c = compat_rawget(L, 4) == LUA_TUSERDATA ? lconn_test(L, 5) : NULL;
-  if (!c || c->released || !c->send_open || lua_type(L, 2) != LUA_TSTRING)
+  if (!c || c->released)
     return SEND_GENERAL;
+  if (!c->send_open || lua_type(L, 2) != LUA_TSTRING)
+    return send_to_lua(c, SEND_GENERAL);
   bool binary;
   if (lua_isnil(L, 3) || lua_rawequal(L, 3, lua_upvalueindex(SF_TEXT)))
     binary = false;
   else if (lua_rawequal(L, 3, lua_upvalueindex(SF_BINARY)))
     binary = true;
   else
-    return SEND_GENERAL;
+    return send_to_lua(c, SEND_GENERAL);
   size_t len;
   const uint8_t *data = (const uint8_t *)lua_tolstring(L, 2, &len);
   if ((c->send_limit && ws_buf_len(&c->ws.out) >= c->send_limit) ||
       (c->deflate && len > c->max_step_bytes &&
        ws_deflate_wants(c->deflate, len)) ||
       (!binary && !ws_utf8_valid(data, len)))
-    return SEND_GENERAL;
+    return send_to_lua(c, SEND_GENERAL);
   enum ws_error e = lconn_send_message(
       c, binary ? WS_OP_BINARY : WS_OP_TEXT, data, len, c->fragment_size);
   if (e != WS_E_NONE)
     return -lmoonws_fail(L, e, e == WS_E_CLOSED ? "closed" : NULL);
-  int verdict = c->dirty ? SEND_DONE : SEND_FLUSH;
+  if (ws_buf_len(&c->ws.out) > c->send_buffer) {
+    c->dirty = true;
+    return send_to_lua(c, SEND_WAIT);
+  }
+  if (c->dirty)
+    return SEND_DONE;
   c->dirty = true;
-  if (ws_buf_len(&c->ws.out) > c->send_buffer)
-    verdict = SEND_WAIT;
-  return verdict;
+  if (c->flush_plain && c->sh->flush_batching) {
+    /* The round's end writes it (core.flush_listed), with no Lua unless
+     * the write leaves something to decide. */
+    lua_pushvalue(L, 4);
+    lua_rawseti(L, lua_upvalueindex(SF_LISTED),
+                (lua_Integer)compat_rawlen(L, lua_upvalueindex(SF_LISTED)) + 1);
+    return SEND_DONE;
+  }
+  return SEND_FLUSH;
 }
 
 /* send_fast(ws, data [, kind]) -> the verdict (1-3), nil, message, name
@@ -340,16 +361,76 @@ static int send_fast(lua_State *L) {
   return 1;
 }
 
-/* core.fast_send(PRIV) -> send_fast, for the objects whose state is
- * ws[PRIV] and whose conn is state.conn. */
-static int fast_send(lua_State *L) {
+/* Push the send closures' upvalues up to SF_LISTED from (PRIV, listed)
+ * at slots 1-2. */
+static void push_send_upvalues(lua_State *L) {
   luaL_checkany(L, 1);
-  lua_settop(L, 1);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lua_pushvalue(L, 1);
   lua_pushliteral(L, "conn");
   lua_pushliteral(L, "text");
   lua_pushliteral(L, "binary");
-  lua_pushcclosure(L, send_fast, 4);
+  lua_pushvalue(L, 2);
+}
+
+/* core.fast_send(PRIV, listed) -> send_fast, for the objects whose state
+ * is ws[PRIV] and whose conn is state.conn; listed is the list of states
+ * core.flush_listed writes for. */
+static int fast_send(lua_State *L) {
+  lua_settop(L, 2);
+  push_send_upvalues(L);
+  lua_pushcclosure(L, send_fast, SF_LISTED);
   return 1;
+}
+
+/* core.flush_listed(listed) -> n: write the output of every state listed
+ * by send (each conn once a round); the states whose write left bytes,
+ * failed, or was not plain stay in listed[1..n] for the Lua layer, the
+ * rest of the list is emptied. */
+static int flush_listed(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  lua_Integer n = (lua_Integer)compat_rawlen(L, 1), kept = 0;
+  for (lua_Integer i = 1; i <= n; i++) {
+    lua_rawgeti(L, 1, i);
+    bool done = true;
+    if (lua_istable(L, 2)) {
+      lua_pushliteral(L, "conn");
+      lconn *c = compat_rawget(L, 2) == LUA_TUSERDATA ? lconn_test(L, 3) : NULL;
+      lua_pop(L, 1);
+      if (c && !c->released && c->t) {
+        c->dirty = false;
+        done = lconn_write_out(c) == 0 && c->flush_plain;
+        if (!done)
+          c->flush_plain = false;
+      }
+    }
+    if (done)
+      lua_pop(L, 1);
+    else
+      lua_rawseti(L, 1, ++kept);
+  }
+  for (lua_Integer i = kept + 1; i <= n; i++) {
+    lua_pushnil(L);
+    lua_rawseti(L, 1, i);
+  }
+  lua_pushinteger(L, kept);
+  return 1;
+}
+
+/* core.flush_batching(on): a loop round begins (true) or ends; only
+ * inside one may send list its socket instead of asking for a flush. */
+static int flush_batching(lua_State *L) {
+  lconn_get_shared(L)->flush_batching = lua_toboolean(L, 1);
+  return 0;
+}
+
+/* plain_flush(on): the Lua layer's write found nothing to decide (true),
+ * or something may need deciding at the next one (false). */
+static int conn_plain_flush(lua_State *L) {
+  lconn *c = lconn_self(L);
+  c->flush_plain = lua_toboolean(L, 2);
+  return 0;
 }
 
 #if LUA_VERSION_NUM >= 504
@@ -387,18 +468,13 @@ static int send_method(lua_State *L) {
   return send_method_done(L, LUA_OK, 0);
 }
 
-/* core.send_method(PRIV, rest) -> send (Lua 5.4: LuaJIT cannot yield
- * through a C function, so there send_fast sits under a Lua send). */
+/* core.send_method(PRIV, listed, rest) -> send (Lua 5.4: LuaJIT cannot
+ * yield through a C function, so there send_fast sits under a Lua send). */
 static int new_send_method(lua_State *L) {
-  luaL_checkany(L, 1);
-  luaL_checktype(L, 2, LUA_TFUNCTION);
-  lua_settop(L, 2);
-  lua_pushliteral(L, "conn");
-  lua_insert(L, 2);
-  lua_pushliteral(L, "text");
-  lua_insert(L, 3);
-  lua_pushliteral(L, "binary");
-  lua_insert(L, 4);
+  luaL_checktype(L, 3, LUA_TFUNCTION);
+  lua_settop(L, 3);
+  push_send_upvalues(L);
+  lua_pushvalue(L, 3);
   lua_pushcclosure(L, send_method, SF_REST);
   return 1;
 }
@@ -457,6 +533,7 @@ static void push_event_mt(lua_State *L, int binary) {
 /* The dispatch closure's upvalues, then the methods. */
 void lconn_fast_register(lua_State *L) {
   static const luaL_Reg plain[] = {{"gate", conn_gate},
+                                   {"plain_flush", conn_plain_flush},
                                    {"tune", conn_tune},
                                    {"bytes_read", conn_bytes_read},
                                    {NULL, NULL}};
@@ -478,6 +555,8 @@ void lconn_fast_register(lua_State *L) {
 
 const luaL_Reg lconn_fast_functions[] = {
     {"fast_send", fast_send},
+    {"flush_listed", flush_listed},
+    {"flush_batching", flush_batching},
 #if LUA_VERSION_NUM >= 504
     {"send_method", new_send_method},
 #endif

@@ -30,7 +30,12 @@ typedef struct lconn_shared {
   uint8_t *scratch;
   struct lconn *owner; /* whose bytes are in scratch[pos, len) */
   size_t pos, len;
+  bool flush_batching; /* inside a loop round (core.flush_batching): send
+                          may list its socket for core.flush_listed */
 } lconn_shared;
+
+/* The shared state of this Lua state's conns. */
+lconn_shared *lconn_get_shared(lua_State *L);
 
 /* What the Lua layer lets the hot path do on its own (gate()): */
 enum lconn_gate {
@@ -65,6 +70,9 @@ struct lconn {
   uint8_t gate;           /* enum lconn_gate */
   bool send_open;         /* send_fast may queue: OPEN, nothing deferred */
   bool dirty;             /* send_fast queued output since the last flush */
+  bool flush_plain;       /* the Lua layer's last write found nothing to
+                             decide after it (plain_flush): a write that
+                             sends everything needs no Lua (flush_listed) */
   uint32_t gate_gen;      /* bumped by every gate() */
   int32_t events_left;    /* events this round may still dispatch */
   uint32_t max_queue;     /* receive queue length that pauses reading */

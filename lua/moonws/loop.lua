@@ -245,15 +245,26 @@ function loop.dirty(obj)
   end
 end
 
+-- What writes the output that is not in dirty (loop.before_flush).
+local before_flush = nil
+
+-- fn() runs first whenever the loop flushes: loop_io's C-listed sockets
+-- (websocket.flush_listed), which may mark objects dirty.
+function loop.before_flush(fn) before_flush = fn end
+
 local function flush_dirty()
-  local i = 1
-  while dirty[i] do          -- a flush may mark more objects dirty
-    local obj = dirty[i]
-    dirty[i] = nil
-    dirty_set[obj] = nil
-    obj:flush()
-    i = i + 1
-  end
+  while true do
+    if before_flush then before_flush() end
+    if not dirty[1] then return end
+    local i = 1
+    while dirty[i] do        -- a flush may mark more objects dirty ...
+      local obj = dirty[i]
+      dirty[i] = nil
+      dirty_set[obj] = nil
+      obj:flush()
+      i = i + 1
+    end
+  end                        -- ... or have C list more sockets
 end
 
 ---------------------------------------------------------------- coroutines
@@ -486,8 +497,12 @@ end
 -- until something happens).  Returns true while there is work left.
 function loop.step(timeout)
   depth = depth + 1
+  -- Inside a round a send may leave its flush to the round's end (C lists
+  -- it; flush_dirty writes); outside, a plain script's send goes at once.
+  core.flush_batching(true)
   local ok, err = pcall(step_once, timeout)
   depth = depth - 1
+  if depth == 0 then core.flush_batching(false) end
   if not ok then error(err, 0) end
   return loop.alive()
 end

@@ -79,9 +79,14 @@ local function write(st)
     -- the senders that wait for room (not the receivers: nothing came).
     if (d.interest or 0) >= 2 then set_interest(st, websocket.reading_wanted(st), false) end
     local waiters = d.send_waiters
-    if waiters and #waiters > 0 then loop.wake_all(waiters) end
+    if waiters and #waiters > 0 then
+      loop.wake_all(waiters)
+    else
+      conn:plain_flush(true) -- until something is to decide, C may write
+    end
     return
   end
+  conn:plain_flush(false)
   local want_write = left > 0 and want == "write"
   local reading = websocket.reading_wanted(st) or want == "read"
   if (want_write and 2 or 0) + (reading and 1 or 0) ~= (d.interest or 0) then
@@ -90,6 +95,9 @@ local function write(st)
   websocket.flushed(st, left)
 end
 loop_io.write = write
+
+-- Sockets a send listed for the round's end (C writes them) come first.
+loop.before_flush(websocket.flush_listed)
 
 -- The dirty object of a socket is its drv: drv:flush() writes.
 local function drv_flush(d) return write(d.st) end

@@ -973,12 +973,30 @@ local function send_rest(ws, data, kind, verdict, st)
   return true
 end
 
+-- States whose output send left to the end of the loop's round: C lists
+-- a socket there instead of asking for a flush when its last write in
+-- Lua (the driver's) found nothing to decide (conn:plain_flush).
+local listed = {}
+
+-- The end of a round (the loop's flush): C writes every listed socket's
+-- output; those whose write leaves something to decide (bytes left, a
+-- failure) get the driver's flush, which writes and decides in Lua.
+function websocket.flush_listed()
+  if listed[1] == nil then return end
+  local n = core.flush_listed(listed)
+  for i = 1, n do
+    local st = listed[i]
+    listed[i] = nil
+    st.io.flush(st)
+  end
+end
+
 -- The hot path: send itself is C when the build lets a C function yield
 -- (Lua 5.4); under LuaJIT a Lua send calls the C part (send_fast).
 if core.send_method then
-  methods.send = core.send_method(PRIV, send_rest)
+  methods.send = core.send_method(PRIV, listed, send_rest)
 else
-  local send_fast = core.fast_send(PRIV)
+  local send_fast = core.fast_send(PRIV, listed)
   function methods.send(ws, data, kind)
     local r, message, name = send_fast(ws, data, kind)
     if r == 1 then return true end
