@@ -48,7 +48,11 @@ local NO_OBJECT = {}
 -- while moonws runs it.  Strong: a coroutine waiting on a socket is what
 -- keeps both alive.
 local ours = {}
-local ready, ready_args = {}, {}      -- coroutines to resume this round
+local ready, spare = {}, {}            -- coroutines to resume; the list emptied last
+-- Which batch of run_ready last resumed each coroutine, so one woken twice
+-- in a batch runs once (lists and marks reused: no table per batch).
+local resumed_in = setmetatable({}, { __mode = "k" })
+local batch_no, batch_depth = 0, 0
 local deferred = {}                    -- callbacks for the next round
 local dirty, dirty_set = {}, {}        -- objects with output to flush
 local refs = 0                         -- what keeps run() going
@@ -305,17 +309,24 @@ function loop.wake_all(list)
 end
 
 local function run_ready()
-  if #ready == 0 then return false end
+  local n = #ready
+  if n == 0 then return false end
   local batch = ready
-  ready = {}
-  local seen = {}
-  for i = 1, #batch do
+  -- Wake-ups during the batch go to the other list (a fresh one when a
+  -- coroutine steps the loop itself: the other list is then being run).
+  if batch_depth == 0 then ready, spare = spare, batch else ready = {} end
+  batch_depth = batch_depth + 1
+  batch_no = batch_no + 1
+  local this = batch_no
+  for i = 1, n do
     local co = batch[i]
-    if not seen[co] and co_status(co) == "suspended" and ours[co] then
-      seen[co] = true
+    batch[i] = nil
+    if resumed_in[co] ~= this and co_status(co) == "suspended" and ours[co] then
+      resumed_in[co] = this
       resume(co)
     end
   end
+  batch_depth = batch_depth - 1
   return true
 end
 
