@@ -49,10 +49,11 @@ local NO_OBJECT = {}
 -- keeps both alive.
 local ours = {}
 local ready, spare = {}, {}            -- coroutines to resume; the list emptied last
--- Which batch of run_ready last resumed each coroutine, so one woken twice
--- in a batch runs once (lists and marks reused: no table per batch).
-local resumed_in = setmetatable({}, { __mode = "k" })
-local batch_no, batch_depth = 0, 0
+-- The coroutines run_ready resumed in its batch, so one woken twice runs
+-- once; emptied after each batch, so it holds no coroutine for longer and
+-- keeps its room (lists and set reused: no table per batch).
+local seen = {}
+local batch_depth = 0
 local deferred = {}                    -- callbacks for the next round
 local dirty, dirty_set = {}, {}        -- objects with output to flush
 local refs = 0                         -- what keeps run() going
@@ -312,19 +313,22 @@ local function run_ready()
   local n = #ready
   if n == 0 then return false end
   local batch = ready
-  -- Wake-ups during the batch go to the other list (a fresh one when a
-  -- coroutine steps the loop itself: the other list is then being run).
-  if batch_depth == 0 then ready, spare = spare, batch else ready = {} end
+  -- Wake-ups during the batch go to the other list, and its marks to the
+  -- set (fresh ones when a coroutine steps the loop itself: those of the
+  -- batch it runs in are in use).
+  local marks = seen
+  if batch_depth == 0 then ready, spare = spare, batch else ready, marks = {}, {} end
   batch_depth = batch_depth + 1
-  batch_no = batch_no + 1
-  local this = batch_no
   for i = 1, n do
     local co = batch[i]
-    batch[i] = nil
-    if resumed_in[co] ~= this and co_status(co) == "suspended" and ours[co] then
-      resumed_in[co] = this
+    if not marks[co] and co_status(co) == "suspended" and ours[co] then
+      marks[co] = true
       resume(co)
     end
+  end
+  for i = 1, n do
+    marks[batch[i]] = nil
+    batch[i] = nil
   end
   batch_depth = batch_depth - 1
   return true
