@@ -62,7 +62,7 @@ static void release(lconn *c) {
   ws_deflate_free(c->deflate);
   c->deflate = NULL;
   ws_buf_free(&c->in);
-  ws_buf_free(&c->ext);
+  lconn_opening_free(c);
 }
 
 /* The core borrows c->deflate: detach it before freeing. */

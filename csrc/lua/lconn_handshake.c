@@ -6,12 +6,41 @@
  * Runtime failures (out of memory) have results of their own, never the
  * nil that means "not complete yet".
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "lconn_priv.h"
 #include "ws_http.h"
 
 /* ---- the opening handshake ---- */
+
+/* What only the opening handshake needs, made on first use and freed when
+ * it is over: an open connection does not carry it. */
+struct lconn_opening {
+  char key[WS_KEY_LEN + 1]; /* client: the Sec-WebSocket-Key sent */
+  ws_deflate_options pmd;   /* set_compression(); enabled false = off */
+  ws_buf ext; /* client: the offer sent; server: the request's
+                 Sec-WebSocket-Extensions, fields joined */
+};
+
+/* c's opening state, made when missing; NULL when memory ran out. */
+static struct lconn_opening *opening(lconn *c) {
+  if (!c->opening)
+    c->opening = calloc(1, sizeof *c->opening);
+  return c->opening;
+}
+
+static bool pmd_enabled(const lconn *c) {
+  return c->opening && c->opening->pmd.enabled;
+}
+
+void lconn_opening_free(lconn *c) {
+  if (c->opening) {
+    ws_buf_free(&c->opening->ext);
+    free(c->opening);
+    c->opening = NULL;
+  }
+}
 
 /* limits(max_payload, max_frame): set before the handshake completes. */
 static int conn_limits(lua_State *L) {
@@ -99,7 +128,12 @@ static int conn_set_compression(lua_State *L) {
     o.level = (int)opt_int(L, 2, "level", o.level, -1, 9);
     o.mem_level = (int)opt_int(L, 2, "mem_level", o.mem_level, 1, 9);
   }
-  c->pmd = o;
+  if (!o.enabled && !c->opening)
+    return 0; /* off, as a new conn is */
+  struct lconn_opening *op = opening(c);
+  if (!op)
+    return luaL_error(L, "not enough memory");
+  op->pmd = o;
   return 0;
 }
 
@@ -108,6 +142,7 @@ static int conn_set_compression(lua_State *L) {
 static int conn_handshake_done(lua_State *L) {
   lconn *c = lconn_self(L);
   c->handshaking = false;
+  lconn_opening_free(c);
   if (ws_buf_len(&c->in) == 0)
     ws_buf_free(&c->in);
   /* An idle connection holds no output buffer: free it now, or once the
@@ -181,12 +216,15 @@ static int conn_request(lua_State *L) {
   ws_handshake_field fields[MAX_EXTRA_FIELDS];
   lua_getfield(L, 2, "headers");
   size_t nfields = check_fields(L, lua_gettop(L), fields);
-  if (ws_handshake_make_key(c->key, NULL, NULL))
+  struct lconn_opening *op = opening(c);
+  if (!op)
+    return lmoonws_fail(L, WS_E_NOMEM, NULL);
+  if (ws_handshake_make_key(op->key, NULL, NULL))
     return lmoonws_fail(L, WS_E_NOMEM, "no random bytes for the key");
   ws_handshake_request_spec spec = {
       .host = opt_field(L, 2, "host"),
       .target = opt_field(L, 2, "target"),
-      .key = c->key,
+      .key = op->key,
       .protocols = opt_field(L, 2, "protocols"),
       .extensions = opt_field(L, 2, "extensions"),
       .origin = opt_field(L, 2, "origin"),
@@ -198,12 +236,12 @@ static int conn_request(lua_State *L) {
   /* With compression set, the conn owns the extension offer: the answer
    * could not name another extension it would understand. */
   char offer[WS_DEFLATE_HEADER_MAX];
-  ws_buf_free(&c->ext);
-  if (c->pmd.enabled) {
-    int n = ws_deflate_offer(&c->pmd, offer, sizeof offer);
+  ws_buf_free(&op->ext);
+  if (op->pmd.enabled) {
+    int n = ws_deflate_offer(&op->pmd, offer, sizeof offer);
     if (n < 0)
       return luaL_error(L, "invalid compression options");
-    if (ws_buf_append(&c->ext, offer, (size_t)n))
+    if (ws_buf_append(&op->ext, offer, (size_t)n))
       return lmoonws_fail(L, WS_E_NOMEM, NULL);
     spec.extensions = offer;
   }
@@ -279,13 +317,16 @@ static void push_request(lua_State *L, const ws_http_request *req) {
 /* Keep every Sec-WebSocket-Extensions field of req, joined with ", ",
  * for respond_upgrade to negotiate from.  0 or -1 (no memory). */
 static int keep_extensions(lconn *c, const ws_http_request *req) {
-  ws_buf_free(&c->ext);
+  if (!pmd_enabled(c))
+    return 0; /* nothing will negotiate from them */
+  ws_buf *ext = &c->opening->ext;
+  ws_buf_free(ext);
   for (size_t i = 0; i < req->num_headers; i++) {
     const ws_http_header *h = &req->headers[i];
     if (!ws_http_header_find(h, 1, "sec-websocket-extensions", NULL))
       continue;
-    if ((ws_buf_len(&c->ext) && ws_buf_append(&c->ext, ", ", 2)) ||
-        ws_buf_append(&c->ext, h->value, h->value_len))
+    if ((ws_buf_len(ext) && ws_buf_append(ext, ", ", 2)) ||
+        ws_buf_append(ext, h->value, h->value_len))
       return -1;
   }
   return 0;
@@ -361,10 +402,11 @@ static int conn_respond_upgrade(lua_State *L) {
   char answer[WS_DEFLATE_HEADER_MAX];
   ws_deflate_params p;
   int agreed = 0;
-  if (c->pmd.enabled) {
-    size_t n = ws_buf_len(&c->ext);
-    agreed = ws_deflate_accept(n ? (const char *)ws_buf_data(&c->ext) : NULL,
-                               n, &c->pmd, &p, answer, sizeof answer);
+  if (pmd_enabled(c)) {
+    struct lconn_opening *op = c->opening;
+    size_t n = ws_buf_len(&op->ext);
+    agreed = ws_deflate_accept(n ? (const char *)ws_buf_data(&op->ext) : NULL,
+                               n, &op->pmd, &p, answer, sizeof answer);
     extensions = agreed == 1 ? answer : NULL;
   }
   size_t before = ws_buf_len(&c->ws.out);
@@ -376,14 +418,15 @@ static int conn_respond_upgrade(lua_State *L) {
     return lmoonws_fail(L, WS_E_NOMEM, NULL);
   if (agreed == 1) {
     lconn_drop_deflate(c);
-    c->deflate = ws_deflate_new(WS_ROLE_SERVER, &p, &c->pmd);
+    c->deflate = ws_deflate_new(WS_ROLE_SERVER, &p, &c->opening->pmd);
     if (!c->deflate) {
       c->ws.out.end = c->ws.out.start + before; /* take the 101 back */
       return lmoonws_fail(L, WS_E_NOMEM, NULL);
     }
     ws_conn_set_deflate(&c->ws, c->deflate);
   }
-  ws_buf_free(&c->ext);
+  if (c->opening)
+    ws_buf_free(&c->opening->ext);
   lua_pushboolean(L, 1);
   lua_pushstring(L, extensions ? extensions : "");
   return 2;
@@ -439,20 +482,21 @@ static int conn_parse_response(lua_State *L) {
     return 2;
   }
   ws_handshake_answer a;
-  bool pmd = c->pmd.enabled && ws_buf_len(&c->ext);
+  struct lconn_opening *op = c->opening; /* made by request() */
+  bool pmd = pmd_enabled(c) && ws_buf_len(&op->ext);
   const char *why = NULL;
-  if (ws_handshake_check_response(&res, c->key, offered, offered_ext || pmd,
-                                  &a))
+  if (ws_handshake_check_response(&res, op ? op->key : "", offered,
+                                  offered_ext || pmd, &a))
     why = a.message ? a.message : "invalid handshake response";
   char agreed_ext[WS_DEFLATE_HEADER_MAX] = "";
   if (!why && pmd && a.extensions) {
     ws_deflate_params p;
     int r = ws_deflate_check_response(a.extensions, a.extensions_len,
-                                      (const char *)ws_buf_data(&c->ext),
-                                      ws_buf_len(&c->ext), &p, &why);
+                                      (const char *)ws_buf_data(&op->ext),
+                                      ws_buf_len(&op->ext), &p, &why);
     if (r == 1) {
       lconn_drop_deflate(c);
-      c->deflate = ws_deflate_new(WS_ROLE_CLIENT, &p, &c->pmd);
+      c->deflate = ws_deflate_new(WS_ROLE_CLIENT, &p, &op->pmd);
       if (!c->deflate) {
         lua_pushboolean(L, 0);
         lua_pushliteral(L, "out of memory for permessage-deflate");
@@ -484,7 +528,8 @@ static int conn_parse_response(lua_State *L) {
   else
     lua_pushlstring(L, a.extensions ? a.extensions : "", a.extensions_len);
   push_headers(L, res.headers, res.num_headers);
-  ws_buf_free(&c->ext);
+  if (op)
+    ws_buf_free(&op->ext);
   ws_buf_consume(&c->in, (size_t)rc);
   return 4;
 }

@@ -55,11 +55,9 @@ struct lconn {
   ws_buf in; /* handshake bytes, and unparsed bytes spilled from scratch */
   bool released;
   bool handshaking;
-  char key[WS_KEY_LEN + 1]; /* client: the Sec-WebSocket-Key sent */
-  ws_deflate_options pmd;   /* set_compression(); enabled false = off */
+  struct lconn_opening *opening; /* what only the handshake needs, or
+                                    NULL (lconn_handshake.c) */
   ws_deflate *deflate;      /* agreed permessage-deflate, or NULL */
-  ws_buf ext; /* handshake only -- client: the offer sent; server: the
-                 request's Sec-WebSocket-Extensions, fields joined */
   ws_event direct_ev; /* an event a direct read completed, for next_event */
   bool fan_held; /* the Lua layer queues messages ahead of the core's out
                     (its deflating queue): fan-outs hand this conn back */
@@ -100,6 +98,8 @@ static inline lconn *lconn_self(lua_State *L) { return lconn_check(L, 1); }
 
 /* Free the agreed permessage-deflate (the core only borrows it). */
 void lconn_drop_deflate(lconn *c);
+/* Free what only the opening handshake needed (lconn_handshake.c). */
+void lconn_opening_free(lconn *c);
 
 /* The next event from c's unparsed input (lconn_frames.c).  lconn_pull
  * returns false when there is no input to parse; otherwise p->ev is set
