@@ -146,6 +146,12 @@ function loop.unwatch(fd)
   poller:set(fd, false, false)
 end
 
+-- Hand fd's readiness to another watcher for the same socket (the
+-- poller's interest stays as it is).
+function loop.rewatch(fd, old, new)
+  if watchers[fd] == old then watchers[fd] = new end
+end
+
 -- Stop watching fd for watcher, unless fd (closed and reused since) has
 -- another watcher now.
 function loop.forget(fd, watcher)

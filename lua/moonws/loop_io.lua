@@ -28,13 +28,21 @@ local kept = {} -- st -> true: sockets the loop keeps alive (handlers set)
 
 ---------------------------------------------------------------- interest
 
--- d.interest: 1 read + 2 write, what the poller watches for (one field,
--- not two: the drv of an idle connection stays within 8 fields).
+-- d.interest: what the poller watches for, 1 read + 2 write, in one field
+-- that is absent for the usual 1 (reading only) and false until the socket
+-- is watched: an idle connection's drv stays within 4 fields (a Lua table
+-- sizes its fields in powers of two).
+local function interest_of(d)
+  local interest = d.interest
+  if interest == nil then return 1 end
+  return interest or -1
+end
+
 local function set_interest(st, want_read, want_write)
   local d = st.drv
   local interest = (want_read and 1 or 0) + (want_write and 2 or 0)
-  if d.fd and d.interest ~= interest then
-    d.interest = interest
+  if d.fd and interest_of(d) ~= interest then
+    if interest == 1 then d.interest = nil else d.interest = interest end
     local ok, message, name = loop.watch(d.fd, d, want_read, want_write)
     if not ok and not d.watch_error then
       -- The poller refused the socket (out of memory, max_user_watches):
@@ -52,7 +60,7 @@ end
 loop_io.set_interest = set_interest
 
 -- Whether the poller watches st for writing.
-local function writing(st) return (st.drv.interest or 0) >= 2 end
+local function writing(st) return interest_of(st.drv) >= 2 end
 loop_io.writing = writing
 
 function loop_io.reading(st, on)
@@ -77,7 +85,7 @@ local function write(st)
       and not st.drain_armed then
     -- The common case, inlined: all written, nothing to decide but waking
     -- the senders that wait for room (not the receivers: nothing came).
-    if (d.interest or 0) >= 2 then set_interest(st, websocket.reading_wanted(st), false) end
+    if interest_of(d) >= 2 then set_interest(st, websocket.reading_wanted(st), false) end
     local waiters = d.send_waiters
     if waiters and #waiters > 0 then
       loop.wake_all(waiters)
@@ -89,7 +97,7 @@ local function write(st)
   conn:plain_flush(false)
   local want_write = left > 0 and want == "write"
   local reading = websocket.reading_wanted(st) or want == "read"
-  if (want_write and 2 or 0) + (reading and 1 or 0) ~= (d.interest or 0) then
+  if (want_write and 2 or 0) + (reading and 1 or 0) ~= interest_of(d) then
     set_interest(st, reading, want_write)
   end
   websocket.flushed(st, left)
@@ -202,7 +210,7 @@ local function drv_on_ready(d, events)
   -- rules) may still hand its drv, kept for the finalizer, to a weak table
   -- -- and Windows reports the closed socket as ready: let go of it.
   if d.collected then return loop.forget(d.fd, d) end
-  return d.phase(d.st, events)
+  return (d.phase or on_ready_open)(d.st, events)
 end
 
 -- Every drv is the loop's watcher and dirty object for its socket: the
@@ -213,7 +221,7 @@ local drv_mt = { __index = { flush = drv_flush, on_ready = drv_on_ready } }
 function loop_io.new(role, opts, url)
   local ws, st = websocket.new(role, opts, url, loop_io)
   local d = setmetatable(st.drv, drv_mt)
-  d.st, d.counted = st, true
+  d.st = st -- counted by run() until uncount() (d.uncounted)
   loop.ref()
   return ws, st
 end
@@ -223,7 +231,7 @@ function loop_io.attach(st, conn, phase, want_read, want_write)
   websocket.configure(conn, st.opts)
   websocket.attach(st, conn)
   local d = st.drv
-  d.fd, d.phase, d.interest = conn:fd(), phase, nil
+  d.fd, d.phase, d.interest = conn:fd(), phase, false
   set_interest(st, want_read, want_write)
 end
 
@@ -236,8 +244,16 @@ function loop_io.detach(st)
 end
 
 -- The connection left the handshake phases: from now on, frames.
+-- It gets a drv of its own: the handshake's fields (its phase, timers,
+-- task) grew the table, and a Lua table keeps its room when fields go; a
+-- fresh one sized for what is left keeps an idle connection small.
 function loop_io.open_phase(st)
-  st.drv.phase = on_ready_open
+  local old = st.drv
+  local d = setmetatable({}, drv_mt)
+  for k, v in next, old do d[k] = v end
+  d.phase = nil -- the open phase's handler is drv_on_ready's default
+  st.drv = d
+  if d.fd then loop.rewatch(d.fd, old, d) end
 end
 
 -- A different readiness handler for the phase to come (TLS, handshake).
@@ -311,15 +327,17 @@ function loop_io.keep(st, on) kept[st] = on or nil end
 
 local function uncount(st)
   local d = st.drv
-  if d.counted then
-    d.counted = false
+  if not d.uncounted then
+    d.uncounted = true
     loop.unref()
   end
 end
 
+-- A server's sockets tell its state (ss.on_closed), not a field of each.
 function loop_io.closed(st)
   uncount(st)
-  if st.drv.on_closed then st.drv.on_closed(st) end
+  local ss = st.drv.server
+  if ss and ss.on_closed then ss.on_closed(st) end
 end
 
 -- Counted by the server's stats (moonws.topics), on the server's state:

@@ -264,7 +264,7 @@ local function on_accept_ready(ss)
     ss.accept_failing = false
     local _, st = loop_io.new("server", ss.opts, "")
     local d = st.drv
-    d.server, d.on_closed = ss, forget
+    d.server = ss
     websocket.set_remote(st, peer_address.split(peer))
     if ss.opts.log then log.emit(st, "accepted", "on port " .. tostring(ss.listener:port())) end
     handshaking[st] = true
@@ -298,6 +298,7 @@ function server.listen(opts)
     clients = setmetatable({}, { __mode = "k" }),
     on_ready = on_accept_ready,
     on_handler_error = topics.handler_failed, -- counted by server:stats()
+    on_closed = forget, -- one of its sockets closed (loop_io.closed)
   }
   local watched
   watched, message, name = loop.watch(listener:fd(), ss, true, false)
