@@ -252,7 +252,7 @@ function loop_io.open_phase(st)
   local d = setmetatable({}, drv_mt)
   for k, v in next, old do d[k] = v end
   d.phase = nil -- the open phase's handler is drv_on_ready's default
-  st.drv = d
+  websocket.set_drv(st, d)
   if d.fd then loop.rewatch(d.fd, old, d) end
 end
 

@@ -11,7 +11,8 @@
 -- through __newindex and the driver can keep the socket alive while
 -- handlers are set.  The state lives in a private table (st) reached by a
 -- private key.  A driver reads st.conn, st.opts, st.state and st.role and
--- keeps its own per-socket data in st.drv; it never writes other fields.
+-- keeps its own per-socket data in st.drv (a new table for it through
+-- websocket.set_drv); it never writes other fields.
 --
 -- State rules (the browser's): onclose fires exactly once, after onerror
 -- when there was an error; wasClean is true only when both close frames
@@ -665,6 +666,10 @@ function websocket.configure(conn, opts)
   conn:tune(opts.send_limit, opts.send_buffer, opts.fragment_size, opts.max_step_bytes,
     opts.max_queue, opts.max_step_events)
 end
+
+-- A driver's new table for its per-socket data (one sized for what it
+-- keeps once the socket is open).
+function websocket.set_drv(st, drv) st.drv = drv end
 
 -- Give st its conn.
 function websocket.attach(st, conn)
