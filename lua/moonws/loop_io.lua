@@ -205,12 +205,21 @@ end
 ---------------------------------------------------------------- the phases
 
 -- The loop calls drv:on_ready(events); the phase decides what it means.
+-- A collected socket's conn is gone with it, but LuaJIT (Lua 5.1's rules)
+-- may still hand its drv, kept for the finalizer, to a weak table -- and
+-- Windows reports the closed socket as ready: let go of it.
+local function on_ready_collected(st)
+  local d = st.drv
+  return loop.forget(d.fd, d)
+end
+
+-- One field read per wake-up of an open socket: its phase is the default
+-- (nil), and collection sets a phase too (loop_io.collected).
 local function drv_on_ready(d, events)
-  -- A collected socket's conn is gone with it, but LuaJIT (Lua 5.1's
-  -- rules) may still hand its drv, kept for the finalizer, to a weak table
-  -- -- and Windows reports the closed socket as ready: let go of it.
-  if d.collected then return loop.forget(d.fd, d) end
-  return (d.phase or on_ready_open)(d.st, events)
+  local phase = d.phase
+  if phase == nil then return on_ready_open(d.st, events) end
+  if d.collected then phase = on_ready_collected end
+  return phase(d.st, events)
 end
 
 -- Every drv is the loop's watcher and dirty object for its socket: the
@@ -351,6 +360,7 @@ function loop_io.collected(st)
   uncount(st)
   local d = st.drv
   d.collected = true
+  d.phase = on_ready_collected
   if d.lookup_cancel then d.lookup_cancel(st) end
 end
 
