@@ -10,11 +10,13 @@
 --                                    section of bench/RESULTS.md
 --   lua5.4 bench/instr.lua check     make test's guard (spec/run_all stage
 --                                    instr): the short counts of the moonws
---                                    rows against bench/instr-baseline.txt;
---                                    ends with "N passed, N failed"
+--                                    rows and their Lua heap per idle
+--                                    connection against
+--                                    bench/instr-baseline.txt; ends with
+--                                    "N passed, N failed"
 --   lua5.4 bench/instr.lua baseline  make bench-instr-baseline: rewrites
 --                                    bench/instr-baseline.txt from the short
---                                    counts
+--                                    counts and the heap figures
 --
 -- How a count is taken (bench/README.md, "Instruction counts"): the server
 -- runs under valgrind --tool=callgrind --instr-atstart=no, so nothing is
@@ -107,12 +109,16 @@ local function exists(cmd) return capture("command -v " .. cmd .. " 2>/dev/null"
 -- Start a server, natively or under callgrind; returns { pid, url, dir }
 -- or nil, why.  The shell writes its own PID and execs (setarch, env and
 -- valgrind exec too), so the PID is the server's; `timeout` bounds it.
-local function start(key, callgrind)
+local function start(key, callgrind, env)
   run_no = run_no + 1
   local dir = ("%s/%02d-%s%s"):format(tmp, run_no, key, callgrind and "-cg" or "")
   os.execute("mkdir -p " .. sh_quote(dir))
   local port = tonumber(capture(BIN .. "loadgen port"))
   local words = {}
+  if env then
+    words[1] = "env"
+    for _, kv in ipairs(env) do words[#words + 1] = kv end
+  end
   if callgrind then
     if SERVERS[key].lua then
       words = { "setarch", "-R", "env", "-i", "PATH=/usr/bin:/bin",
@@ -274,6 +280,45 @@ local function idle(key)
   return r.kib_per_conn
 end
 
+-- Lua heap per idle connection in bytes, after a full collection: the
+-- server reports its heap on SIGUSR2 (bench/servers/heap_report.lua)
+-- before HEAP_CONNS connections open and once they have settled (loadgen
+-- idle -x / -X).  Unlike RSS it does not move with the allocator's
+-- fragmentation, so it can guard: a coroutine parked in ws:receive() that
+-- outgrows Lua's initial stack costs 640 bytes more (issue 15).
+local HEAP_CONNS = 1000
+local HEAP_ROWS = {
+  { key = "eventheap", server = "event", title = "event style, Lua heap per idle connection" },
+  { key = "coroheap", server = "coro", title = "coroutine style, Lua heap per idle connection" },
+}
+
+local function heap(key)
+  local path = ("%s/heap-%s-%d"):format(tmp, key, run_no + 1)
+  local s, why = start(key, false, { "BENCH_HEAP=" .. path })
+  if not s then return nil, why end
+  local function report(out)
+    return ("rm -f %s; kill -USR2 %d && i=0 && while [ ! -s %s ] && [ $i -lt 200 ];"
+      .. " do sleep 0.05; i=$((i+1)); done && mv %s %s"):format(sh_quote(path), s.pid,
+      sh_quote(path), sh_quote(path), sh_quote(out))
+  end
+  local before, after = path .. ".before", path .. ".after"
+  local r = loadgen(s, { "idle", s.url, "-c", tostring(HEAP_CONNS), "-t", "0.3",
+    "-p", tostring(s.pid), "-x", report(before), "-X", report(after) })
+  stop(s)
+  if not r.ok then return nil, failed(r, s) end
+  local b, a = tonumber(slurp(before) or ""), tonumber(slurp(after) or "")
+  if not (b and a) then return nil, "the server reported no heap" end
+  return (a - b) * 1024 / HEAP_CONNS
+end
+
+local function heap_rows()
+  local rows = {}
+  for _, row in ipairs(HEAP_ROWS) do
+    if U.wanted(os.getenv("INSTR_ONLY"), row.key) then rows[#rows + 1] = row end
+  end
+  return rows
+end
+
 -- ---------------------------------------------------------------- baseline
 
 local function read_baseline()
@@ -316,6 +361,32 @@ end
 
 -- ---------------------------------------------------------------- modes
 
+-- One guarded figure against its line in the baseline: prints the verdict
+-- and returns whether it passed (no figure, or no line, fails).
+local function judge(base, key, value, why, unit, detail)
+  local b = base[key]
+  if not value then
+    print(("FAILED  %-9s could not be measured: %s"):format(key, why))
+    return false
+  end
+  if not b then
+    print(("FAILED  %-9s %s %s: no baseline in %s (make bench-instr-baseline)")
+      :format(key, int(value), unit, BASELINE))
+    return false
+  end
+  local over = value > b * (1 + LIMIT)
+  local note = ""
+  if over then
+    note = " -- above the limit: a change that means to cost more updates the baseline"
+      .. " in the same commit (make bench-instr-baseline)"
+  elseif value < b * (1 - LIMIT) then
+    note = " -- well below the baseline: lock the gain in with make bench-instr-baseline"
+  end
+  print(("%-7s %-9s %s %s, baseline %s (%s%s)%s"):format(over and "FAILED" or "ok", key,
+    int(value), unit, int(b), pct(value, b), detail or "", note))
+  return not over
+end
+
 local function check()
   print(("Instruction counts per echoed message (callgrind, short runs) against %s;"
     .. " a count more than %d%% above its baseline fails"):format(BASELINE, LIMIT * 100))
@@ -325,30 +396,17 @@ local function check()
   end
   local base = read_baseline()
   local passed, nfailed = 0, 0
+  local function tally(ok)
+    if ok then passed = passed + 1 else nfailed = nfailed + 1 end
+  end
   for _, row in ipairs(guarded()) do
     local c, why = count(row, row.short)
-    local b = base[row.key]
-    if not c then
-      print(("FAILED  %-8s could not be counted: %s"):format(row.key, why))
-      nfailed = nfailed + 1
-    elseif not b then
-      print(("FAILED  %-8s %s instructions/msg: no baseline in %s (make bench-instr-baseline)")
-        :format(row.key, int(c.per_msg), BASELINE))
-      nfailed = nfailed + 1
-    else
-      local over = c.per_msg > b * (1 + LIMIT)
-      local note = ""
-      if over then
-        note = " -- above the limit: a change that means to cost more updates the baseline"
-          .. " in the same commit (make bench-instr-baseline)"
-      elseif c.per_msg < b * (1 - LIMIT) then
-        note = " -- well below the baseline: lock the gain in with make bench-instr-baseline"
-      end
-      print(("%-7s %-8s %s instructions/msg, baseline %s (%s; %d messages, %d s)%s"):format(
-        over and "FAILED" or "ok", row.key, int(c.per_msg), int(b), pct(c.per_msg, b), c.msgs,
-        c.secs, note))
-      if over then nfailed = nfailed + 1 else passed = passed + 1 end
-    end
+    tally(judge(base, row.key, c and c.per_msg, why, "instructions/msg",
+      c and ("; %d messages, %d s"):format(c.msgs, c.secs)))
+  end
+  for _, row in ipairs(heap_rows()) do
+    local bytes, why = heap(row.server)
+    tally(judge(base, row.key, bytes, why, "bytes of Lua heap per idle connection"))
   end
   print(("%d passed, %d failed"):format(passed, nfailed))
   return nfailed == 0
@@ -361,6 +419,7 @@ local function baseline()
     "# server (callgrind), short runs of bench/instr.lua: make test fails when a count rises",
     "# more than 15% above the number here.  Written by `make bench-instr-baseline`; a change",
     "# meant to move a count updates this file in the same commit (bench/README.md).",
+    "# The heap rows below them: bytes of Lua heap per idle connection, the same rule.",
     "# workload instructions/msg",
   }
   local old = read_baseline()
@@ -373,9 +432,24 @@ local function baseline()
     lines[#lines + 1] = ("%s %d"):format(row.key, math.floor(c.per_msg + 0.5))
     print(("%-8s %s instructions/msg (was %s)"):format(row.key, int(c.per_msg), int(old[row.key])))
   end
+  lines[#lines + 1] = "# workload bytes of Lua heap per idle connection (1,000 connections)"
+  for _, row in ipairs(heap_rows()) do
+    local bytes, why = heap(row.server)
+    if not bytes then
+      log("%s: could not be measured: %s", row.key, why)
+      return false
+    end
+    lines[#lines + 1] = ("%s %d"):format(row.key, math.floor(bytes + 0.5))
+    print(("%-9s %s bytes/conn (was %s)"):format(row.key, int(bytes), int(old[row.key])))
+  end
   -- rows left out by INSTR_ONLY keep their old line
   for _, row in ipairs(ROWS) do
     if not row.node and not U.wanted(os.getenv("INSTR_ONLY"), row.key) and old[row.key] then
+      lines[#lines + 1] = ("%s %d"):format(row.key, old[row.key])
+    end
+  end
+  for _, row in ipairs(HEAP_ROWS) do
+    if not U.wanted(os.getenv("INSTR_ONLY"), row.key) and old[row.key] then
       lines[#lines + 1] = ("%s %d"):format(row.key, old[row.key])
     end
   end

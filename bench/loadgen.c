@@ -55,7 +55,9 @@ static struct {
 static struct {
   enum mode mode;
   const char *mode_name, *url_text, *labels, *mc_path;
-  const char *hook_open, *hook_close; /* echo -n: shell commands at the window's edges */
+  const char *hook_open, *hook_close; /* echo -n: shell commands at the window's edges;
+                                          idle: before the connections open, and
+                                          once they have settled */
   int conns, depth, binary;
   uint64_t count, warm_count;         /* echo -n/-W: measured and warm-up messages */
   size_t size;
@@ -80,7 +82,8 @@ static void usage(void) {
     "           of -t/-w), each phase begun with a full window and ended once every\n"
     "           echo is back, so the server is idle at both edges of the window\n"
     "  -x CMD / -X CMD  echo -n: shell command run at the idle edge before / after\n"
-    "           the measured messages (a failing command fails the run)\n"
+    "           the measured messages; idle: before the connections open / once they\n"
+    "           have settled, before RSS is read (a failing command fails the run)\n"
     "  -m FILE  echo: allocation calls per message, by calling object, from the\n"
     "           counters of a server run with LD_PRELOAD=malloc_count.so\n"
     "           MALLOC_COUNT_FILE=FILE\n"
@@ -1014,6 +1017,7 @@ static int run_idle(void) {
   if (!failure[0]) {
     usleep(300000);
     base = server_rss_kib();
+    run_hook(opt.hook_open, "before-opening (-x)");
     idle_target = nconns, started = 0;
     uint64_t t0 = now_ns();
     drive(t0 + sec_ns(opt.timeout), idle_ready);
@@ -1023,6 +1027,7 @@ static int run_idle(void) {
     /* Let the server settle; any byte or EOF from a held connection now is
      * a failure (on_end). */
     if (!failure[0]) drive(now_ns() + sec_ns(opt.secs), has_failed);
+    run_hook(opt.hook_close, "settled (-X)");
     rss = server_rss_kib();
   }
   print_head();
@@ -1084,11 +1089,12 @@ int main(int argc, char **argv) {
     }
   }
   if (argc - optind != 2 || opt.conns < 1 || opt.depth < 1 || opt.secs <= 0 || opt.warm < 0 ||
-      opt.size > ((size_t)1 << 30) ||
-      (!opt.count && (opt.warm_count || opt.hook_open || opt.hook_close)))
+      opt.size > ((size_t)1 << 30) || (!opt.count && opt.warm_count))
     usage();
   opt.mode_name = argv[optind];
   opt.url_text = argv[optind + 1];
+  if ((opt.hook_open || opt.hook_close) && !opt.count && strcmp(opt.mode_name, "idle"))
+    usage();
   if (!strcmp(opt.mode_name, "echo")) opt.mode = M_ECHO;
   else if (!strcmp(opt.mode_name, "idle")) opt.mode = M_IDLE;
   else if (!strcmp(opt.mode_name, "handshake")) opt.mode = M_HANDSHAKE;

@@ -11,6 +11,8 @@ package.cpath = "./?.so;" .. package.cpath
 local luaprof = os.getenv("BENCH_LUAPROF") and dofile("bench/servers/luaprof.lua")
 local moonws = require "moonws"
 if luaprof then luaprof(moonws) end
+-- The Lua heap on SIGUSR2, for bench/instr.lua's memory guard.
+if os.getenv("BENCH_HEAP") then dofile("bench/servers/heap_report.lua")(moonws) end
 
 local function echo(ws)
   ws.onmessage = function(e) ws:send(e.data, e.binary and "binary" or "text") end
