@@ -180,6 +180,44 @@ describe("handler errors", function()
     assert.matches("error in onmessage handler: .*boom", errors[1].message)
   end)
 
+  it("of one socket leave the others woken in the same round untouched", function()
+    -- The loop pumps the sockets of a round under one protected call: a
+    -- handler's error must reach its own socket and stop nothing else.
+    local srv = server()
+    local failed = {}
+    srv.onconnection = function(s)
+      s.onmessage = function(e)
+        if e.data:match("^boom") then error("boom") end
+        s:send(e.data)
+      end
+      s.onerror = function(e) failed[#failed + 1] = { e.target == s, e.message } end
+    end
+    local clients, opened, echoed = {}, 0, {}
+    for i = 1, 4 do
+      local ws = moonws.new("ws://127.0.0.1:" .. srv.port)
+      clients[i] = ws
+      ws.onopen = function()
+        opened = opened + 1
+        if opened < 4 then return end
+        -- All at once: the server reads the four in one round.
+        for j, c in ipairs(clients) do
+          c:send((j == 2 and "boom " or "msg ") .. j)
+          c:send("after " .. j)
+        end
+      end
+      ws.onmessage = function(e) echoed[#echoed + 1] = e.data end
+    end
+    helpers.run_until(function() return #echoed == 7 end, 5, "seven echoes")
+    for _, c in ipairs(clients) do c:close() end
+    srv:close()
+    moonws.run()
+    table.sort(echoed)
+    assert.same({ "after 1", "after 2", "after 3", "after 4", "msg 1", "msg 3", "msg 4" }, echoed)
+    assert.equal(1, #failed)
+    assert.is_true(failed[1][1])
+    assert.matches("error in onmessage handler: .*boom", failed[1][2])
+  end)
+
   it("go to moonws.onerror when the socket has no onerror", function()
     local srv = server()
     srv.onconnection = function(s) s.onmessage = function() end end

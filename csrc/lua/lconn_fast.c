@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "lconn_priv.h"
+#include "net_poller.h" /* the readiness bits dispatch() gets */
 
 /* A big frame's payload read straight into its message costs no parsing
  * (a copy by the kernel, unmasking, UTF-8): a round may read this many
@@ -37,7 +38,12 @@ enum {
   UV_HEAD,         /* "head" */
   UV_TAIL,         /* "tail" */
   UV_TEXT_KIND,    /* "text" */
-  UV_COUNT = UV_TEXT_KIND
+  UV_COUNT = UV_TEXT_KIND,
+  UV_DRV_MT,       /* dispatch only: the metatable of the loop's drvs */
+  UV_PHASE,        /* "phase" */
+  UV_ST,           /* "st" */
+  UV_CONN,         /* "conn" */
+  UV_DISPATCH_COUNT = UV_CONN
 };
 
 /* gate(mode, send_open): mode 0 stop, 1 each, 2 deliver, 3 queue (enum
@@ -193,33 +199,31 @@ static bool pump_read(lua_State *L, lconn *c, bool *again, int *nret) {
   return false;
 }
 
-/* pump(st, round [, read]) -> as next_event(), except that messages the
- * gate lets through are delivered to st.onmessage or queued on st.queue
- * here, and "full" says the queue reached max_queue.  With read, input
- * is read from the transport when none waits: "eof" at its end,
- * "ioerror", message, name when it failed.  Every event counts against
- * the round's max_step_events, every byte read (but a big payload read
- * straight into its message) against its max_step_bytes, and inflating
- * against max_step_bytes too; false when one of them is spent. */
-static int conn_pump(lua_State *L) {
-  lconn *c = lconn_self(L);
-  luaL_checktype(L, 2, LUA_TTABLE);
-  lua_Integer round = luaL_checkinteger(L, 3);
-  bool again = lua_toboolean(L, 4); /* may read */
-  lua_settop(L, 2);
-  if (round != c->round) {
-    c->round = round;
-    c->events_left = (int32_t)(c->max_step_events > INT32_MAX
-                                   ? INT32_MAX
-                                   : c->max_step_events);
-    c->read_left = c->max_step_bytes;
-    c->direct_left = DIRECT_ROUND_FACTOR * c->max_step_bytes;
-    if (c->deflate)
-      ws_conn_set_budget(&c->ws, c->max_step_bytes);
-  }
-  lua_pushnil(L); /* 3: onmessage */
-  lua_pushnil(L); /* 4: the socket (event.target) */
-  lua_pushnil(L); /* 5: st.queue */
+/* Start c's budgets of the round when it is a new one. */
+static void pump_round(lconn *c, lua_Integer round) {
+  if (round == c->round)
+    return;
+  c->round = round;
+  c->events_left = (int32_t)(c->max_step_events > INT32_MAX
+                                 ? INT32_MAX
+                                 : c->max_step_events);
+  c->read_left = c->max_step_bytes;
+  c->direct_left = DIRECT_ROUND_FACTOR * c->max_step_bytes;
+  if (c->deflate)
+    ws_conn_set_budget(&c->ws, c->max_step_bytes);
+}
+
+/* pump() on c, whose state is at the top of the stack (slot st): pushes
+ * three slots of its own (onmessage, the socket, st.queue), then the
+ * results, and returns how many.  *queued is set when a message went to
+ * the receive queue. */
+static int pump_run(lua_State *L, lconn *c, int st, lua_Integer round,
+                    bool again, bool *queued) {
+  pump_round(c, round);
+  int hslot = st + 1, wslot = st + 2, qslot = st + 3;
+  lua_pushnil(L); /* onmessage */
+  lua_pushnil(L); /* the socket (event.target) */
+  lua_pushnil(L); /* st.queue */
   uint32_t gen = c->gate_gen - 1;
   for (;;) {
     if (c->released || c->gate == LCONN_GATE_STOP)
@@ -254,17 +258,18 @@ static int conn_pump(lua_State *L) {
     if (message && c->gate == LCONN_GATE_DELIVER) {
       if (gen != c->gate_gen) {
         gen = c->gate_gen;
-        raw_field(L, 2, UV_ONMESSAGE);
-        lua_replace(L, 3);
-        raw_field(L, 2, UV_WS);
-        lua_replace(L, 4);
+        raw_field(L, st, UV_ONMESSAGE);
+        lua_replace(L, hslot);
+        raw_field(L, st, UV_WS);
+        lua_replace(L, wslot);
       }
-      deliver(L, 3, 4, c, &p);
+      deliver(L, hslot, wslot, c, &p);
       continue;
     }
     if (message && c->gate == LCONN_GATE_QUEUE) {
-      lua_Integer n = queue_message(L, 2, 5, &p.ev);
+      lua_Integer n = queue_message(L, st, qslot, &p.ev);
       lconn_pull_done(c, &p);
+      *queued = true;
       if (c->max_queue && n >= (lua_Integer)c->max_queue) {
         lua_pushliteral(L, "full");
         return 1;
@@ -275,6 +280,96 @@ static int conn_pump(lua_State *L) {
     lconn_pull_done(c, &p);
     return nret;
   }
+}
+
+/* pump(st, round [, read]) -> as next_event(), except that messages the
+ * gate lets through are delivered to st.onmessage or queued on st.queue
+ * here, and "full" says the queue reached max_queue.  With read, input
+ * is read from the transport when none waits: "eof" at its end,
+ * "ioerror", message, name when it failed.  Every event counts against
+ * the round's max_step_events, every byte read (but a big payload read
+ * straight into its message) against its max_step_bytes, and inflating
+ * against max_step_bytes too; false when one of them is spent. */
+static int conn_pump(lua_State *L) {
+  lconn *c = lconn_self(L);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lua_Integer round = luaL_checkinteger(L, 3);
+  bool again = lua_toboolean(L, 4); /* may read */
+  lua_settop(L, 2);
+  bool queued = false;
+  return pump_run(L, c, 2, round, again, &queued);
+}
+
+/* ---- readiness ---- */
+
+/* The conn of the socket that watcher slot w is, when its wake-up is
+ * pump()'s alone: w is a drv of the loop's driver (metatable UV_DRV_MT)
+ * in the open phase (no phase field), and its state has a live conn.
+ * Pushes the state (then a scratch slot) on success. */
+static lconn *open_socket(lua_State *L, int w) {
+  if (!lua_istable(L, w) || !lua_getmetatable(L, w))
+    return NULL;
+  bool ours = lua_rawequal(L, -1, lua_upvalueindex(UV_DRV_MT));
+  lua_pop(L, 1);
+  if (!ours || raw_field(L, w, UV_PHASE) != LUA_TNIL ||
+      raw_field(L, w, UV_ST) != LUA_TTABLE)
+    return NULL;
+  int st = lua_gettop(L);
+  lconn *c = raw_field(L, st, UV_CONN) == LUA_TUSERDATA ? lconn_test(L, -1)
+                                                         : NULL;
+  if (!c || c->released || !c->t)
+    return NULL;
+  lua_pushvalue(L, st); /* the state on top, for pump_run */
+  return c;
+}
+
+/* dispatch(fds, events, from, n, watchers, round, current): the loop's
+ * ready descriptors fds[from..n], events[i] 1 read, 2 write, 3 both, their
+ * watchers by descriptor.  A socket of the loop's driver that is only
+ * readable is pumped here (reading on) with no Lua between the poller and
+ * its handlers; the first descriptor it cannot finish goes back:
+ *   i                     -- fds[i] is its watcher's to handle
+ *   i, st, results...     -- pump() of the socket whose state is st
+ *                            returned results, or queued messages (none)
+ *   nothing               -- all done.
+ * Handlers run unprotected, one protected call (the caller's) around all:
+ * current[1], current[2] = i, st of the socket being pumped say whose
+ * handler it was when one raises. */
+static int dispatch_ready(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lua_Integer from = luaL_checkinteger(L, 3);
+  lua_Integer n = luaL_checkinteger(L, 4);
+  luaL_checktype(L, 5, LUA_TTABLE);
+  lua_Integer round = luaL_checkinteger(L, 6);
+  luaL_checktype(L, 7, LUA_TTABLE);
+  for (lua_Integer i = from; i <= n; i++) {
+    lua_settop(L, 7);
+    lua_rawgeti(L, 2, i);
+    bool read_only = lua_tointeger(L, 8) == NET_POLL_READ;
+    lua_rawgeti(L, 1, i);
+    compat_rawget(L, 5); /* 8 events, 9 the watcher */
+    lconn *c = read_only ? open_socket(L, 9) : NULL;
+    if (!c) {
+      lua_pushinteger(L, i);
+      return 1;
+    }
+    int st = lua_gettop(L);
+    lua_pushinteger(L, i);
+    lua_rawseti(L, 7, 1);
+    lua_pushvalue(L, st);
+    lua_rawseti(L, 7, 2);
+    bool queued = false;
+    int nret = pump_run(L, c, st, round, true, &queued);
+    if (nret > 0 || queued) {
+      lua_pushinteger(L, i);
+      lua_insert(L, -(nret + 1));
+      lua_pushvalue(L, st);
+      lua_insert(L, -(nret + 1));
+      return nret + 2;
+    }
+  }
+  return 0;
 }
 
 /* ---- send ---- */
@@ -530,14 +625,8 @@ static void push_event_mt(lua_State *L, int binary) {
   lua_setfield(L, -2, "__index");
 }
 
-/* The dispatch closure's upvalues, then the methods. */
-void lconn_fast_register(lua_State *L) {
-  static const luaL_Reg plain[] = {{"gate", conn_gate},
-                                   {"plain_flush", conn_plain_flush},
-                                   {"tune", conn_tune},
-                                   {"bytes_read", conn_bytes_read},
-                                   {NULL, NULL}};
-  luaL_setfuncs(L, plain, 0);
+/* The upvalues of pump() up to UV_COUNT. */
+static void push_pump_upvalues(lua_State *L) {
   push_event_mt(L, 0); /* text message events */
   push_event_mt(L, 1); /* binary ones */
   lua_pushliteral(L, "data");
@@ -549,6 +638,36 @@ void lconn_fast_register(lua_State *L) {
   lua_pushliteral(L, "head");
   lua_pushliteral(L, "tail");
   lua_pushliteral(L, "text");
+}
+
+/* core.dispatcher(drv_mt) -> dispatch, for the loop's drvs: tables whose
+ * metatable is drv_mt, with phase and st fields.  It shares pump()'s
+ * upvalues (the event metatables among them). */
+static int new_dispatcher(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  luaL_getmetatable(L, LCONN_TYPE);
+  lua_getfield(L, 2, "__index");
+  lua_getfield(L, 3, "pump"); /* 4 */
+  for (int i = 1; i <= UV_COUNT; i++)
+    lua_getupvalue(L, 4, i);
+  lua_pushvalue(L, 1);
+  lua_pushliteral(L, "phase");
+  lua_pushliteral(L, "st");
+  lua_pushliteral(L, "conn");
+  lua_pushcclosure(L, dispatch_ready, UV_DISPATCH_COUNT);
+  return 1;
+}
+
+/* The pump closure's upvalues, then the methods. */
+void lconn_fast_register(lua_State *L) {
+  static const luaL_Reg plain[] = {{"gate", conn_gate},
+                                   {"plain_flush", conn_plain_flush},
+                                   {"tune", conn_tune},
+                                   {"bytes_read", conn_bytes_read},
+                                   {NULL, NULL}};
+  luaL_setfuncs(L, plain, 0);
+  push_pump_upvalues(L);
   lua_pushcclosure(L, conn_pump, UV_COUNT);
   lua_setfield(L, -2, "pump");
 }
@@ -561,4 +680,5 @@ const luaL_Reg lconn_fast_functions[] = {
     {"send_method", new_send_method},
 #endif
     {"fast_index", fast_index},
+    {"dispatcher", new_dispatcher},
     {NULL, NULL}};

@@ -158,6 +158,29 @@ function loop.forget(fd, watcher)
   if fd and watchers[fd] == watcher then loop.unwatch(fd) end
 end
 
+-- The round's ready descriptors go to their watchers: by default each by
+-- a watcher:on_ready(events) call (dispatch_one); a driver may take them
+-- over (loop.set_dispatch): loop_io pumps open sockets in C.
+local function dispatch_one(fd, events)
+  local watcher = watchers[fd]
+  if watcher then
+    watcher:on_ready(events)
+  else
+    poller:set(fd, false, false) -- a descriptor nobody watches any more
+  end
+end
+
+local function dispatch_each(fds, events, n)
+  for i = 1, n do dispatch_one(fds[i], events[i]) end
+end
+
+local dispatch = dispatch_each
+
+-- fn(fds, events, n, watchers, dispatch_one) handles fds[1..n] (events[i]
+-- as poller:wait says) each round from now on, watchers by descriptor,
+-- and dispatch_one(fd, events) for those it leaves to their watcher.
+function loop.set_dispatch(fn) dispatch = fn end
+
 ---------------------------------------------------------------- signals
 
 -- Caught signals arrive as bytes on a pipe (see csrc/net/net_signal.h);
@@ -481,6 +504,9 @@ end
 local round = 0
 function loop.round() return round end
 
+-- How many loop.step calls are running (1: the outermost only).
+function loop.depth() return depth end
+
 local function step_once(timeout)
   round = round + 1
   -- Work done before waiting may be what the caller waits for (a deferred
@@ -500,15 +526,7 @@ local function step_once(timeout)
     end
   end
   local n = assert(poller:wait(wait, ready_fds, ready_events))
-  for i = 1, n do
-    local fd = ready_fds[i]
-    local watcher = watchers[fd]
-    if watcher then
-      watcher:on_ready(ready_events[i])
-    else
-      poller:set(fd, false, false) -- a descriptor nobody watches any more
-    end
-  end
+  if n > 0 then dispatch(ready_fds, ready_events, n, watchers, dispatch_one) end
   run_timers()
   run_ready()
   flush_dirty()

@@ -12,6 +12,7 @@
 -- collected, and its collection closes the connection.
 
 local E = require "moonws.errors"
+local core = require "moonws.core"
 local loop = require "moonws.loop"
 local websocket = require "moonws.websocket"
 
@@ -225,6 +226,41 @@ end
 -- Every drv is the loop's watcher and dirty object for its socket: the
 -- loop calls drv:on_ready(events) and drv:flush(); shared, not per socket.
 local drv_mt = { __index = { flush = drv_flush, on_ready = drv_on_ready } }
+
+---------------------------------------------------------------- dispatch
+
+-- The loop's ready descriptors go through core's dispatch: an open
+-- socket woken only for reading is pumped in C, with no Lua between the
+-- poller and its onmessage (the rest of on_ready_open is for writing, and
+-- drain's is in websocket.pumped), and one protected call for them all,
+-- not one each.  What C hands back goes the Lua way, in order.
+local dispatch_c = core.dispatcher(drv_mt)
+-- Whose handler runs in C: current[1] its index, current[2] its state
+-- (a handler that steps the loop gets a table of its own).
+local current = {}
+
+local function dispatch(fds, events, n, watchers, dispatch_one)
+  local cur = loop.depth() == 1 and current or {}
+  local from, round = 1, loop.round()
+  while from <= n do
+    local ok, i, st, kind, a, b, c = xpcall(dispatch_c, loop.traceback, fds, events, from, n,
+      watchers, round, cur)
+    if not ok then
+      local err = i
+      i, st = cur[1], cur[2]
+      websocket.pump_failed(st, err)
+    elseif not i then
+      break
+    elseif st then
+      websocket.pumped(st, kind, a, b, c)
+    else
+      dispatch_one(fds[i], events[i])
+    end
+    from = i + 1
+  end
+  cur[1], cur[2] = nil, nil -- no socket held past its round
+end
+loop.set_dispatch(dispatch)
 
 -- A new socket object on this driver (CONNECTING; counted by run()).
 function loop_io.new(role, opts, url)

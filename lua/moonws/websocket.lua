@@ -54,7 +54,10 @@
 -- CLOSED), collected(st) (the object was collected) and handler_failed(st)
 -- (a handler raised: for counters).
 -- The driver calls websocket.drain(st, reads) when bytes wait in st.conn
--- or (reads) in its transport,
+-- or (reads) in its transport (or pumps st.conn itself, many sockets under
+-- one protected call, then calls websocket.pumped(st, results...) when the
+-- pump returned something or queued messages, and websocket.pump_failed(st,
+-- error) when a handler raised in it),
 -- websocket.eof(st) at end of stream, websocket.io_error(st, message,
 -- name) when the transport failed, and the functions of the opening phase
 -- (opened, announce, fail, refusing).
@@ -567,6 +570,27 @@ local function handle_event(st, kind, a, b, c)
   end
 end
 
+-- What drain does with a result of conn:pump other than a budget's end.
+local function pumped_event(st, kind, a, b, c)
+  if kind == "full" then
+    st.queue_paused = true
+    refresh_reading(st)
+  elseif kind == "eof" then
+    websocket.eof(st)
+  elseif kind == "ioerror" then
+    websocket.io_error(st, a, b)
+  else
+    handle_event(st, kind, a, b, c)
+  end
+end
+
+-- How a drain ends: finished false when a budget of the round cut it.
+local function drain_end(st, finished)
+  if not finished then drain_next_round(st) end
+  if not st.onmessage and queued(st) > 0 then st.io.wake(st) end
+  return finished
+end
+
 -- Parse and dispatch the complete events waiting in the conn -- and, with
 -- read, read from the transport while input is missing -- at most
 -- max_step_events events and max_step_bytes read and inflated a round: a
@@ -579,30 +603,38 @@ function websocket.drain(st, read)
   local conn, io = st.conn, st.io
   if not conn then return true end
   local round = io.round(st)
-  local finished = true
   while true do
     local ok, kind, a, b, c = xpcall(conn.pump, io.traceback, conn, st, round, read)
     if not ok then
       report_handler_error(st, "onmessage", kind)
     elseif not kind then
       -- false: a budget of this round is spent; the rest next round
-      if kind == false then finished = false end
+      if kind == false then return drain_end(st, false) end
       break
-    elseif kind == "full" then
-      st.queue_paused = true
-      refresh_reading(st)
-    elseif kind == "eof" then
-      websocket.eof(st)
-    elseif kind == "ioerror" then
-      websocket.io_error(st, a, b)
     else
-      handle_event(st, kind, a, b, c)
+      pumped_event(st, kind, a, b, c)
     end
     if st.conn ~= conn then return true end
   end
-  if not finished then drain_next_round(st) end
-  if not st.onmessage and queued(st) > 0 then io.wake(st) end
-  return finished
+  return drain_end(st, true)
+end
+
+-- A driver that pumped st itself (loop_io's C dispatch: many sockets
+-- under one protected call) hands over what drain would have gone on
+-- with: pump's results (kind nil when it only queued messages) ...
+function websocket.pumped(st, kind, a, b, c)
+  if kind == nil then return drain_end(st, true) end
+  if kind == false then return drain_end(st, false) end
+  local conn = st.conn
+  pumped_event(st, kind, a, b, c)
+  if st.conn == conn then return websocket.drain(st, true) end
+  return true
+end
+
+-- ... or the error a handler raised in it.
+function websocket.pump_failed(st, err)
+  report_handler_error(st, "onmessage", err)
+  return websocket.drain(st, true)
 end
 
 -- The next round's share of a drain cut short by its budget.
