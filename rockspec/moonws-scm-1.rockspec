@@ -65,6 +65,7 @@ build = {
         "csrc/lua/lnet.c",
         "csrc/lua/lpeer.c",
         "csrc/lua/lpoller.c",
+        "csrc/lua/lcoro.c",
         "csrc/lua/lprocess.c",
         "csrc/lua/lsignal.c",
         "csrc/lua/ltls.c",

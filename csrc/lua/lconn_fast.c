@@ -43,7 +43,9 @@ enum {
   UV_PHASE,        /* "phase" */
   UV_ST,           /* "st" */
   UV_CONN,         /* "conn" */
-  UV_DISPATCH_COUNT = UV_CONN
+  UV_WAITERS,      /* "waiters" */
+  UV_SEND_WAITERS, /* "send_waiters" */
+  UV_DISPATCH_COUNT = UV_SEND_WAITERS
 };
 
 /* gate(mode, send_open): mode 0 stop, 1 each, 2 deliver, 3 queue (enum
@@ -323,15 +325,43 @@ static lconn *open_socket(lua_State *L, int w) {
   return c;
 }
 
-/* dispatch(fds, events, from, n, watchers, round, current): the loop's
+/* loop.wake_all of both lists of coroutines waiting on the socket of drv
+ * slot w (waiters, send_waiters): each one that ours has goes on ready. */
+static void wake_waiters(lua_State *L, int w, int ready, int ours) {
+  for (int key = UV_WAITERS; key <= UV_SEND_WAITERS; key++) {
+    if (raw_field(L, w, key) == LUA_TTABLE) {
+      int list = lua_gettop(L);
+      lua_Integer n = (lua_Integer)compat_rawlen(L, list);
+      lua_Integer at = (lua_Integer)compat_rawlen(L, ready);
+      for (lua_Integer i = 1; i <= n; i++) {
+        lua_rawgeti(L, list, i);
+        lua_pushvalue(L, -1);
+        bool woken = compat_rawget(L, ours) != LUA_TNIL;
+        lua_pop(L, 1);
+        if (woken)
+          lua_rawseti(L, ready, ++at);
+        else
+          lua_pop(L, 1);
+      }
+    }
+    lua_pop(L, 1);
+  }
+}
+
+/* dispatch(fds, events, from, n, watchers, round, current, ready, ours):
+ * the loop's
  * ready descriptors fds[from..n], events[i] 1 read, 2 write, 3 both, their
  * watchers by descriptor.  A socket of the loop's driver that is only
  * readable is pumped here (reading on) with no Lua between the poller and
  * its handlers; the first descriptor it cannot finish goes back:
  *   i                     -- fds[i] is its watcher's to handle
  *   i, st, results...     -- pump() of the socket whose state is st
- *                            returned results, or queued messages (none)
+ *                            returned results
  *   nothing               -- all done.
+ * A socket whose pump only queued messages has its waiting coroutines
+ * woken here, as the Lua layer would (websocket.lua's drain_end: no
+ * onmessage in the queueing gate), onto the loop's ready list if ours
+ * has them.
  * Handlers run unprotected, one protected call (the caller's) around all:
  * current[1], current[2] = i, st of the socket being pumped say whose
  * handler it was when one raises. */
@@ -343,13 +373,15 @@ static int dispatch_ready(lua_State *L) {
   luaL_checktype(L, 5, LUA_TTABLE);
   lua_Integer round = luaL_checkinteger(L, 6);
   luaL_checktype(L, 7, LUA_TTABLE);
+  luaL_checktype(L, 8, LUA_TTABLE);
+  luaL_checktype(L, 9, LUA_TTABLE);
   for (lua_Integer i = from; i <= n; i++) {
-    lua_settop(L, 7);
+    lua_settop(L, 9);
     lua_rawgeti(L, 2, i);
-    bool read_only = lua_tointeger(L, 8) == NET_POLL_READ;
+    bool read_only = lua_tointeger(L, 10) == NET_POLL_READ;
     lua_rawgeti(L, 1, i);
-    compat_rawget(L, 5); /* 8 events, 9 the watcher */
-    lconn *c = read_only ? open_socket(L, 9) : NULL;
+    compat_rawget(L, 5); /* 10 events, 11 the watcher */
+    lconn *c = read_only ? open_socket(L, 11) : NULL;
     if (!c) {
       lua_pushinteger(L, i);
       return 1;
@@ -361,7 +393,9 @@ static int dispatch_ready(lua_State *L) {
     lua_rawseti(L, 7, 2);
     bool queued = false;
     int nret = pump_run(L, c, st, round, true, &queued);
-    if (nret > 0 || queued) {
+    if (nret == 0 && queued) {
+      wake_waiters(L, 11, 8, 9);
+    } else if (nret > 0) {
       lua_pushinteger(L, i);
       lua_insert(L, -(nret + 1));
       lua_pushvalue(L, st);
@@ -655,6 +689,8 @@ static int new_dispatcher(lua_State *L) {
   lua_pushliteral(L, "phase");
   lua_pushliteral(L, "st");
   lua_pushliteral(L, "conn");
+  lua_pushliteral(L, "waiters");
+  lua_pushliteral(L, "send_waiters");
   lua_pushcclosure(L, dispatch_ready, UV_DISPATCH_COUNT);
   return 1;
 }

@@ -262,6 +262,7 @@ LMOONWS_API int luaopen_moonws_core(lua_State *L) {
   lmoonws_open_conn(L);
   lmoonws_open_net(L);
   lmoonws_open_loop(L);
+  lmoonws_open_coro(L);
   lmoonws_open_signal(L);
   lmoonws_open_tls(L);
   lmoonws_open_process(L);

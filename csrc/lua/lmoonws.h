@@ -39,6 +39,7 @@ void lmoonws_new_type(lua_State *L, const char *name, const luaL_Reg *methods,
 void lmoonws_open_conn(lua_State *L);
 void lmoonws_open_net(lua_State *L);
 void lmoonws_open_loop(lua_State *L);
+void lmoonws_open_coro(lua_State *L);
 void lmoonws_open_signal(lua_State *L);
 void lmoonws_open_tls(lua_State *L);
 void lmoonws_open_process(lua_State *L);

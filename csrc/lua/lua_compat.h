@@ -49,6 +49,20 @@ static inline int compat_getuservalue(lua_State *L, int idx, int n) {
 }
 #endif
 
+/* lua_resume of co from L with nargs arguments; *nres: the values it
+ * yielded or returned, on top of co's stack (5.1: all of co's stack). */
+#if LUA_VERSION_NUM >= 504
+#define compat_resume(co, L, nargs, nres) lua_resume((co), (L), (nargs), (nres))
+#else
+static inline int compat_resume(lua_State *co, lua_State *L, int nargs,
+                                int *nres) {
+  (void)L;
+  int status = lua_resume(co, nargs);
+  *nres = lua_gettop(co);
+  return status;
+}
+#endif
+
 /* lua_rawget, returning the type of the value it pushed (5.1: void). */
 #if LUA_VERSION_NUM >= 503
 #define compat_rawget(L, idx) lua_rawget((L), (idx))

@@ -7,11 +7,11 @@
 -- every socket that queued output during the round ("corking": one write
 -- per socket per round however many sends were made).
 --
--- Waiting (loop.wait_until) is the single primitive behind every call that
--- can block: inside a coroutine run by moonws it yields to the loop; on the
--- main thread outside the loop it drives the loop itself; inside an event
--- handler it refuses, because a handler that waited would stall every other
--- socket.
+-- Waiting (loop.park, and loop.wait_until on it) is the single primitive
+-- behind every call that can block: inside a coroutine run by moonws it
+-- yields to the loop; on the main thread outside the loop it drives the
+-- loop itself; inside an event handler it refuses, because a handler that
+-- waited would stall every other socket.
 --
 -- The loop holds sockets weakly (watchers, timers' objects, lookups), so a
 -- socket nobody references can be collected; the driver pins what must
@@ -22,7 +22,7 @@ local compat = require "moonws.compat"
 local core = require "moonws.core"
 local misuse = require "moonws.misuse"
 
-local now = core.now
+local now, resume_ready = core.now, core.resume_ready
 local co_running, co_resume, co_status, co_yield, co_create =
   coroutine.running, coroutine.resume, coroutine.status, coroutine.yield, coroutine.create
 
@@ -176,9 +176,11 @@ end
 
 local dispatch = dispatch_each
 
--- fn(fds, events, n, watchers, dispatch_one) handles fds[1..n] (events[i]
--- as poller:wait says) each round from now on, watchers by descriptor,
--- and dispatch_one(fd, events) for those it leaves to their watcher.
+-- fn(fds, events, n, watchers, dispatch_one, ready, ours) handles
+-- fds[1..n] (events[i] as poller:wait says) each round from now on,
+-- watchers by descriptor, and dispatch_one(fd, events) for those it leaves
+-- to their watcher; it may wake coroutines as loop.wake does: appended to
+-- ready when ours has them.
 function loop.set_dispatch(fn) dispatch = fn end
 
 ---------------------------------------------------------------- signals
@@ -303,8 +305,9 @@ end
 
 ---------------------------------------------------------------- coroutines
 
-local function resume(co, ...)
-  local ok, what = co_resume(co, ...)
+-- What follows a resume of co that returned ok, what.
+local function resumed(co, ok, what)
+  if what == WAIT and ok then return end -- waits again: the usual case
   if not ok then
     local ended = ours[co]
     ours[co] = nil
@@ -317,11 +320,13 @@ local function resume(co, ...)
     ours[co] = nil
     loop.unref()
     if ended ~= true then ended(true) end
-  elseif what ~= WAIT then
+  else
     -- The coroutine yielded for its own reasons: run it again next round.
     ready[#ready + 1] = co
   end
 end
+
+local function resume(co, ...) return resumed(co, co_resume(co, ...)) end
 
 -- Make co runnable in this or the next round (spurious wake-ups are
 -- harmless: every waiter re-checks its condition).
@@ -348,16 +353,14 @@ local function run_ready()
   local marks = seen
   if batch_depth == 0 then ready, spare = spare, batch else ready, marks = {}, {} end
   batch_depth = batch_depth + 1
-  for i = 1, n do
-    local co = batch[i]
-    if not marks[co] and co_status(co) == "suspended" and ours[co] then
-      marks[co] = true
-      resume(co)
-    end
-  end
-  for i = 1, n do
-    marks[batch[i]] = nil
-    batch[i] = nil
+  -- Each one once, if still suspended and ours, resumed in C: only what is
+  -- not a wait again comes back here.  Then marks and batch are emptied.
+  local from = 1
+  while true do
+    local i, ok, what = resume_ready(batch, from, n, marks, ours, WAIT)
+    if not i then break end
+    resumed(batch[i], ok, what)
+    from = i + 1
   end
   batch_depth = batch_depth - 1
   return true
@@ -458,41 +461,50 @@ end
 
 local function wake_timer(co) loop.wake(co) end
 
--- Wait until cond(arg) is true or deadline (absolute, optional) passes;
--- waiters is a list the waking side passes to loop.wake_all.  Returns true
--- when cond(arg) held, false on timeout.  Raises inside event handlers.
--- (arg spares a caller a closure per wait.)
-function loop.wait_until(cond, deadline, waiters, what, arg)
-  while not cond(arg) do
-    if deadline and now() >= deadline then return false end
-    local co = co_running() -- never in ours when it is the main thread
-    if ours[co] then
-      if waiters then waiters[#waiters + 1] = co end
-      -- Each local below the yield is a stack slot the parked coroutine
-      -- keeps: with few, it stays in Lua's initial stack (ws:receive()).
-      if deadline then
-        local handle = loop.timer(deadline, wake_timer, co)
-        co_yield(WAIT)
-        loop.cancel(handle)
+-- Wait once: for a wake-up (loop.wake_all(waiters), waiters optional) or
+-- until deadline (absolute, optional) passes.  Returns false when the
+-- deadline had passed, else true -- which says nothing about why: the
+-- caller checks what it waits for again.  Raises inside event handlers.
+function loop.park(waiters, deadline, what)
+  if deadline and now() >= deadline then return false end
+  local co = co_running() -- never in ours when it is the main thread
+  if ours[co] then
+    if waiters then waiters[#waiters + 1] = co end
+    -- Each local below the yield is a stack slot the parked coroutine
+    -- keeps: with few, it stays in Lua's initial stack (ws:receive()).
+    if deadline then
+      local handle = loop.timer(deadline, wake_timer, co)
+      co_yield(WAIT)
+      loop.cancel(handle)
+    else
+      co_yield(WAIT)
+    end
+    if waiters then
+      local n = #waiters
+      if waiters[n] == co then -- the usual case: one waiter, or the last
+        waiters[n] = nil
       else
-        co_yield(WAIT)
-      end
-      if waiters then
-        local n = #waiters
-        if waiters[n] == co then -- the usual case: one waiter, or the last
-          waiters[n] = nil
-        else
-          for i = n - 1, 1, -1 do
-            if waiters[i] == co then table.remove(waiters, i) end
-          end
+        for i = n - 1, 1, -1 do
+          if waiters[i] == co then table.remove(waiters, i) end
         end
       end
-    elseif depth == 0 then
-      loop.step(deadline and math.max(0, deadline - now()) or nil)
-    else
-      misuse.raise((what or "this call") .. " would block inside an event handler; "
-        .. "run blocking code in a coroutine (moonws.spawn) instead")
     end
+  elseif depth == 0 then
+    loop.step(deadline and math.max(0, deadline - now()) or nil)
+  else
+    misuse.raise((what or "this call") .. " would block inside an event handler; "
+      .. "run blocking code in a coroutine (moonws.spawn) instead")
+  end
+  return true
+end
+local park = loop.park
+
+-- Wait until cond(arg) is true or deadline passes, as park does: true
+-- when cond(arg) held, false on timeout.  (arg spares a caller a closure
+-- per wait.)
+function loop.wait_until(cond, deadline, waiters, what, arg)
+  while not cond(arg) do
+    if not park(waiters, deadline, what) then return false end
   end
   return true
 end
@@ -526,7 +538,7 @@ local function step_once(timeout)
     end
   end
   local n = assert(poller:wait(wait, ready_fds, ready_events))
-  if n > 0 then dispatch(ready_fds, ready_events, n, watchers, dispatch_one) end
+  if n > 0 then dispatch(ready_fds, ready_events, n, watchers, dispatch_one, ready, ours) end
   run_timers()
   run_ready()
   flush_dirty()

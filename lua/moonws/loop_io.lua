@@ -239,12 +239,12 @@ local dispatch_c = core.dispatcher(drv_mt)
 -- (a handler that steps the loop gets a table of its own).
 local current = {}
 
-local function dispatch(fds, events, n, watchers, dispatch_one)
+local function dispatch(fds, events, n, watchers, dispatch_one, ready, ours)
   local cur = loop.depth() == 1 and current or {}
   local from, round = 1, loop.round()
   while from <= n do
     local ok, i, st, kind, a, b, c = xpcall(dispatch_c, loop.traceback, fds, events, from, n,
-      watchers, round, cur)
+      watchers, round, cur, ready, ours)
     if not ok then
       local err = i
       i, st = cur[1], cur[2]
@@ -321,6 +321,18 @@ function loop_io.wait(st, cond, deadline, what, arg)
     d[key] = list
   end
   return loop.wait_until(cond, deadline, list, what, arg)
+end
+
+-- receive()'s wait once it found nothing: one wake-up of the socket's
+-- waiters, no condition to call (receive looks again itself).
+function loop_io.wait_message(st, deadline)
+  local d = st.drv
+  local list = d.waiters
+  if not list then
+    list = {}
+    d.waiters = list
+  end
+  return loop.park(list, deadline, "receive")
 end
 
 function loop_io.can_wait() return loop.wait_mode() ~= nil end

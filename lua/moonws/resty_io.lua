@@ -253,6 +253,11 @@ function resty_io.wait(st, cond, deadline, what, arg)
   return true
 end
 
+-- receive()'s wait: the general one (the reader reads until a message).
+function resty_io.wait_message(st, deadline)
+  return resty_io.wait(st, websocket.receivable, deadline, "receive", st)
+end
+
 ---------------------------------------------------------------- the rest
 
 function resty_io.reading() end -- reading happens only when someone waits

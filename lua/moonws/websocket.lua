@@ -29,6 +29,11 @@
 --                         wait until cond(arg) holds (false: deadline, an
 --                         absolute now(), passed); raises where waiting is
 --                         not possible (inside an event handler)
+--   wait_message(st, deadline) -> true | false
+--                         receive()'s wait when it found nothing: at least
+--                         until something may have changed for it (a
+--                         wake), or as wait(st, websocket.receivable,
+--                         deadline, "receive", st); receive looks again
 --   can_wait(st)          whether wait would wait rather than raise
 --   wake(st [, "send"])   what waiters wait for may have changed ("send":
 --                         only room to send)
@@ -56,8 +61,8 @@
 -- The driver calls websocket.drain(st, reads) when bytes wait in st.conn
 -- or (reads) in its transport (or pumps st.conn itself, many sockets under
 -- one protected call, then calls websocket.pumped(st, results...) when the
--- pump returned something or queued messages, and websocket.pump_failed(st,
--- error) when a handler raised in it),
+-- pump returned something, and websocket.pump_failed(st, error) when a
+-- handler raised in it),
 -- websocket.eof(st) at end of stream, websocket.io_error(st, message,
 -- name) when the transport failed, and the functions of the opening phase
 -- (opened, announce, fail, refusing).
@@ -620,10 +625,10 @@ function websocket.drain(st, read)
 end
 
 -- A driver that pumped st itself (loop_io's C dispatch: many sockets
--- under one protected call) hands over what drain would have gone on
--- with: pump's results (kind nil when it only queued messages) ...
+-- under one protected call, waking the receivers of queued messages as
+-- drain_end would) hands over what drain would have gone on with: pump's
+-- results ...
 function websocket.pumped(st, kind, a, b, c)
-  if kind == nil then return drain_end(st, true) end
   if kind == false then return drain_end(st, false) end
   local conn = st.conn
   pumped_event(st, kind, a, b, c)
@@ -1125,39 +1130,42 @@ function methods.terminate(ws)
   if st.state ~= CLOSED then finish(st, 1006, "", false) end
 end
 
--- What receive() waits for.
-local function receivable(st)
+-- What receive() waits for (a driver's wait_message).
+function websocket.receivable(st)
   local q = st.queue
   return q and q.tail >= q.head or st.state == CLOSED
 end
 
 function methods.receive(ws, timeout)
   local st = priv(ws)
-  if timeout ~= nil and (type(timeout) ~= "number" or timeout < 0) then
-    misuse.arg(1, "receive", "non-negative number expected")
-  end
-  do
-    local q = st.queue
-    if q then
-      local head = q.head
-      if head <= q.tail then
-        if st.queue_paused or st.failure then return pop_message(st) end
-        -- pop_message's common case, inlined: the hot path of coroutines.
-        local i = 2 * head
-        local data, kind = q[i - 1], q[i]
-        q[i - 1], q[i] = nil, nil
-        if head >= q.tail then q.head, q.tail = 1, 0 else q.head = head + 1 end
-        return data, kind
-      end
+  if timeout ~= nil then
+    if type(timeout) ~= "number" or timeout < 0 then
+      misuse.arg(1, "receive", "non-negative number expected")
     end
+    timeout = st.io.now() + timeout -- the deadline from here on
   end
   -- Few live locals here: a coroutine parked in receive keeps Lua's initial
   -- 40-slot stack only if the frames down to its yield fit in it.
-  local ok = st.io.wait(st, receivable, timeout and st.io.now() + timeout, "receive", st)
-  local q = st.queue
-  if q and q.tail >= q.head then return pop_message(st) end
-  if not ok then return nil, "receive timed out", E.TIMEOUT end
-  return closed_result(st)
+  repeat
+    do
+      local q = st.queue
+      if q then
+        local head = q.head
+        if head <= q.tail then
+          if st.queue_paused or st.failure then return pop_message(st) end
+          -- pop_message's common case, inlined: the hot path of coroutines.
+          local i = 2 * head
+          local data, kind = q[i - 1], q[i]
+          q[i - 1], q[i] = nil, nil
+          if head >= q.tail then q.head, q.tail = 1, 0 else q.head = head + 1 end
+          return data, kind
+        end
+      end
+    end
+    if st.state == CLOSED then return closed_result(st) end
+    -- false: the deadline passed with nothing to receive
+  until not st.io.wait_message(st, timeout)
+  return nil, "receive timed out", E.TIMEOUT
 end
 
 function methods.pause(ws)
