@@ -209,6 +209,58 @@ describe("inside an event handler", function()
   end)
 end)
 
+describe("a handler that steps the loop itself", function()
+  it("leaves the round it runs in whole: coroutines woken, errors told", function()
+    -- The dispatch in C holds the loop's ready list and the socket whose
+    -- handler runs across the handler; a handler's own round (here between
+    -- two coroutines' sockets read in one round) must not lose either.
+    local coro_srv = assert(moonws.serve({ host = "127.0.0.1", port = 0 }, function(ws)
+      while true do
+        local data = ws:receive()
+        if not data then return end
+        ws:send(data)
+      end
+    end))
+    local event_srv = assert(moonws.listen { host = "127.0.0.1", port = 0 })
+    local errors = {}
+    event_srv.onconnection = function(s)
+      s.onmessage = function(e)
+        moonws.step(0)
+        s:send(e.data)
+        if e.data == "5" then error("boom") end
+      end
+      s.onerror = function(e) errors[#errors + 1] = { e.target == s, e.message } end
+    end
+    local got = 0
+    local clients = {
+      moonws.new("ws://127.0.0.1:" .. coro_srv.port),
+      moonws.new("ws://127.0.0.1:" .. event_srv.port),
+      moonws.new("ws://127.0.0.1:" .. coro_srv.port),
+    }
+    for _, c in ipairs(clients) do
+      c.onmessage = function() got = got + 1 end
+    end
+    helpers.run_until(function()
+      for _, c in ipairs(clients) do
+        if c.readyState ~= moonws.OPEN then return false end
+      end
+      return true
+    end, 5, "all open")
+    for round = 1, 20 do
+      -- In this order, so the server reads them in one round, in it.
+      for _, c in ipairs(clients) do c:send(tostring(round)) end
+      helpers.run_until(function() return got == 3 * round end, 5, "three echoes")
+    end
+    assert.equal(1, #errors)
+    assert.is_true(errors[1][1])
+    assert.matches("error in onmessage handler: .*boom", errors[1][2])
+    for _, c in ipairs(clients) do c:close() end
+    coro_srv:close()
+    event_srv:close()
+    moonws.run()
+  end)
+end)
+
 describe("messages and onmessage", function()
   it("go to onmessage when set, else to the receive queue, never both", function()
     local srv = assert(moonws.listen { port = 0 })

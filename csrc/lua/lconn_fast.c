@@ -39,13 +39,11 @@ enum {
   UV_TAIL,         /* "tail" */
   UV_TEXT_KIND,    /* "text" */
   UV_COUNT = UV_TEXT_KIND,
-  UV_DRV_MT,       /* dispatch only: the metatable of the loop's drvs */
-  UV_PHASE,        /* "phase" */
+  UV_DRV_MT,       /* dispatch only: the metatable of open sockets' drvs */
   UV_ST,           /* "st" */
   UV_CONN,         /* "conn" */
   UV_WAITERS,      /* "waiters" */
-  UV_SEND_WAITERS, /* "send_waiters" */
-  UV_DISPATCH_COUNT = UV_SEND_WAITERS
+  UV_DISPATCH_COUNT = UV_WAITERS
 };
 
 /* gate(mode, send_open): mode 0 stop, 1 each, 2 deliver, 3 queue (enum
@@ -132,6 +130,9 @@ static lua_Integer queue_message(lua_State *L, int st, int qslot,
   lua_pushvalue(L, lua_upvalueindex(UV_TAIL));
   lua_pushinteger(L, tail);
   lua_rawset(L, qslot);
+  if (tail == 1) /* it was empty, so head is 1: the Lua layer's queue
+                    starts again at 1, 0 whenever it empties */
+    return 1;
   raw_field(L, qslot, UV_HEAD);
   lua_Integer head = lua_tointeger(L, -1);
   lua_pop(L, 1);
@@ -215,12 +216,15 @@ static void pump_round(lconn *c, lua_Integer round) {
     ws_conn_set_budget(&c->ws, c->max_step_bytes);
 }
 
+/* What pump_run did besides its results (bits of *did). */
+enum { PUMP_QUEUED = 1, /* a message went to the receive queue */
+       PUMP_DELIVERED = 2 /* onmessage ran: any Lua may have */ };
+
 /* pump() on c, whose state is at the top of the stack (slot st): pushes
  * three slots of its own (onmessage, the socket, st.queue), then the
- * results, and returns how many.  *queued is set when a message went to
- * the receive queue. */
+ * results, and returns how many; *did gets PUMP_ bits. */
 static int pump_run(lua_State *L, lconn *c, int st, lua_Integer round,
-                    bool again, bool *queued) {
+                    bool again, int *did) {
   pump_round(c, round);
   int hslot = st + 1, wslot = st + 2, qslot = st + 3;
   lua_pushnil(L); /* onmessage */
@@ -265,13 +269,14 @@ static int pump_run(lua_State *L, lconn *c, int st, lua_Integer round,
         raw_field(L, st, UV_WS);
         lua_replace(L, wslot);
       }
+      *did |= PUMP_DELIVERED;
       deliver(L, hslot, wslot, c, &p);
       continue;
     }
     if (message && c->gate == LCONN_GATE_QUEUE) {
       lua_Integer n = queue_message(L, st, qslot, &p.ev);
       lconn_pull_done(c, &p);
-      *queued = true;
+      *did |= PUMP_QUEUED;
       if (c->max_queue && n >= (lua_Integer)c->max_queue) {
         lua_pushliteral(L, "full");
         return 1;
@@ -298,23 +303,23 @@ static int conn_pump(lua_State *L) {
   lua_Integer round = luaL_checkinteger(L, 3);
   bool again = lua_toboolean(L, 4); /* may read */
   lua_settop(L, 2);
-  bool queued = false;
-  return pump_run(L, c, 2, round, again, &queued);
+  int did = 0;
+  return pump_run(L, c, 2, round, again, &did);
 }
 
 /* ---- readiness ---- */
 
 /* The conn of the socket that watcher slot w is, when its wake-up is
- * pump()'s alone: w is a drv of the loop's driver (metatable UV_DRV_MT)
- * in the open phase (no phase field), and its state has a live conn.
- * Pushes the state (then a scratch slot) on success. */
+ * pump()'s alone: w is the drv of an open socket of the loop's driver
+ * (metatable UV_DRV_MT, which only those have), and its state has a live
+ * conn.  Pushes the state (then a scratch slot) on success. */
 static lconn *open_socket(lua_State *L, int w) {
   if (!lua_istable(L, w) || !lua_getmetatable(L, w))
     return NULL;
-  bool ours = lua_rawequal(L, -1, lua_upvalueindex(UV_DRV_MT));
+  bool open =
+      lua_topointer(L, -1) == lua_topointer(L, lua_upvalueindex(UV_DRV_MT));
   lua_pop(L, 1);
-  if (!ours || raw_field(L, w, UV_PHASE) != LUA_TNIL ||
-      raw_field(L, w, UV_ST) != LUA_TTABLE)
+  if (!open || raw_field(L, w, UV_ST) != LUA_TTABLE)
     return NULL;
   int st = lua_gettop(L);
   lconn *c = raw_field(L, st, UV_CONN) == LUA_TUSERDATA ? lconn_test(L, -1)
@@ -325,30 +330,26 @@ static lconn *open_socket(lua_State *L, int w) {
   return c;
 }
 
-/* loop.wake_all of both lists of coroutines waiting on the socket of drv
- * slot w (waiters, send_waiters): each one that ours has goes on ready. */
-static void wake_waiters(lua_State *L, int w, int ready, int ours) {
-  for (int key = UV_WAITERS; key <= UV_SEND_WAITERS; key++) {
-    if (raw_field(L, w, key) == LUA_TTABLE) {
-      int list = lua_gettop(L);
-      lua_Integer n = (lua_Integer)compat_rawlen(L, list);
-      lua_Integer at = (lua_Integer)compat_rawlen(L, ready);
-      for (lua_Integer i = 1; i <= n; i++) {
-        lua_rawgeti(L, list, i);
-        lua_pushvalue(L, -1);
-        bool woken = compat_rawget(L, ours) != LUA_TNIL;
-        lua_pop(L, 1);
-        if (woken)
-          lua_rawseti(L, ready, ++at);
-        else
-          lua_pop(L, 1);
-      }
+/* loop.wake_all of the coroutines waiting to receive on the socket of drv
+ * slot w (its waiters list; those waiting for room to send have nothing
+ * new): each goes on ready, whose length is *at (-1: not known yet).  Only
+ * the loop's own coroutines park in waiters, and one it let go of since is
+ * skipped when the batch is resumed (core.resume_ready checks ours). */
+static void wake_receivers(lua_State *L, int w, int ready, lua_Integer *at) {
+  if (raw_field(L, w, UV_WAITERS) == LUA_TTABLE) {
+    int list = lua_gettop(L);
+    lua_Integer n = (lua_Integer)compat_rawlen(L, list);
+    if (n > 0 && *at < 0)
+      *at = (lua_Integer)compat_rawlen(L, ready);
+    for (lua_Integer i = 1; i <= n; i++) {
+      lua_rawgeti(L, list, i);
+      lua_rawseti(L, ready, ++*at);
     }
-    lua_pop(L, 1);
   }
+  lua_pop(L, 1);
 }
 
-/* dispatch(fds, events, from, n, watchers, round, current, ready, ours):
+/* dispatch(fds, events, from, n, watchers, round, current, ready):
  * the loop's
  * ready descriptors fds[from..n], events[i] 1 read, 2 write, 3 both, their
  * watchers by descriptor.  A socket of the loop's driver that is only
@@ -360,11 +361,11 @@ static void wake_waiters(lua_State *L, int w, int ready, int ours) {
  *   nothing               -- all done.
  * A socket whose pump only queued messages has its waiting coroutines
  * woken here, as the Lua layer would (websocket.lua's drain_end: no
- * onmessage in the queueing gate), onto the loop's ready list if ours
- * has them.
+ * onmessage in the queueing gate), onto the loop's ready list.
  * Handlers run unprotected, one protected call (the caller's) around all:
- * current[1], current[2] = i, st of the socket being pumped say whose
- * handler it was when one raises. */
+ * current[1], the state of the socket being pumped, says whose handler it
+ * was when one raises (one table write a socket: its index is found from
+ * its descriptor then). */
 static int dispatch_ready(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   luaL_checktype(L, 2, LUA_TTABLE);
@@ -374,27 +375,27 @@ static int dispatch_ready(lua_State *L) {
   lua_Integer round = luaL_checkinteger(L, 6);
   luaL_checktype(L, 7, LUA_TTABLE);
   luaL_checktype(L, 8, LUA_TTABLE);
-  luaL_checktype(L, 9, LUA_TTABLE);
+  lua_Integer ready_len = -1; /* #ready, kept while no Lua runs */
   for (lua_Integer i = from; i <= n; i++) {
-    lua_settop(L, 9);
+    lua_settop(L, 8);
     lua_rawgeti(L, 2, i);
-    bool read_only = lua_tointeger(L, 10) == NET_POLL_READ;
+    bool read_only = lua_tointeger(L, 9) == NET_POLL_READ;
     lua_rawgeti(L, 1, i);
-    compat_rawget(L, 5); /* 10 events, 11 the watcher */
-    lconn *c = read_only ? open_socket(L, 11) : NULL;
+    compat_rawget(L, 5); /* 9 events, 10 the watcher */
+    lconn *c = read_only ? open_socket(L, 10) : NULL;
     if (!c) {
       lua_pushinteger(L, i);
       return 1;
     }
     int st = lua_gettop(L);
-    lua_pushinteger(L, i);
-    lua_rawseti(L, 7, 1);
     lua_pushvalue(L, st);
-    lua_rawseti(L, 7, 2);
-    bool queued = false;
-    int nret = pump_run(L, c, st, round, true, &queued);
-    if (nret == 0 && queued) {
-      wake_waiters(L, 11, 8, 9);
+    lua_rawseti(L, 7, 1);
+    int did = 0;
+    int nret = pump_run(L, c, st, round, true, &did);
+    if (did & PUMP_DELIVERED)
+      ready_len = -1; /* handlers may have woken some */
+    if (nret == 0 && (did & PUMP_QUEUED)) {
+      wake_receivers(L, 10, 8, &ready_len);
     } else if (nret > 0) {
       lua_pushinteger(L, i);
       lua_insert(L, -(nret + 1));
@@ -519,13 +520,14 @@ static int fast_send(lua_State *L) {
 static int flush_listed(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_settop(L, 1);
+  lua_pushliteral(L, "conn"); /* 2: pushed once, copied per state */
   lua_Integer n = (lua_Integer)compat_rawlen(L, 1), kept = 0;
   for (lua_Integer i = 1; i <= n; i++) {
     lua_rawgeti(L, 1, i);
     bool done = true;
-    if (lua_istable(L, 2)) {
-      lua_pushliteral(L, "conn");
-      lconn *c = compat_rawget(L, 2) == LUA_TUSERDATA ? lconn_test(L, 3) : NULL;
+    if (lua_istable(L, 3)) {
+      lua_pushvalue(L, 2);
+      lconn *c = compat_rawget(L, 3) == LUA_TUSERDATA ? lconn_test(L, 4) : NULL;
       lua_pop(L, 1);
       if (c && !c->released && c->t) {
         c->dirty = false;
@@ -674,8 +676,8 @@ static void push_pump_upvalues(lua_State *L) {
   lua_pushliteral(L, "text");
 }
 
-/* core.dispatcher(drv_mt) -> dispatch, for the loop's drvs: tables whose
- * metatable is drv_mt, with phase and st fields.  It shares pump()'s
+/* core.dispatcher(drv_mt) -> dispatch, for the loop's open sockets: their
+ * drvs are the tables whose metatable is drv_mt, with a field st.  It shares pump()'s
  * upvalues (the event metatables among them). */
 static int new_dispatcher(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
@@ -686,11 +688,9 @@ static int new_dispatcher(lua_State *L) {
   for (int i = 1; i <= UV_COUNT; i++)
     lua_getupvalue(L, 4, i);
   lua_pushvalue(L, 1);
-  lua_pushliteral(L, "phase");
   lua_pushliteral(L, "st");
   lua_pushliteral(L, "conn");
   lua_pushliteral(L, "waiters");
-  lua_pushliteral(L, "send_waiters");
   lua_pushcclosure(L, dispatch_ready, UV_DISPATCH_COUNT);
   return 1;
 }

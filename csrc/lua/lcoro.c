@@ -25,36 +25,26 @@ static bool suspended(lua_State *L, lua_State *co) {
   return lua_gettop(co) > 0; /* not started yet; else dead */
 }
 
-/* resume_ready(batch, from, n, marks, ours, wait) -> nothing | i, ok, what:
- * resume batch[from..n], each coroutine once (marks[co] set), only when it
- * is suspended and ours[co].  One that yields wait (it waits again) is
- * done with; for any other outcome the first two results of its
- * coroutine.resume come back with its index -- true and what it yielded,
- * true when it ended, false and the error -- and the caller goes on from
- * i + 1.  Once the batch is through, marks and batch[1..n] are emptied. */
+/* resume_ready(batch, from, n, ours, wait) -> nothing | i, ok, what:
+ * resume batch[from..n], each coroutine that is suspended and ours[co].
+ * One that yields wait (it waits again) is done with; for any other
+ * outcome the first two results of its coroutine.resume come back with
+ * its index -- true and what it yielded, true when it ended, false and the
+ * error -- and the caller goes on from i + 1.  Once the batch is through,
+ * batch[1..n] is emptied. */
 static int resume_ready(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_Integer from = luaL_checkinteger(L, 2);
   lua_Integer n = luaL_checkinteger(L, 3);
   luaL_checktype(L, 4, LUA_TTABLE);
-  luaL_checktype(L, 5, LUA_TTABLE);
-  luaL_checkany(L, 6);
-  const void *wait = lua_topointer(L, 6);
+  luaL_checkany(L, 5);
+  const void *wait = lua_topointer(L, 5);
   for (lua_Integer i = from; i <= n; i++) {
-    lua_settop(L, 6);
-    lua_rawgeti(L, 1, i); /* 7 */
-    lua_State *co = lua_tothread(L, 7);
-    if (!co || !suspended(L, co))
-      continue;
-    lua_pushvalue(L, 7);
-    if (compat_rawget(L, 4) != LUA_TNIL)
-      continue; /* resumed already in this batch */
-    lua_pushvalue(L, 7);
-    if (compat_rawget(L, 5) == LUA_TNIL)
-      continue; /* not ours (any more) */
-    lua_pushvalue(L, 7);
-    lua_pushboolean(L, 1);
-    lua_rawset(L, 4);
+    lua_settop(L, 5);
+    lua_rawgeti(L, 1, i); /* 6 */
+    lua_State *co = lua_tothread(L, 6);
+    if (!co || !suspended(L, co) || compat_rawget(L, 4) == LUA_TNIL)
+      continue; /* (not ours any more) */
     int nres = 0;
     int status = compat_resume(co, L, 0, &nres);
     if (status == LUA_YIELD && nres == 1 && lua_topointer(co, -1) == wait) {
@@ -78,9 +68,6 @@ static int resume_ready(lua_State *L) {
     return 3;
   }
   for (lua_Integer i = 1; i <= n; i++) {
-    lua_rawgeti(L, 1, i);
-    lua_pushnil(L);
-    lua_rawset(L, 4);
     lua_pushnil(L);
     lua_rawseti(L, 1, i);
   }

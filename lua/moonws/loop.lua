@@ -48,11 +48,10 @@ local NO_OBJECT = {}
 -- while moonws runs it.  Strong: a coroutine waiting on a socket is what
 -- keeps both alive.
 local ours = {}
-local ready, spare = {}, {}            -- coroutines to resume; the list emptied last
--- The coroutines run_ready resumed in its batch, so one woken twice runs
--- once; emptied after each batch, so it holds no coroutine for longer and
--- keeps its room (lists and set reused: no table per batch).
-local seen = {}
+-- Coroutines to resume, and the list emptied last (lists reused: no table
+-- per batch).  One woken twice before its batch is resumed twice: the
+-- second is a spurious wake-up, and every waiter looks again (loop.park).
+local ready, spare = {}, {}
 local batch_depth = 0
 local deferred = {}                    -- callbacks for the next round
 local dirty, dirty_set = {}, {}        -- objects with output to flush
@@ -176,11 +175,11 @@ end
 
 local dispatch = dispatch_each
 
--- fn(fds, events, n, watchers, dispatch_one, ready, ours) handles
--- fds[1..n] (events[i] as poller:wait says) each round from now on,
--- watchers by descriptor, and dispatch_one(fd, events) for those it leaves
--- to their watcher; it may wake coroutines as loop.wake does: appended to
--- ready when ours has them.
+-- fn(fds, events, n, watchers, dispatch_one, ready) handles fds[1..n]
+-- (events[i] as poller:wait says) each round from now on, watchers by
+-- descriptor, and dispatch_one(fd, events) for those it leaves to their
+-- watcher; it may wake the loop's coroutines by appending them to ready
+-- (one the loop let go of is skipped when the batch runs).
 function loop.set_dispatch(fn) dispatch = fn end
 
 ---------------------------------------------------------------- signals
@@ -347,17 +346,23 @@ local function run_ready()
   local n = #ready
   if n == 0 then return false end
   local batch = ready
-  -- Wake-ups during the batch go to the other list, and its marks to the
-  -- set (fresh ones when a coroutine steps the loop itself: those of the
-  -- batch it runs in are in use).
-  local marks = seen
-  if batch_depth == 0 then ready, spare = spare, batch else ready, marks = {}, {} end
+  if batch_depth == 0 and depth == 1 then
+    ready, spare = spare, batch -- wake-ups during the batch: the other list
+  else
+    -- The loop stepped from inside a batch or a dispatch: the list keeps
+    -- its identity, as the dispatch in C may still append to it, and the
+    -- batch moves out.
+    batch = {}
+    for i = 1, n do
+      batch[i], ready[i] = ready[i], nil
+    end
+  end
   batch_depth = batch_depth + 1
-  -- Each one once, if still suspended and ours, resumed in C: only what is
-  -- not a wait again comes back here.  Then marks and batch are emptied.
+  -- Each one still suspended and ours is resumed in C: only what is not a
+  -- wait again comes back here.  Then the batch is emptied.
   local from = 1
   while true do
-    local i, ok, what = resume_ready(batch, from, n, marks, ours, WAIT)
+    local i, ok, what = resume_ready(batch, from, n, ours, WAIT)
     if not i then break end
     resumed(batch[i], ok, what)
     from = i + 1
@@ -538,7 +543,7 @@ local function step_once(timeout)
     end
   end
   local n = assert(poller:wait(wait, ready_fds, ready_events))
-  if n > 0 then dispatch(ready_fds, ready_events, n, watchers, dispatch_one, ready, ours) end
+  if n > 0 then dispatch(ready_fds, ready_events, n, watchers, dispatch_one, ready) end
   run_timers()
   run_ready()
   flush_dirty()

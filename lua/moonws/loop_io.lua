@@ -16,7 +16,7 @@ local core = require "moonws.core"
 local loop = require "moonws.loop"
 local websocket = require "moonws.websocket"
 
-local now = loop.now
+local now, park = loop.now, loop.park
 local readable, writable = loop.readable, loop.writable
 local OPEN = websocket.OPEN
 
@@ -225,7 +225,11 @@ end
 
 -- Every drv is the loop's watcher and dirty object for its socket: the
 -- loop calls drv:on_ready(events) and drv:flush(); shared, not per socket.
-local drv_mt = { __index = { flush = drv_flush, on_ready = drv_on_ready } }
+-- An open socket's drv has a metatable of its own: C's dispatch pumps the
+-- sockets it sees, and nothing else (collection sets drv_mt back).
+local drv_methods = { flush = drv_flush, on_ready = drv_on_ready }
+local drv_mt = { __index = drv_methods }
+local open_drv_mt = { __index = drv_methods }
 
 ---------------------------------------------------------------- dispatch
 
@@ -234,20 +238,32 @@ local drv_mt = { __index = { flush = drv_flush, on_ready = drv_on_ready } }
 -- poller and its onmessage (the rest of on_ready_open is for writing, and
 -- drain's is in websocket.pumped), and one protected call for them all,
 -- not one each.  What C hands back goes the Lua way, in order.
-local dispatch_c = core.dispatcher(drv_mt)
--- Whose handler runs in C: current[1] its index, current[2] its state
--- (a handler that steps the loop gets a table of its own).
+local dispatch_c = core.dispatcher(open_drv_mt)
+-- Whose handler runs in C: current[1], the socket's state (a handler
+-- that steps the loop gets a table of its own).
 local current = {}
 
-local function dispatch(fds, events, n, watchers, dispatch_one, ready, ours)
+-- The index of st's descriptor in fds[from..n]; from - 1 when it is gone
+-- (its handler closed it): the rest is dispatched from there again, and
+-- one woken only for reading may be pumped twice, which is harmless.
+local function index_of(st, fds, from, n)
+  local fd = st.drv.fd
+  for i = from, n do
+    if fds[i] == fd then return i end
+  end
+  return from - 1
+end
+
+local function dispatch(fds, events, n, watchers, dispatch_one, ready)
   local cur = loop.depth() == 1 and current or {}
   local from, round = 1, loop.round()
   while from <= n do
     local ok, i, st, kind, a, b, c = xpcall(dispatch_c, loop.traceback, fds, events, from, n,
-      watchers, round, cur, ready, ours)
+      watchers, round, cur, ready)
     if not ok then
       local err = i
-      i, st = cur[1], cur[2]
+      st = cur[1]
+      i = index_of(st, fds, from, n)
       websocket.pump_failed(st, err)
     elseif not i then
       break
@@ -258,7 +274,7 @@ local function dispatch(fds, events, n, watchers, dispatch_one, ready, ours)
     end
     from = i + 1
   end
-  cur[1], cur[2] = nil, nil -- no socket held past its round
+  cur[1] = nil -- no socket held past its round
 end
 loop.set_dispatch(dispatch)
 
@@ -294,7 +310,7 @@ end
 -- fresh one sized for what is left keeps an idle connection small.
 function loop_io.open_phase(st)
   local old = st.drv
-  local d = setmetatable({}, drv_mt)
+  local d = setmetatable({}, open_drv_mt)
   for k, v in next, old do d[k] = v end
   d.phase = nil -- the open phase's handler is drv_on_ready's default
   websocket.set_drv(st, d)
@@ -303,7 +319,7 @@ end
 
 -- A different readiness handler for the phase to come (TLS, handshake).
 function loop_io.set_phase(st, phase)
-  st.drv.phase = phase
+  setmetatable(st.drv, drv_mt).phase = phase
 end
 
 ---------------------------------------------------------------- the rest of the interface
@@ -332,7 +348,7 @@ function loop_io.wait_message(st, deadline)
     list = {}
     d.waiters = list
   end
-  return loop.park(list, deadline, "receive")
+  return park(list, deadline, "receive")
 end
 
 function loop_io.can_wait() return loop.wait_mode() ~= nil end
@@ -408,7 +424,7 @@ function loop_io.collected(st)
   uncount(st)
   local d = st.drv
   d.collected = true
-  d.phase = on_ready_collected
+  setmetatable(d, drv_mt).phase = on_ready_collected
   if d.lookup_cancel then d.lookup_cancel(st) end
 end
 

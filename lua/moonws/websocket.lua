@@ -1137,7 +1137,10 @@ function websocket.receivable(st)
 end
 
 function methods.receive(ws, timeout)
-  local st = priv(ws)
+  -- The state without priv's two calls: a raw field of every socket (a
+  -- plain index raises Lua's own error for a value that cannot be
+  -- indexed; nil, a string, any other table reach priv's message).
+  local st = ws ~= nil and ws[PRIV] or priv(ws)
   if timeout ~= nil then
     if type(timeout) ~= "number" or timeout < 0 then
       misuse.arg(1, "receive", "non-negative number expected")
