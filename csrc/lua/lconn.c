@@ -100,10 +100,10 @@ int lconn_new(lua_State *L, ws_role role, int fd) {
 
 lconn *lconn_test(lua_State *L, int idx) {
   /* The size is checked first, so reading the magic stays inside the
-   * userdata whatever it is; only a conn has both. */
+   * userdata whatever it is (a light userdata has no size: 0); only a
+   * conn has both. */
   lconn *c = lua_touserdata(L, idx);
-  if (c && lua_type(L, idx) == LUA_TUSERDATA &&
-      compat_rawlen(L, idx) == sizeof *c && c->magic == LCONN_MAGIC)
+  if (c && compat_rawlen(L, idx) == sizeof *c && c->magic == LCONN_MAGIC)
     return c;
   return NULL;
 }
