@@ -214,6 +214,9 @@ describe("a handler that steps the loop itself", function()
     -- The dispatch in C holds the loop's ready list and the socket whose
     -- handler runs across the handler; a handler's own round (here between
     -- two coroutines' sockets read in one round) must not lose either.
+    -- What bites here is the second (the error must reach its socket); the
+    -- nested round reads the later sockets first, so the list is kept by
+    -- run_ready's rule rather than tested.
     local coro_srv = assert(moonws.serve({ host = "127.0.0.1", port = 0 }, function(ws)
       while true do
         local data = ws:receive()

@@ -24,7 +24,7 @@
  * read per max_step_bytes. */
 #define DIRECT_ROUND_FACTOR 4
 
-/* Upvalues of the dispatch closure. */
+/* Upvalues of pump() up to UV_COUNT; dispatch() has them all. */
 enum {
   UV_TEXT_MT = 1,  /* metatable of text message events: type = "message",
                       binary = false ... */
@@ -312,7 +312,8 @@ static int conn_pump(lua_State *L) {
 /* The conn of the socket that watcher slot w is, when its wake-up is
  * pump()'s alone: w is the drv of an open socket of the loop's driver
  * (metatable UV_DRV_MT, which only those have), and its state has a live
- * conn.  Pushes the state (then a scratch slot) on success. */
+ * conn.  Pushes the state, its conn (held on the stack while pumping)
+ * and the state again, on top for pump_run. */
 static lconn *open_socket(lua_State *L, int w) {
   if (!lua_istable(L, w) || !lua_getmetatable(L, w))
     return NULL;
@@ -349,10 +350,9 @@ static void wake_receivers(lua_State *L, int w, int ready, lua_Integer *at) {
   lua_pop(L, 1);
 }
 
-/* dispatch(fds, events, from, n, watchers, round, current, ready):
- * the loop's
- * ready descriptors fds[from..n], events[i] 1 read, 2 write, 3 both, their
- * watchers by descriptor.  A socket of the loop's driver that is only
+/* dispatch(fds, events, from, n, watchers, round, current, ready): the
+ * loop's ready descriptors fds[from..n], events[i] 1 read, 2 write, 3
+ * both, their watchers by descriptor.  A socket of the loop's driver that is only
  * readable is pumped here (reading on) with no Lua between the poller and
  * its handlers; the first descriptor it cannot finish goes back:
  *   i                     -- fds[i] is its watcher's to handle
@@ -677,8 +677,8 @@ static void push_pump_upvalues(lua_State *L) {
 }
 
 /* core.dispatcher(drv_mt) -> dispatch, for the loop's open sockets: their
- * drvs are the tables whose metatable is drv_mt, with a field st.  It shares pump()'s
- * upvalues (the event metatables among them). */
+ * drvs are the tables whose metatable is drv_mt, with a field st.  It
+ * shares pump()'s upvalues (the event metatables among them). */
 static int new_dispatcher(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_settop(L, 1);

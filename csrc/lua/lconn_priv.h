@@ -64,7 +64,7 @@ struct lconn {
   bool out_drop_once; /* free the output buffer once the handshake's answer
                          has gone: an idle connection holds none */
 
-  /* The hot path (lconn_dispatch.c), kept in step by the Lua layer. */
+  /* The hot path (lconn_fast.c), kept in step by the Lua layer. */
   uint8_t gate;           /* enum lconn_gate */
   bool send_open;         /* send_fast may queue: OPEN, nothing deferred */
   bool dirty;             /* send_fast queued output since the last flush */

@@ -43,8 +43,10 @@ static int resume_ready(lua_State *L) {
     lua_settop(L, 5);
     lua_rawgeti(L, 1, i); /* 6 */
     lua_State *co = lua_tothread(L, 6);
+    /* Not a coroutine, not suspended, or not ours (any more: ours[co],
+     * the thread at the top as the key). */
     if (!co || !suspended(L, co) || compat_rawget(L, 4) == LUA_TNIL)
-      continue; /* (not ours any more) */
+      continue;
     int nres = 0;
     int status = compat_resume(co, L, 0, &nres);
     if (status == LUA_YIELD && nres == 1 && lua_topointer(co, -1) == wait) {
