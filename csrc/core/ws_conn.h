@@ -91,12 +91,12 @@ typedef struct ws_conn_config {
   uint64_t max_frame;   /* bytes per data frame payload (control frames are
                            capped at 125); 0 = WS_DEFAULT_MAX_FRAME */
   uint8_t rsv_allowed;  /* RSV bits an extension negotiated; 0 without */
+  bool defer_fail_close; /* a failure's close frame waits for
+                            ws_conn_fail_close */
   struct ws_deflate *deflate; /* permessage-deflate agreed, or NULL;
                                  borrowed, not freed by ws_conn_free */
   ws_random_fn random;  /* mask source; NULL = ws_random_default */
   void *random_ud;
-  bool defer_fail_close; /* a failure's close frame waits for
-                            ws_conn_fail_close */
 } ws_conn_config;
 
 typedef enum ws_event_type {

@@ -36,15 +36,13 @@ static const char shared_key = 'k';
 
 /* ---- lifecycle ---- */
 
-static lconn_shared *get_shared(lua_State *L) {
+/* The registry holds the shared state for the Lua state's whole life
+ * (opening the module again keeps it), so a conn needs no reference of its
+ * own to it: at lua_close its memory outlives every finalizer. */
+lconn_shared *lconn_get_shared(lua_State *L) {
   compat_registry_get(L, &shared_key);
   lconn_shared *sh = lua_touserdata(L, -1);
-  return sh; /* left on the stack for the caller to anchor */
-}
-
-lconn_shared *lconn_get_shared(lua_State *L) {
-  lconn_shared *sh = get_shared(L);
-  lua_pop(L, 1); /* the registry keeps it */
+  lua_pop(L, 1);
   return sh;
 }
 
@@ -73,14 +71,13 @@ void lconn_drop_deflate(lconn *c) {
 }
 
 int lconn_new(lua_State *L, ws_role role, int fd) {
-  lconn *c = compat_newuserdata(L, sizeof *c, 1);
+  lconn *c = compat_newuserdata(L, sizeof *c, 0);
   memset(c, 0, sizeof *c);
   c->magic = LCONN_MAGIC;
   c->released = true; /* closed until every resource is acquired */
   c->gate = LCONN_GATE_EACH;
   luaL_setmetatable(L, LCONN_TYPE);
-  c->sh = get_shared(L);
-  compat_setuservalue(L, -2, 1); /* the conn keeps the scratch alive */
+  c->sh = lconn_get_shared(L);
   if (fd >= 0) {
     c->t = net_tcp_transport_new(fd);
     if (!c->t) {
@@ -177,16 +174,18 @@ void lmoonws_open_conn(lua_State *L) {
                                   {"__tostring", conn_tostring},
                                   {NULL, NULL}};
 
-  lconn_shared *sh = compat_newuserdata(L, sizeof *sh, 0);
-  memset(sh, 0, sizeof *sh);
-  lua_newtable(L);
-  lua_pushcfunction(L, shared_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_setmetatable(L, -2);
-  sh->scratch = malloc(SCRATCH_SIZE);
-  if (!sh->scratch)
-    luaL_error(L, "out of memory");
-  compat_registry_set(L, &shared_key);
+  if (!lconn_get_shared(L)) { /* once per Lua state: conns point into it */
+    lconn_shared *sh = compat_newuserdata(L, sizeof *sh, 0);
+    memset(sh, 0, sizeof *sh);
+    lua_newtable(L);
+    lua_pushcfunction(L, shared_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_setmetatable(L, -2);
+    sh->scratch = malloc(SCRATCH_SIZE);
+    if (!sh->scratch)
+      luaL_error(L, "out of memory");
+    compat_registry_set(L, &shared_key);
+  }
 
   luaL_newmetatable(L, LCONN_TYPE);
   luaL_setfuncs(L, meta, 0);

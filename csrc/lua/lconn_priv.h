@@ -49,12 +49,12 @@ enum lconn_gate {
 
 struct lconn {
   uint32_t magic;
+  bool released;
+  bool handshaking;
   ws_conn ws;
   net_transport *t;
   lconn_shared *sh;
   ws_buf in; /* handshake bytes, and unparsed bytes spilled from scratch */
-  bool released;
-  bool handshaking;
   struct lconn_opening *opening; /* what only the handshake needs, or
                                     NULL (lconn_handshake.c) */
   ws_deflate *deflate;      /* agreed permessage-deflate, or NULL */
