@@ -181,6 +181,17 @@ static int is_token(lua_State *L) {
   return 1;
 }
 
+/* core.sized_table(nrec) -> an empty table with room for nrec fields.  A
+ * table filled one field at a time grows through every power of two, each
+ * step a rehash and a node array left for the collector; one made at its
+ * final size (per-connection state) skips them. */
+static int sized_table(lua_State *L) {
+  lua_Integer n = luaL_checkinteger(L, 1);
+  luaL_argcheck(L, n >= 0 && n <= 1024, 1, "out of range");
+  lua_createtable(L, 0, (int)n);
+  return 1;
+}
+
 /* core.heap_in_use() -> bytes the C heap holds for the process (malloc'd
  * and not freed), or nil where the C library cannot say.  For diagnostics
  * and leak tests: unlike RSS it does not count what the allocator keeps
@@ -257,6 +268,7 @@ LMOONWS_API int luaopen_moonws_core(lua_State *L) {
                                        {"is_token", is_token},
                                        {"close_code_sendable", close_code_sendable},
                                        {"heap_in_use", heap_in_use},
+                                       {"sized_table", sized_table},
                                        {NULL, NULL}};
   luaL_setfuncs(L, functions, 0);
   lmoonws_open_conn(L);

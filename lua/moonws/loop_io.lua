@@ -310,7 +310,7 @@ end
 -- fresh one sized for what is left keeps an idle connection small.
 function loop_io.open_phase(st)
   local old = st.drv
-  local d = setmetatable({}, open_drv_mt)
+  local d = setmetatable(core.sized_table(4), open_drv_mt) -- fd, st, server or waiters
   for k, v in next, old do d[k] = v end
   d.phase = nil -- the open phase's handler is drv_on_ready's default
   websocket.set_drv(st, d)

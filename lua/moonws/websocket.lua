@@ -685,10 +685,11 @@ local metatable_for -- forward: the object's metatable for a driver
 -- A new socket object in CONNECTING state; role "client" or "server"; io
 -- is its driver.
 function websocket.new(role, opts, url, io)
-  local st = {
-    state = CONNECTING, role = role, opts = opts, io = io, drv = {},
-    url = url or "", protocol = "", extensions = "",
-  }
+  -- Made at the size an open socket's state reaches (15 fields on a
+  -- server), not grown to it through 8: no rehash, no garbage per socket.
+  local st = core.sized_table(16)
+  st.state, st.role, st.opts, st.io, st.drv = CONNECTING, role, opts, io, {}
+  st.url, st.protocol, st.extensions = url or "", "", ""
   local ws = setmetatable({ [PRIV] = st }, metatable_for(io))
   compat.on_collect(ws, mt.__gc)
   st.ws = ws
