@@ -21,9 +21,14 @@ static inline void store64(uint8_t *p, uint64_t w) { memcpy(p, &w, 8); }
  * it otherwise. */
 static inline void mask_run(uint8_t *dst, const uint8_t *src, size_t len,
                             const uint8_t key[4], size_t phase) {
-  uint8_t k[8];
-  for (int j = 0; j < 8; j++)
-    k[j] = key[(phase + (size_t)j) & 3];
+  /* The key three times over: from offset phase & 3 on, any 8 bytes are
+   * the key rotated to the phase (whatever the byte order), so the word
+   * is one load instead of eight byte copies. */
+  uint8_t kk[12];
+  memcpy(kk, key, 4);
+  memcpy(kk + 4, key, 4);
+  memcpy(kk + 8, key, 4);
+  const uint8_t *k = kk + (phase & 3);
   uint64_t kw = load64(k);
   size_t i = 0;
   for (; len - i >= 32; i += 32) {

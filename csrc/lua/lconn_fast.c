@@ -100,9 +100,13 @@ static int raw_field(lua_State *L, int t, int key) {
 
 /* Append message ev to the receive queue st.queue (made when missing):
  * {head, tail, [2i - 1] = data, [2i] = kind}.  Returns the messages now
- * queued.  Stack slot qslot caches the queue across one dispatch. */
+ * queued.  Stack slot qslot caches the queue across one pump, and *head
+ * its head once read (0 before): only receive() moves the head, and no
+ * receiver runs while a pump queues.  (A finalizer that received from
+ * this socket in between would make the count, which only decides when
+ * the queue is full, a little high: never a wrong message.) */
 static lua_Integer queue_message(lua_State *L, int st, int qslot,
-                                 const ws_event *ev) {
+                                 const ws_event *ev, lua_Integer *head) {
   if (lua_isnil(L, qslot)) {
     if (raw_field(L, st, UV_QUEUE) != LUA_TTABLE) {
       lua_pop(L, 1);
@@ -130,13 +134,17 @@ static lua_Integer queue_message(lua_State *L, int st, int qslot,
   lua_pushvalue(L, lua_upvalueindex(UV_TAIL));
   lua_pushinteger(L, tail);
   lua_rawset(L, qslot);
-  if (tail == 1) /* it was empty, so head is 1: the Lua layer's queue
-                    starts again at 1, 0 whenever it empties */
+  if (tail == 1) { /* it was empty, so head is 1: the Lua layer's queue
+                      starts again at 1, 0 whenever it empties */
+    *head = 1;
     return 1;
-  raw_field(L, qslot, UV_HEAD);
-  lua_Integer head = lua_tointeger(L, -1);
-  lua_pop(L, 1);
-  return tail - head + 1;
+  }
+  if (*head == 0) {
+    raw_field(L, qslot, UV_HEAD);
+    *head = lua_tointeger(L, -1);
+    lua_pop(L, 1);
+  }
+  return tail - *head + 1;
 }
 
 /* Call onmessage (slot hslot) with a message event; target is slot wslot.
@@ -231,6 +239,7 @@ static int pump_run(lua_State *L, lconn *c, int st, lua_Integer round,
   lua_pushnil(L); /* the socket (event.target) */
   lua_pushnil(L); /* st.queue */
   uint32_t gen = c->gate_gen - 1;
+  lua_Integer qhead = 0; /* queue_message's cache of st.queue.head */
   for (;;) {
     if (c->released || c->gate == LCONN_GATE_STOP)
       return 0;
@@ -274,7 +283,7 @@ static int pump_run(lua_State *L, lconn *c, int st, lua_Integer round,
       continue;
     }
     if (message && c->gate == LCONN_GATE_QUEUE) {
-      lua_Integer n = queue_message(L, st, qslot, &p.ev);
+      lua_Integer n = queue_message(L, st, qslot, &p.ev, &qhead);
       lconn_pull_done(c, &p);
       *did |= PUMP_QUEUED;
       if (c->max_queue && n >= (lua_Integer)c->max_queue) {

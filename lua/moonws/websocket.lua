@@ -1154,14 +1154,14 @@ function methods.receive(ws, timeout)
     do
       local q = st.queue
       if q then
-        local head = q.head
-        if head <= q.tail then
+        local head, tail = q.head, q.tail
+        if head <= tail then
           if st.queue_paused or st.failure then return pop_message(st) end
           -- pop_message's common case, inlined: the hot path of coroutines.
           local i = 2 * head
           local data, kind = q[i - 1], q[i]
           q[i - 1], q[i] = nil, nil
-          if head >= q.tail then q.head, q.tail = 1, 0 else q.head = head + 1 end
+          if head >= tail then q.head, q.tail = 1, 0 else q.head = head + 1 end
           return data, kind
         end
       end
