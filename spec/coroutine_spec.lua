@@ -66,6 +66,39 @@ describe("inside moonws.spawn", function()
     }, log)
   end)
 
+  it("messages queued together keep their kinds, and a drained queue forgets them", function()
+    -- Both batches are all queued before the first receive; the second
+    -- reuses the queue's slots with the kinds swapped, so a binary mark
+    -- left behind by the first would show as a wrong kind.
+    local kinds = { "text", "binary", "binary", "text", "binary", "text" }
+    local swapped = {}
+    for i, k in ipairs(kinds) do swapped[i] = k == "text" and "binary" or "text" end
+    local srv = assert(moonws.serve({ port = 0 }, function(ws)
+      for _, batch in ipairs({ kinds, swapped }) do
+        assert(ws:receive())
+        for i, k in ipairs(batch) do assert(ws:send(k .. i, k)) end
+      end
+      ws:receive()
+    end))
+    local got = {}
+    moonws.spawn(function()
+      local ws = assert(moonws.connect("ws://127.0.0.1:" .. srv.port, { timeout = 5 }))
+      for b = 1, 2 do
+        assert(ws:send("go"))
+        moonws.sleep(0.2)
+        local batch = {}
+        for _ = 1, #kinds do batch[#batch + 1] = { ws:receive(5) } end
+        got[b] = batch
+      end
+      ws:close(1000)
+      srv:close()
+    end)
+    moonws.run()
+    for b, batch in ipairs({ kinds, swapped }) do
+      for i, k in ipairs(batch) do assert.same({ k .. i, k }, got[b][i]) end
+    end
+  end)
+
   it("many coroutines interleave on one loop", function()
     local srv = echo_server()
     local finished = 0

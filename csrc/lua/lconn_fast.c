@@ -30,15 +30,14 @@ enum {
                       binary = false ... */
   UV_BINARY_MT,    /* ... of binary ones: binary = true */
   UV_DATA,         /* "data" */
-  UV_BINARY,       /* "binary" */
+  UV_BINARY,       /* "binary" (also a queue's field of binary marks) */
   UV_TARGET,       /* "target" */
   UV_ONMESSAGE,    /* "onmessage" */
   UV_WS,           /* "ws" */
   UV_QUEUE,        /* "queue" */
   UV_HEAD,         /* "head" */
   UV_TAIL,         /* "tail" */
-  UV_TEXT_KIND,    /* "text" */
-  UV_COUNT = UV_TEXT_KIND,
+  UV_COUNT = UV_TAIL,
   UV_DRV_MT,       /* dispatch only: the metatable of open sockets' drvs */
   UV_ST,           /* "st" */
   UV_CONN,         /* "conn" */
@@ -99,7 +98,9 @@ static int raw_field(lua_State *L, int t, int key) {
 }
 
 /* Append message ev to the receive queue st.queue (made when missing):
- * {head, tail, [2i - 1] = data, [2i] = kind}.  Returns the messages now
+ * {head, tail, [i] = data, binary = {[i] = true} for binary messages,
+ * made on the first one} -- a text message is one table write.  Returns
+ * the messages now
  * queued.  Stack slot qslot caches the queue across one pump, and *head
  * its head once read (0 before): only receive() moves the head, and no
  * receiver runs while a pump queues.  (A finalizer that received from
@@ -127,10 +128,19 @@ static lua_Integer queue_message(lua_State *L, int st, int qslot,
   lua_Integer tail = lua_tointeger(L, -1) + 1;
   lua_pop(L, 1);
   lua_pushlstring(L, (const char *)ev->data, ev->len);
-  lua_rawseti(L, qslot, (int)(2 * tail - 1));
-  lua_pushvalue(L, lua_upvalueindex(ev->type == WS_EV_TEXT ? UV_TEXT_KIND
-                                                            : UV_BINARY));
-  lua_rawseti(L, qslot, (int)(2 * tail));
+  lua_rawseti(L, qslot, (int)tail);
+  if (ev->type == WS_EV_BINARY) {
+    if (raw_field(L, qslot, UV_BINARY) != LUA_TTABLE) {
+      lua_pop(L, 1);
+      lua_newtable(L);
+      lua_pushvalue(L, lua_upvalueindex(UV_BINARY));
+      lua_pushvalue(L, -2);
+      lua_rawset(L, qslot);
+    }
+    lua_pushboolean(L, 1);
+    lua_rawseti(L, -2, (int)tail);
+    lua_pop(L, 1);
+  }
   lua_pushvalue(L, lua_upvalueindex(UV_TAIL));
   lua_pushinteger(L, tail);
   lua_rawset(L, qslot);
@@ -682,7 +692,6 @@ static void push_pump_upvalues(lua_State *L) {
   lua_pushliteral(L, "queue");
   lua_pushliteral(L, "head");
   lua_pushliteral(L, "tail");
-  lua_pushliteral(L, "text");
 }
 
 /* core.dispatcher(drv_mt) -> dispatch, for the loop's open sockets: their

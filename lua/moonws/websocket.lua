@@ -144,8 +144,9 @@ end
 websocket.reading_wanted = reading_wanted
 
 -- Messages waiting for receive() (or for onmessage, set after they came):
--- st.queue = {head, tail, [2i - 1] = data, [2i] = kind}, made on first use
--- (by conn:pump too).
+-- st.queue = {head, tail, [i] = data, binary = {[i] = true} for binary
+-- messages}, made on first use (by conn:pump too); binary on the first
+-- binary message, so a text message costs one table write.
 local function queued(st)
   local q = st.queue
   return q and q.tail - q.head + 1 or 0
@@ -470,7 +471,11 @@ local function queue_message(st, data, kind)
     st.queue = q
   end
   local tail = q.tail + 1
-  q[2 * tail - 1], q[2 * tail], q.tail = data, kind, tail
+  q[tail], q.tail = data, tail
+  if kind == "binary" then
+    local marks = q.binary or {}
+    marks[tail], q.binary = true, marks
+  end
   if tail - q.head + 1 >= st.opts.max_queue then
     st.queue_paused = true
     refresh_reading(st)
@@ -480,8 +485,9 @@ end
 local function pop_message(st)
   local q = st.queue
   local head = q.head
-  local data, kind = q[2 * head - 1], q[2 * head]
-  q[2 * head - 1], q[2 * head] = nil, nil
+  local data, kind, marks = q[head], "text", q.binary
+  q[head] = nil
+  if marks and marks[head] then kind, marks[head] = "binary", nil end
   if head >= q.tail then
     q.head, q.tail = 1, 0
   else
@@ -1158,9 +1164,9 @@ function methods.receive(ws, timeout)
         if head <= tail then
           if st.queue_paused or st.failure then return pop_message(st) end
           -- pop_message's common case, inlined: the hot path of coroutines.
-          local i = 2 * head
-          local data, kind = q[i - 1], q[i]
-          q[i - 1], q[i] = nil, nil
+          local data, kind, marks = q[head], "text", q.binary
+          q[head] = nil
+          if marks and marks[head] then kind, marks[head] = "binary", nil end
           if head >= tail then q.head, q.tail = 1, 0 else q.head = head + 1 end
           return data, kind
         end
