@@ -82,8 +82,11 @@ local websocket = {
   CONNECTING = CONNECTING, OPEN = OPEN, CLOSING = CLOSING, CLOSED = CLOSED,
 }
 
-local PRIV = setmetatable({}, { __name = "moonws.private",
-  __tostring = function() return "<moonws private>" end })
+-- The key of an object's private state (ws[PRIV], srv[PRIV]).  A short
+-- string: Lua finds it by its interned address, where a table key goes
+-- through the general hash (receive() and send look it up per message).
+-- It hides the state no less than a table did: next() hands either out.
+local PRIV = "\0moonws"
 websocket.PRIV = PRIV
 
 local HANDLERS = {
