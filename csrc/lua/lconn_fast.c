@@ -464,10 +464,15 @@ static int send_queue(lua_State *L) {
     return SEND_GENERAL;
   if (!c->send_open || lua_type(L, 2) != LUA_TSTRING)
     return send_to_lua(c, SEND_GENERAL);
+  /* The kind by address: Lua keeps one copy of each short string, so
+   * "text" is the same object wherever it comes from (cheaper than
+   * lua_rawequal); nil (no kind) has none. */
   bool binary;
-  if (lua_isnil(L, 3) || lua_rawequal(L, 3, lua_upvalueindex(SF_TEXT)))
+  const void *kind = lua_topointer(L, 3);
+  if (kind == lua_topointer(L, lua_upvalueindex(SF_TEXT)) ||
+      (kind == NULL && lua_isnil(L, 3)))
     binary = false;
-  else if (lua_rawequal(L, 3, lua_upvalueindex(SF_BINARY)))
+  else if (kind == lua_topointer(L, lua_upvalueindex(SF_BINARY)))
     binary = true;
   else
     return send_to_lua(c, SEND_GENERAL);
