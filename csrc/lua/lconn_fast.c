@@ -37,7 +37,8 @@ enum {
   UV_QUEUE,        /* "queue" */
   UV_HEAD,         /* "head" */
   UV_TAIL,         /* "tail" */
-  UV_COUNT = UV_TAIL,
+  UV_SLOW,         /* "slow" */
+  UV_COUNT = UV_SLOW,
   UV_DRV_MT,       /* dispatch only: the metatable of open sockets' drvs */
   UV_ST,           /* "st" */
   UV_CONN,         /* "conn" */
@@ -97,11 +98,11 @@ static int raw_field(lua_State *L, int t, int key) {
   return compat_rawget(L, t);
 }
 
-/* Append message ev to the receive queue st.queue (made when missing):
- * {head, tail, [i] = data, binary = {[i] = true} for binary messages,
- * made on the first one} -- a text message is one table write.  Returns
- * the messages now
- * queued.  Stack slot qslot caches the queue across one pump, and *head
+/* Append message ev to the receive queue st.queue, made when missing in
+ * the shape websocket.lua describes (binary marks false until the first
+ * binary message, slow false: nothing holds reading or a failure while the
+ * gate lets a pump queue).  Returns the messages now queued.  Stack slot
+ * qslot caches the queue across one pump, and *head
  * its head once read (0 before): only receive() moves the head, and no
  * receiver runs while a pump queues.  (A finalizer that received from
  * this socket in between would make the count, which only decides when
@@ -111,12 +112,18 @@ static lua_Integer queue_message(lua_State *L, int st, int qslot,
   if (lua_isnil(L, qslot)) {
     if (raw_field(L, st, UV_QUEUE) != LUA_TTABLE) {
       lua_pop(L, 1);
-      lua_createtable(L, 2, 2);
+      lua_createtable(L, 2, 4);
       lua_pushvalue(L, lua_upvalueindex(UV_HEAD));
       lua_pushinteger(L, 1);
       lua_rawset(L, -3);
       lua_pushvalue(L, lua_upvalueindex(UV_TAIL));
       lua_pushinteger(L, 0);
+      lua_rawset(L, -3);
+      lua_pushvalue(L, lua_upvalueindex(UV_BINARY));
+      lua_pushboolean(L, 0);
+      lua_rawset(L, -3);
+      lua_pushvalue(L, lua_upvalueindex(UV_SLOW));
+      lua_pushboolean(L, 0);
       lua_rawset(L, -3);
       lua_pushvalue(L, lua_upvalueindex(UV_QUEUE));
       lua_pushvalue(L, -2);
@@ -697,6 +704,7 @@ static void push_pump_upvalues(lua_State *L) {
   lua_pushliteral(L, "queue");
   lua_pushliteral(L, "head");
   lua_pushliteral(L, "tail");
+  lua_pushliteral(L, "slow");
 }
 
 /* core.dispatcher(drv_mt) -> dispatch, for the loop's open sockets: their

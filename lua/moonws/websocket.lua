@@ -148,8 +148,11 @@ websocket.reading_wanted = reading_wanted
 
 -- Messages waiting for receive() (or for onmessage, set after they came):
 -- st.queue = {head, tail, [i] = data, binary = {[i] = true} for binary
--- messages}, made on first use (by conn:pump too); binary on the first
--- binary message, so a text message costs one table write.
+-- messages (false until the first), slow = whether taking a message must
+-- go pop_message's way (reading paused for a full queue, or a failure
+-- held behind the messages)}, made on first use (by conn:pump too).  A
+-- text message costs one table write, and receive()'s common case reads
+-- only fields that are there.
 local function queued(st)
   local q = st.queue
   return q and q.tail - q.head + 1 or 0
@@ -467,10 +470,16 @@ end
 
 local apply_failure -- forward
 
+-- Recompute st.queue.slow after queue_paused or failure changed.
+local function queue_watch(st)
+  local q = st.queue
+  if q then q.slow = st.queue_paused or st.failure ~= nil end
+end
+
 local function queue_message(st, data, kind)
   local q = st.queue
   if not q then
-    q = { head = 1, tail = 0 }
+    q = { head = 1, tail = 0, binary = false, slow = false }
     st.queue = q
   end
   local tail = q.tail + 1
@@ -481,6 +490,7 @@ local function queue_message(st, data, kind)
   end
   if tail - q.head + 1 >= st.opts.max_queue then
     st.queue_paused = true
+    queue_watch(st)
     refresh_reading(st)
   end
 end
@@ -498,6 +508,7 @@ local function pop_message(st)
   end
   if st.queue_paused and q.tail - q.head + 1 <= math.floor(st.opts.max_queue / 2) then
     st.queue_paused = false
+    queue_watch(st)
     refresh_reading(st)
     if st.conn then st.io.later(st, websocket.drain) end
   end
@@ -546,6 +557,7 @@ end
 -- with the RFC's code goes out, onerror fires, the closing begins.
 local function fail_now(st, message, name, code)
   st.failure = nil
+  queue_watch(st)
   if not st.conn or st.state == CLOSED then return end
   st.conn:fail_close()
   enter_closing(st)
@@ -578,6 +590,7 @@ local function handle_event(st, kind, a, b, c)
       -- before the close goes out -- as event style, whose handler runs
       -- before the next frame is read, always could.
       st.failure = { a, b, c }
+      queue_watch(st)
     else
       fail_now(st, a, b, c)
     end
@@ -588,6 +601,7 @@ end
 local function pumped_event(st, kind, a, b, c)
   if kind == "full" then
     st.queue_paused = true
+    queue_watch(st)
     refresh_reading(st)
   elseif kind == "eof" then
     websocket.eof(st)
@@ -1165,7 +1179,7 @@ function methods.receive(ws, timeout)
       if q then
         local head, tail = q.head, q.tail
         if head <= tail then
-          if st.queue_paused or st.failure then return pop_message(st) end
+          if q.slow then return pop_message(st) end
           -- pop_message's common case, inlined: the hot path of coroutines.
           local data, kind, marks = q[head], "text", q.binary
           q[head] = nil
