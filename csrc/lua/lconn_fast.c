@@ -98,6 +98,13 @@ static int raw_field(lua_State *L, int t, int key) {
   return compat_rawget(L, t);
 }
 
+/* Pop a value into field key (an upvalue) of the table under it. */
+static void set_field(lua_State *L, int key) {
+  lua_pushvalue(L, lua_upvalueindex(key));
+  lua_insert(L, -2);
+  lua_rawset(L, -3);
+}
+
 /* Append message ev to the receive queue st.queue, made when missing in
  * the shape websocket.lua describes (binary marks false until the first
  * binary message, slow false: nothing holds reading or a failure while the
@@ -113,18 +120,14 @@ static lua_Integer queue_message(lua_State *L, int st, int qslot,
     if (raw_field(L, st, UV_QUEUE) != LUA_TTABLE) {
       lua_pop(L, 1);
       lua_createtable(L, 2, 4);
-      lua_pushvalue(L, lua_upvalueindex(UV_HEAD));
       lua_pushinteger(L, 1);
-      lua_rawset(L, -3);
-      lua_pushvalue(L, lua_upvalueindex(UV_TAIL));
+      set_field(L, UV_HEAD);
       lua_pushinteger(L, 0);
-      lua_rawset(L, -3);
-      lua_pushvalue(L, lua_upvalueindex(UV_BINARY));
+      set_field(L, UV_TAIL);
       lua_pushboolean(L, 0);
-      lua_rawset(L, -3);
-      lua_pushvalue(L, lua_upvalueindex(UV_SLOW));
+      set_field(L, UV_BINARY);
       lua_pushboolean(L, 0);
-      lua_rawset(L, -3);
+      set_field(L, UV_SLOW);
       lua_pushvalue(L, lua_upvalueindex(UV_QUEUE));
       lua_pushvalue(L, -2);
       lua_rawset(L, st);
