@@ -109,11 +109,11 @@ static void set_field(lua_State *L, int key) {
  * the shape websocket.lua describes (binary marks false until the first
  * binary message, slow false: nothing holds reading or a failure while the
  * gate lets a pump queue).  Returns the messages now queued.  Stack slot
- * qslot caches the queue across one pump, and *head
- * its head once read (0 before): only receive() moves the head, and no
- * receiver runs while a pump queues.  (A finalizer that received from
- * this socket in between would make the count, which only decides when
- * the queue is full, a little high: never a wrong message.) */
+ * qslot caches the queue across one pump, and *head its head once read (0
+ * before): only receive() moves the head, and no receiver runs while a
+ * pump queues.  (A finalizer that received from this socket in between
+ * would make the count, which only decides when the queue is full, a
+ * little high: never a wrong message.) */
 static lua_Integer queue_message(lua_State *L, int st, int qslot,
                                  const ws_event *ev, lua_Integer *head) {
   if (lua_isnil(L, qslot)) {
