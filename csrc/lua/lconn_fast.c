@@ -105,6 +105,20 @@ static void set_field(lua_State *L, int key) {
   lua_rawset(L, -3);
 }
 
+/* Push field key (an upvalue) of table t (an absolute index), made empty
+ * with room for narr items and nrec fields when it is not a table; true
+ * when it was made. */
+static bool table_field(lua_State *L, int t, int key, int narr, int nrec) {
+  if (raw_field(L, t, key) == LUA_TTABLE)
+    return false;
+  lua_pop(L, 1);
+  lua_createtable(L, narr, nrec);
+  lua_pushvalue(L, lua_upvalueindex(key));
+  lua_pushvalue(L, -2);
+  lua_rawset(L, t);
+  return true;
+}
+
 /* Append message ev to the receive queue st.queue, made when missing in
  * the shape websocket.lua describes (binary marks false until the first
  * binary message, slow false: nothing holds reading or a failure while the
@@ -117,9 +131,7 @@ static void set_field(lua_State *L, int key) {
 static lua_Integer queue_message(lua_State *L, int st, int qslot,
                                  const ws_event *ev, lua_Integer *head) {
   if (lua_isnil(L, qslot)) {
-    if (raw_field(L, st, UV_QUEUE) != LUA_TTABLE) {
-      lua_pop(L, 1);
-      lua_createtable(L, 2, 4);
+    if (table_field(L, st, UV_QUEUE, 2, 4)) {
       lua_pushinteger(L, 1);
       set_field(L, UV_HEAD);
       lua_pushinteger(L, 0);
@@ -128,9 +140,6 @@ static lua_Integer queue_message(lua_State *L, int st, int qslot,
       set_field(L, UV_BINARY);
       lua_pushboolean(L, 0);
       set_field(L, UV_SLOW);
-      lua_pushvalue(L, lua_upvalueindex(UV_QUEUE));
-      lua_pushvalue(L, -2);
-      lua_rawset(L, st);
     }
     lua_replace(L, qslot);
   }
@@ -140,13 +149,7 @@ static lua_Integer queue_message(lua_State *L, int st, int qslot,
   lua_pushlstring(L, (const char *)ev->data, ev->len);
   lua_rawseti(L, qslot, (int)tail);
   if (ev->type == WS_EV_BINARY) {
-    if (raw_field(L, qslot, UV_BINARY) != LUA_TTABLE) {
-      lua_pop(L, 1);
-      lua_newtable(L);
-      lua_pushvalue(L, lua_upvalueindex(UV_BINARY));
-      lua_pushvalue(L, -2);
-      lua_rawset(L, qslot);
-    }
+    table_field(L, qslot, UV_BINARY, 0, 0);
     lua_pushboolean(L, 1);
     lua_rawseti(L, -2, (int)tail);
     lua_pop(L, 1);
