@@ -328,27 +328,26 @@ end
 -- senders waiting for room, woken when output drains, and the others
 -- (receive, close), woken when input or the state changes.  One list
 -- would resume every receiver at each write for nothing.
-function loop_io.wait(st, cond, deadline, what, arg)
-  local d = st.drv
-  local key = what == "send" and "send_waiters" or "waiters"
+local function waiter_list(d, key)
   local list = d[key]
   if not list then
     list = {}
     d[key] = list
   end
-  return loop.wait_until(cond, deadline, list, what, arg)
+  return list
+end
+
+function loop_io.wait(st, cond, deadline, what, arg)
+  local key = what == "send" and "send_waiters" or "waiters"
+  return loop.wait_until(cond, deadline, waiter_list(st.drv, key), what, arg)
 end
 
 -- receive()'s wait once it found nothing: one wake-up of the socket's
--- waiters, no condition to call (receive looks again itself).
+-- waiters, no condition to call (receive looks again itself).  The list
+-- is there but for the first wait: no call for it on the hot path.
 function loop_io.wait_message(st, deadline)
   local d = st.drv
-  local list = d.waiters
-  if not list then
-    list = {}
-    d.waiters = list
-  end
-  return park(list, deadline, "receive")
+  return park(d.waiters or waiter_list(d, "waiters"), deadline, "receive")
 end
 
 function loop_io.can_wait() return loop.wait_mode() ~= nil end
