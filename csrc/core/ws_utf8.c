@@ -5,9 +5,9 @@
  * byte of E0, ED, F0, F4 sequences is narrower than 80..BF; that narrowing
  * is what rules out overlongs, surrogates and > U+10FFFF).  Checking ranges
  * byte by byte makes every invalid input fail at its first bad byte.  At a
- * boundary, ASCII is skipped 32 bytes at a time (then 16) and then to the first high
- * bit of a word, and a sequence that is whole in the buffer is checked
- * without touching the state. */
+ * boundary, ASCII is skipped 32 bytes at a time (then 16) and then to the
+ * first high bit of a word, and a sequence that is whole in the buffer is
+ * checked without touching the state. */
 #include "ws_utf8.h"
 
 #include <string.h>
@@ -37,29 +37,28 @@ static inline uint32_t lead_state(uint8_t b) {
   return ST_FAIL;
 }
 
+static inline uint64_t word_at(const uint8_t *p) {
+  uint64_t w;
+  memcpy(&w, p, 8);
+  return w;
+}
+
+#define HIGH_BITS 0x8080808080808080u
+
 static inline int ascii_2words(const uint8_t *p) {
-  uint64_t a, b;
-  memcpy(&a, p, 8);
-  memcpy(&b, p + 8, 8);
-  return ((a | b) & 0x8080808080808080u) == 0;
+  return ((word_at(p) | word_at(p + 8)) & HIGH_BITS) == 0;
 }
 
 static inline int ascii_4words(const uint8_t *p) {
-  uint64_t a, b, c, d;
-  memcpy(&a, p, 8);
-  memcpy(&b, p + 8, 8);
-  memcpy(&c, p + 16, 8);
-  memcpy(&d, p + 24, 8);
-  return ((a | b | c | d) & 0x8080808080808080u) == 0;
+  return ((word_at(p) | word_at(p + 8) | word_at(p + 16) | word_at(p + 24)) &
+          HIGH_BITS) == 0;
 }
 
 /* Index of the first byte >= 0x80 among p[0, 8), or 8 when none is. */
 static inline size_t first_non_ascii(const uint8_t *p) {
 #if defined(__GNUC__) && defined(__BYTE_ORDER__) &&                           \
     __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-  uint64_t w;
-  memcpy(&w, p, 8);
-  w &= 0x8080808080808080u;
+  uint64_t w = word_at(p) & HIGH_BITS;
   return w ? (size_t)__builtin_ctzll(w) >> 3 : 8;
 #else
   size_t k = 0;
