@@ -6,16 +6,9 @@
  * the key lives in locals so the compiler can keep it in a register and
  * vectorize; only the last len % 8 bytes go one at a time. */
 #include "ws_mask.h"
+#include "ws_word.h"
 
 #include <string.h>
-
-static inline uint64_t load64(const uint8_t *p) {
-  uint64_t w;
-  memcpy(&w, p, 8);
-  return w;
-}
-
-static inline void store64(uint8_t *p, uint64_t w) { memcpy(p, &w, 8); }
 
 /* dst may equal src (each word is read before it is written), not overlap
  * it otherwise. */
@@ -29,16 +22,16 @@ static inline void mask_run(uint8_t *dst, const uint8_t *src, size_t len,
   memcpy(kk + 4, key, 4);
   memcpy(kk + 8, key, 4);
   const uint8_t *k = kk + (phase & 3);
-  uint64_t kw = load64(k);
+  uint64_t kw = ws_load64(k);
   size_t i = 0;
   for (; len - i >= 32; i += 32) {
-    store64(dst + i, load64(src + i) ^ kw);
-    store64(dst + i + 8, load64(src + i + 8) ^ kw);
-    store64(dst + i + 16, load64(src + i + 16) ^ kw);
-    store64(dst + i + 24, load64(src + i + 24) ^ kw);
+    ws_store64(dst + i, ws_load64(src + i) ^ kw);
+    ws_store64(dst + i + 8, ws_load64(src + i + 8) ^ kw);
+    ws_store64(dst + i + 16, ws_load64(src + i + 16) ^ kw);
+    ws_store64(dst + i + 24, ws_load64(src + i + 24) ^ kw);
   }
   for (; len - i >= 8; i += 8)
-    store64(dst + i, load64(src + i) ^ kw);
+    ws_store64(dst + i, ws_load64(src + i) ^ kw);
   for (; i < len; i++)
     dst[i] = src[i] ^ k[i & 3];
 }

@@ -9,8 +9,7 @@
  * first high bit of a word, and a sequence that is whole in the buffer is
  * checked without touching the state. */
 #include "ws_utf8.h"
-
-#include <string.h>
+#include "ws_word.h"
 
 #define ST(need, lo, hi)                                                       \
   ((uint32_t)(need) | (uint32_t)(lo) << 8 | (uint32_t)(hi) << 16)
@@ -37,20 +36,15 @@ static inline uint32_t lead_state(uint8_t b) {
   return ST_FAIL;
 }
 
-static inline uint64_t word_at(const uint8_t *p) {
-  uint64_t w;
-  memcpy(&w, p, 8);
-  return w;
-}
-
 #define HIGH_BITS 0x8080808080808080u
 
 static inline int ascii_2words(const uint8_t *p) {
-  return ((word_at(p) | word_at(p + 8)) & HIGH_BITS) == 0;
+  return ((ws_load64(p) | ws_load64(p + 8)) & HIGH_BITS) == 0;
 }
 
 static inline int ascii_4words(const uint8_t *p) {
-  return ((word_at(p) | word_at(p + 8) | word_at(p + 16) | word_at(p + 24)) &
+  return ((ws_load64(p) | ws_load64(p + 8) | ws_load64(p + 16) |
+           ws_load64(p + 24)) &
           HIGH_BITS) == 0;
 }
 
@@ -58,7 +52,7 @@ static inline int ascii_4words(const uint8_t *p) {
 static inline size_t first_non_ascii(const uint8_t *p) {
 #if defined(__GNUC__) && defined(__BYTE_ORDER__) &&                           \
     __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-  uint64_t w = word_at(p) & HIGH_BITS;
+  uint64_t w = ws_load64(p) & HIGH_BITS;
   return w ? (size_t)__builtin_ctzll(w) >> 3 : 8;
 #else
   size_t k = 0;
