@@ -119,17 +119,26 @@ static bool table_field(lua_State *L, int t, int key, int narr, int nrec) {
   return true;
 }
 
+/* What one pump knows of its socket's receive queue (0: not read yet). */
+typedef struct queue_seen {
+  lua_Integer head; /* queue.head once read */
+  lua_Integer tail; /* the slot of the last message this pump queued */
+} queue_seen;
+
 /* Append message ev to the receive queue st.queue, made when missing in
  * the shape websocket.lua describes (binary marks false until the first
  * binary message, slow false: nothing holds reading or a failure while the
  * gate lets a pump queue).  Returns the messages now queued.  Stack slot
- * qslot caches the queue across one pump, and *head its head once read (0
- * before): only receive() moves the head, and no receiver runs while a
- * pump queues.  (A finalizer that received from this socket in between
- * would make the count, which only decides when the queue is full, a
- * little high: never a wrong message.) */
+ * qslot caches the queue across one pump, and *seen what it read of it:
+ * only receive() moves the head, and no receiver runs while a pump queues.
+ * (A finalizer that received from this socket in between would make the
+ * count, which only decides when the queue is full, a little high: never
+ * a wrong message.)  The tail needs no reading again while the message
+ * this pump queued last is still in its slot: a receive takes messages
+ * from the head, and only taking that last one empties the queue and
+ * moves the tail back. */
 static lua_Integer queue_message(lua_State *L, int st, int qslot,
-                                 const ws_event *ev, lua_Integer *head) {
+                                 const ws_event *ev, queue_seen *seen) {
   if (lua_isnil(L, qslot)) {
     if (table_field(L, st, UV_QUEUE, 2, 4)) {
       lua_pushinteger(L, 1);
@@ -143,8 +152,14 @@ static lua_Integer queue_message(lua_State *L, int st, int qslot,
     }
     lua_replace(L, qslot);
   }
-  raw_field(L, qslot, UV_TAIL);
-  lua_Integer tail = lua_tointeger(L, -1) + 1;
+  lua_Integer tail;
+  if (seen->tail > 0 &&
+      compat_rawgeti(L, qslot, (int)seen->tail) != LUA_TNIL) /* still there */
+    tail = seen->tail + 1;
+  else {
+    raw_field(L, qslot, UV_TAIL);
+    tail = lua_tointeger(L, -1) + 1;
+  }
   lua_pop(L, 1);
   lua_pushlstring(L, (const char *)ev->data, ev->len);
   lua_rawseti(L, qslot, (int)tail);
@@ -157,17 +172,18 @@ static lua_Integer queue_message(lua_State *L, int st, int qslot,
   lua_pushvalue(L, lua_upvalueindex(UV_TAIL));
   lua_pushinteger(L, tail);
   lua_rawset(L, qslot);
+  seen->tail = tail;
   if (tail == 1) { /* it was empty, so head is 1: the Lua layer's queue
                       starts again at 1, 0 whenever it empties */
-    *head = 1;
+    seen->head = 1;
     return 1;
   }
-  if (*head == 0) {
+  if (seen->head == 0) {
     raw_field(L, qslot, UV_HEAD);
-    *head = lua_tointeger(L, -1);
+    seen->head = lua_tointeger(L, -1);
     lua_pop(L, 1);
   }
-  return tail - *head + 1;
+  return tail - seen->head + 1;
 }
 
 /* Call onmessage (slot hslot) with a message event; target is slot wslot.
@@ -262,7 +278,7 @@ static int pump_run(lua_State *L, lconn *c, int st, lua_Integer round,
   lua_pushnil(L); /* the socket (event.target) */
   lua_pushnil(L); /* st.queue */
   uint32_t gen = c->gate_gen - 1;
-  lua_Integer qhead = 0; /* queue_message's cache of st.queue.head */
+  queue_seen seen = {0, 0}; /* queue_message's reading of st.queue */
   for (;;) {
     if (c->released || c->gate == LCONN_GATE_STOP)
       return 0;
@@ -306,7 +322,7 @@ static int pump_run(lua_State *L, lconn *c, int st, lua_Integer round,
       continue;
     }
     if (message && c->gate == LCONN_GATE_QUEUE) {
-      lua_Integer n = queue_message(L, st, qslot, &p.ev, &qhead);
+      lua_Integer n = queue_message(L, st, qslot, &p.ev, &seen);
       lconn_pull_done(c, &p);
       *did |= PUMP_QUEUED;
       if (c->max_queue && n >= (lua_Integer)c->max_queue) {

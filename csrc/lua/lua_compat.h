@@ -73,6 +73,16 @@ static inline int compat_rawget(lua_State *L, int idx) {
 }
 #endif
 
+/* lua_rawgeti, the same way. */
+#if LUA_VERSION_NUM >= 503
+#define compat_rawgeti(L, idx, n) lua_rawgeti((L), (idx), (n))
+#else
+static inline int compat_rawgeti(lua_State *L, int idx, int n) {
+  lua_rawgeti(L, idx, n);
+  return lua_type(L, -1);
+}
+#endif
+
 #if LUA_VERSION_NUM >= 503
 #define compat_isinteger(L, idx) lua_isinteger((L), (idx))
 #define COMPAT_MAXINTEGER LUA_MAXINTEGER
