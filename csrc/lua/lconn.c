@@ -52,6 +52,8 @@ static void release(lconn *c) {
   c->released = true;
   if (c->sh && c->sh->owner == c)
     c->sh->owner = NULL;
+  if (c->sh && c->sh->senders[c->sender_slot].conn == c)
+    c->sh->senders[c->sender_slot] = (struct lconn_sender){NULL, NULL};
   if (c->t) {
     c->t->ops->destroy(c->t);
     c->t = NULL;

@@ -457,9 +457,10 @@ static int dispatch_ready(lua_State *L) {
 
 /* ---- send ---- */
 
-/* Upvalues of the send closures: the list of states whose flush is
- * left to core.flush_listed, then the rest of send (send_method only). */
-enum { SF_PRIV = 1, SF_CONN, SF_TEXT, SF_BINARY, SF_LISTED, SF_REST };
+/* Upvalues of the send closures: the list of socket objects whose flush
+ * is left to core.flush_listed, then the shared state (send_method only: its
+ * memory of the last socket), then the rest of send (send_method only). */
+enum { SF_PRIV = 1, SF_CONN, SF_TEXT, SF_BINARY, SF_LISTED, SF_SHARED, SF_REST };
 
 /* What the hot path did with send(ws, data [, kind]) at slots 1-3: */
 enum send_verdict {
@@ -478,18 +479,75 @@ static int send_to_lua(lconn *c, int verdict) {
   return verdict;
 }
 
-/* Queue the message when the gate allows it: a verdict, or -n when a
- * runtime failure pushed n results (nil, message, name). */
-static int send_queue(lua_State *L) {
+_Static_assert((LCONN_SENDER_SETS & (LCONN_SENDER_SETS - 1)) == 0 &&
+                   2 * LCONN_SENDER_SETS <= UINT16_MAX,
+               "a set is a mask of the address; sender_slot holds a slot");
+
+/* The set of send's memory for object ws: its first slot (the address
+ * mixed; objects are at least 16 bytes apart). */
+static struct lconn_sender *sender_set(lconn_shared *sh, const void *ws) {
+  uintptr_t a = (uintptr_t)ws;
+  return &sh->senders[2 * (((a >> 4) ^ (a >> 12)) & (LCONN_SENDER_SETS - 1))];
+}
+
+/* The conn send remembers for object ws, or NULL. */
+static lconn *sender_find(lconn_shared *sh, const void *ws) {
+  struct lconn_sender *set = sender_set(sh, ws);
+  if (set[0].ws == ws)
+    return set[0].conn;
+  if (set[1].ws == ws)
+    return set[1].conn;
+  return NULL;
+}
+
+static void sender_put(lconn_shared *sh, struct lconn_sender *slot,
+                       const void *ws, lconn *c) {
+  *slot = (struct lconn_sender){ws, c};
+  c->sender_slot = (uint16_t)(slot - sh->senders);
+}
+
+/* Remember c as object ws's conn, first in its set (the older one of the
+ * set stays second, the second is forgotten). */
+static void sender_remember(lconn_shared *sh, const void *ws, lconn *c) {
+  struct lconn_sender *set = sender_set(sh, ws);
+  if (set[0].ws)
+    sender_put(sh, &set[1], set[0].ws, set[0].conn);
+  sender_put(sh, &set[0], ws, c);
+}
+
+/* The conn of the socket at slot 1, or NULL; its state is pushed at slot
+ * 4 (the arguments cut to three), its conn at 5. */
+static lconn *send_target(lua_State *L) {
   lua_settop(L, 3);
   if (!lua_istable(L, 1))
-    return SEND_GENERAL;
+    return NULL;
   lua_pushvalue(L, lua_upvalueindex(SF_PRIV));
   if (compat_rawget(L, 1) != LUA_TTABLE)
-    return SEND_GENERAL;
+    return NULL;
   lua_pushvalue(L, lua_upvalueindex(SF_CONN));
-  lconn *c = compat_rawget(L, 4) == LUA_TUSERDATA ? lconn_test(L, 5) : NULL;
-  if (!c || c->released)
+  return compat_rawget(L, 4) == LUA_TUSERDATA ? lconn_test(L, 5) : NULL;
+}
+
+/* Queue the message when the gate allows it: a verdict, or -n when a
+ * runtime failure pushed n results (nil, message, name).  With sh (send
+ * methods under Lua 5.4), a send on the socket sh remembers finds its conn
+ * there; the verdicts after SEND_DONE have the state at slot 4 all the
+ * same. */
+static int send_queue(lua_State *L, lconn_shared *sh) {
+  lconn *c;
+  bool have_state = false;
+  const void *ws = sh ? lua_topointer(L, 1) : NULL;
+  if (ws && lua_gettop(L) <= 3 && (c = sender_find(sh, ws)) != NULL) {
+    /* remembered */
+  } else {
+    c = send_target(L);
+    if (!c)
+      return SEND_GENERAL;
+    have_state = true;
+    if (ws)
+      sender_remember(sh, ws, c);
+  }
+  if (c->released)
     return SEND_GENERAL;
   if (!c->send_open || lua_type(L, 2) != LUA_TSTRING)
     return send_to_lua(c, SEND_GENERAL);
@@ -499,7 +557,7 @@ static int send_queue(lua_State *L) {
   bool binary;
   const void *kind = lua_topointer(L, 3);
   if (kind == lua_topointer(L, lua_upvalueindex(SF_TEXT)) ||
-      (kind == NULL && lua_isnil(L, 3)))
+      (kind == NULL && lua_isnoneornil(L, 3)))
     binary = false;
   else if (kind == lua_topointer(L, lua_upvalueindex(SF_BINARY)))
     binary = true;
@@ -518,6 +576,8 @@ static int send_queue(lua_State *L) {
     return -lmoonws_fail(L, e, e == WS_E_CLOSED ? "closed" : NULL);
   if (ws_buf_len(&c->ws.out) > c->send_buffer) {
     c->dirty = true;
+    if (!have_state)
+      send_target(L); /* the state, for the rest of send */
     return send_to_lua(c, SEND_WAIT);
   }
   if (c->dirty)
@@ -526,18 +586,20 @@ static int send_queue(lua_State *L) {
   if (c->flush_plain && c->sh->flush_batching) {
     /* The round's end writes it (core.flush_listed), with no Lua unless
      * the write leaves something to decide. */
-    lua_pushvalue(L, 4);
+    lua_pushvalue(L, 1);
     lua_rawseti(L, lua_upvalueindex(SF_LISTED),
                 (lua_Integer)compat_rawlen(L, lua_upvalueindex(SF_LISTED)) + 1);
     return SEND_DONE;
   }
+  if (!have_state)
+    send_target(L);
   return SEND_FLUSH;
 }
 
 /* send_fast(ws, data [, kind]) -> the verdict (1-3), nil, message, name
  * (a runtime failure), or nothing (SEND_GENERAL). */
 static int send_fast(lua_State *L) {
-  int r = send_queue(L);
+  int r = send_queue(L, NULL);
   if (r <= 0)
     return -r;
   lua_pushinteger(L, r);
@@ -557,7 +619,7 @@ static void push_send_upvalues(lua_State *L) {
 }
 
 /* core.fast_send(PRIV, listed) -> send_fast, for the objects whose state
- * is ws[PRIV] and whose conn is state.conn; listed is the list of states
+ * is ws[PRIV] and whose conn is state.conn; listed is the list of objects
  * core.flush_listed writes for. */
 static int fast_send(lua_State *L) {
   lua_settop(L, 2);
@@ -566,28 +628,44 @@ static int fast_send(lua_State *L) {
   return 1;
 }
 
-/* core.flush_listed(listed) -> n: write the output of every state listed
- * by send (each conn once a round); the states whose write left bytes,
- * failed, or was not plain stay in listed[1..n] for the Lua layer, the
- * rest of the list is emptied. */
+/* The conn of the socket object at slot idx that send listed: send's
+ * memory of it, else ws[PRIV].conn with PRIV at slot 2 and "conn" at 3. */
+static lconn *listed_conn(lua_State *L, lconn_shared *sh, int idx) {
+  const void *ws = lua_topointer(L, idx);
+  lconn *c = ws ? sender_find(sh, ws) : NULL;
+  if (c)
+    return c;
+  if (lua_istable(L, idx)) {
+    lua_pushvalue(L, 2);
+    if (compat_rawget(L, idx) == LUA_TTABLE) {
+      lua_pushvalue(L, 3);
+      c = compat_rawget(L, -2) == LUA_TUSERDATA ? lconn_test(L, -1) : NULL;
+    }
+  }
+  lua_settop(L, idx);
+  return c;
+}
+
+/* core.flush_listed(listed, PRIV) -> n: write the output of every socket
+ * object listed by send (each conn once a round); the objects whose write
+ * left bytes, failed, or was not plain stay in listed[1..n] for the Lua
+ * layer, the rest of the list is emptied. */
 static int flush_listed(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
-  lua_settop(L, 1);
-  lua_pushliteral(L, "conn"); /* 2: pushed once, copied per state */
+  luaL_checkany(L, 2);
+  lua_settop(L, 2);
+  lua_pushliteral(L, "conn"); /* 3: pushed once, copied per object */
+  lconn_shared *sh = lconn_get_shared(L);
   lua_Integer n = (lua_Integer)compat_rawlen(L, 1), kept = 0;
   for (lua_Integer i = 1; i <= n; i++) {
-    lua_rawgeti(L, 1, i);
+    lua_rawgeti(L, 1, i); /* 4 */
     bool done = true;
-    if (lua_istable(L, 3)) {
-      lua_pushvalue(L, 2);
-      lconn *c = compat_rawget(L, 3) == LUA_TUSERDATA ? lconn_test(L, 4) : NULL;
-      lua_pop(L, 1);
-      if (c && !c->released && c->t) {
-        c->dirty = false;
-        done = lconn_write_out(c) == 0 && c->flush_plain;
-        if (!done)
-          c->flush_plain = false;
-      }
+    lconn *c = listed_conn(L, sh, 4);
+    if (c && !c->released && c->t) {
+      c->dirty = false;
+      done = lconn_write_out(c) == 0 && c->flush_plain;
+      if (!done)
+        c->flush_plain = false;
     }
     if (done)
       lua_pop(L, 1);
@@ -630,7 +708,7 @@ static int send_method_done(lua_State *L, int status, lua_KContext base) {
  * general way -- which may wait (yield), so it is called with a
  * continuation. */
 static int send_method(lua_State *L) {
-  int r = send_queue(L);
+  int r = send_queue(L, lua_touserdata(L, lua_upvalueindex(SF_SHARED)));
   if (r < 0)
     return -r;
   if (r == SEND_DONE) {
@@ -658,11 +736,25 @@ static int new_send_method(lua_State *L) {
   luaL_checktype(L, 3, LUA_TFUNCTION);
   lua_settop(L, 3);
   push_send_upvalues(L);
+  lua_pushlightuserdata(L, lconn_get_shared(L));
   lua_pushvalue(L, 3);
   lua_pushcclosure(L, send_method, SF_REST);
   return 1;
 }
 #endif
+
+/* core.send_forget(ws): object ws may no longer be paired with the conn
+ * send remembers for it (st.conn set or cleared, the object finalized). */
+static int send_forget(lua_State *L) {
+  const void *ws = lua_topointer(L, 1);
+  if (!ws)
+    return 0;
+  struct lconn_sender *set = sender_set(lconn_get_shared(L), ws);
+  for (int i = 0; i < 2; i++)
+    if (set[i].ws == ws)
+      set[i] = (struct lconn_sender){NULL, NULL};
+  return 0;
+}
 
 /* ---- the object's __index ---- */
 
@@ -768,6 +860,7 @@ const luaL_Reg lconn_fast_functions[] = {
 #if LUA_VERSION_NUM >= 504
     {"send_method", new_send_method},
 #endif
+    {"send_forget", send_forget},
     {"fast_index", fast_index},
     {"dispatcher", new_dispatcher},
     {NULL, NULL}};

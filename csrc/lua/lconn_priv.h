@@ -26,12 +26,28 @@
  * it, batching many small messages through one buffer costs less. */
 #define DIRECT_MIN 65536
 
+/* Slots of send's memory: sets of two, picked by the object's address
+ * (a power of two of them), so a hundred busy sockets rarely push each
+ * other out. */
+#define LCONN_SENDER_SETS 256
+
 typedef struct lconn_shared {
   uint8_t *scratch;
   struct lconn *owner; /* whose bytes are in scratch[pos, len) */
   size_t pos, len;
   bool flush_batching; /* inside a loop round (core.flush_batching): send
                           may list its socket for core.flush_listed */
+  /* ws:send's memory of the sockets it found (Lua 5.4 only): objects (by
+   * address) and their conns, so a send
+   * skips ws[PRIV].conn.  A pairing is forgotten whenever it may end: the
+   * conn released (C), st.conn set or cleared, the object finalized
+   * (core.send_forget, from the Lua layer).  Lua 5.4 finalizes an object
+   * before its memory can be reused, so an address here is never another
+   * object's. */
+  struct lconn_sender {
+    const void *ws;
+    struct lconn *conn;
+  } senders[2 * LCONN_SENDER_SETS];
 } lconn_shared;
 
 /* The shared state of this Lua state's conns. */
@@ -71,6 +87,7 @@ struct lconn {
   bool flush_plain;       /* the Lua layer's last write found nothing to
                              decide after it (plain_flush): a write that
                              sends everything needs no Lua (flush_listed) */
+  uint16_t sender_slot;   /* where send's memory may hold this conn */
   uint32_t gate_gen;      /* bumped by every gate() */
   int32_t events_left;    /* events this round may still dispatch */
   uint32_t max_queue;     /* receive queue length that pauses reading */

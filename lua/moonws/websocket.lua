@@ -252,6 +252,7 @@ local function finish(st, code, reason, clean, how)
     st.final_counters = st.conn:counters()
     io.release(st, how or (clean and "clean" or "now"))
     st.conn = nil
+    core.send_forget(st.ws)
   end
   outq_drop(st)
   st.state = CLOSED
@@ -733,14 +734,18 @@ end
 function websocket.set_drv(st, drv) st.drv = drv end
 
 -- Give st its conn.
+-- (send's memory of a socket's conn, core.send_forget, goes with every
+-- change of st.conn.)
 function websocket.attach(st, conn)
   st.conn, st.gate = conn, nil
+  core.send_forget(st.ws)
 end
 
 -- Take st's conn back (a connect attempt failed; another may follow).
 function websocket.detach(st)
   local conn = st.conn
   st.conn = nil
+  core.send_forget(st.ws)
   return conn
 end
 
@@ -1039,8 +1044,8 @@ local function send_rest(ws, data, kind, verdict, st)
   return true
 end
 
--- States whose output send left to the end of the loop's round: C lists
--- a socket there instead of asking for a flush when its last write in
+-- Socket objects whose output send left to the end of the loop's round:
+-- C lists a socket there instead of asking for a flush when its last write in
 -- Lua (the driver's) found nothing to decide (conn:plain_flush).
 local listed = {}
 
@@ -1049,9 +1054,9 @@ local listed = {}
 -- failure) get the driver's flush, which writes and decides in Lua.
 function websocket.flush_listed()
   if listed[1] == nil then return end
-  local n = core.flush_listed(listed)
+  local n = core.flush_listed(listed, PRIV)
   for i = 1, n do
-    local st = listed[i]
+    local st = rawget(listed[i], PRIV)
     listed[i] = nil
     st.io.flush(st)
   end
@@ -1338,6 +1343,7 @@ end
 -- Collected while open: the C conn's own finalizer sends a close frame
 -- without a status code and closes the socket; the driver forgets it.
 function mt.__gc(ws)
+  core.send_forget(ws) -- before this address can be another object's
   local st = rawget(ws, PRIV)
   if st.io.collected then st.io.collected(st) end
 end
