@@ -556,10 +556,11 @@ static int send_queue(lua_State *L, lconn_shared *sh) {
    * lua_rawequal); nil (no kind) has none. */
   bool binary;
   const void *kind = lua_topointer(L, 3);
-  if (kind == lua_topointer(L, lua_upvalueindex(SF_TEXT)) ||
+  if (kind == (sh ? sh->kind_text : lua_topointer(L, lua_upvalueindex(SF_TEXT))) ||
       (kind == NULL && lua_isnoneornil(L, 3)))
     binary = false;
-  else if (kind == lua_topointer(L, lua_upvalueindex(SF_BINARY)))
+  else if (kind ==
+           (sh ? sh->kind_binary : lua_topointer(L, lua_upvalueindex(SF_BINARY))))
     binary = true;
   else
     return send_to_lua(c, SEND_GENERAL);
@@ -735,8 +736,17 @@ static int send_method(lua_State *L) {
 static int new_send_method(lua_State *L) {
   luaL_checktype(L, 3, LUA_TFUNCTION);
   lua_settop(L, 3);
+  lconn_shared *sh = lconn_get_shared(L);
+  if (!sh->kind_text) { /* once per Lua state: the strings live as long */
+    lua_pushliteral(L, "text");
+    sh->kind_text = lua_topointer(L, -1);
+    luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pushliteral(L, "binary");
+    sh->kind_binary = lua_topointer(L, -1);
+    luaL_ref(L, LUA_REGISTRYINDEX);
+  }
   push_send_upvalues(L);
-  lua_pushlightuserdata(L, lconn_get_shared(L));
+  lua_pushlightuserdata(L, sh);
   lua_pushvalue(L, 3);
   lua_pushcclosure(L, send_method, SF_REST);
   return 1;

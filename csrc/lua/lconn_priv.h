@@ -48,6 +48,9 @@ typedef struct lconn_shared {
     const void *ws;
     struct lconn *conn;
   } senders[2 * LCONN_SENDER_SETS];
+  const void *kind_text, *kind_binary; /* the strings "text" and "binary"
+                                          (held by the registry), for
+                                          send's kind check by address */
 } lconn_shared;
 
 /* The shared state of this Lua state's conns. */
