@@ -458,9 +458,12 @@ static int dispatch_ready(lua_State *L) {
 /* ---- send ---- */
 
 /* Upvalues of the send closures: the list of socket objects whose flush
- * is left to core.flush_listed, then the shared state (send_method only: its
- * memory of the last socket), then the rest of send (send_method only). */
-enum { SF_PRIV = 1, SF_CONN, SF_TEXT, SF_BINARY, SF_LISTED, SF_SHARED, SF_REST };
+ * is left to core.flush_listed, then the shared state (send_method only:
+ * send's memory of sockets, the kind strings), then the rest of send
+ * (send_method only). */
+enum {
+  SF_PRIV = 1, SF_CONN, SF_TEXT, SF_BINARY, SF_LISTED, SF_SHARED, SF_REST
+};
 
 /* What the hot path did with send(ws, data [, kind]) at slots 1-3: */
 enum send_verdict {
@@ -500,6 +503,7 @@ static lconn *sender_find(lconn_shared *sh, const void *ws) {
   return NULL;
 }
 
+/* Pair ws with c in slot, and tell c where (for release()). */
 static void sender_put(lconn_shared *sh, struct lconn_sender *slot,
                        const void *ws, lconn *c) {
   *slot = (struct lconn_sender){ws, c};
@@ -530,16 +534,14 @@ static lconn *send_target(lua_State *L) {
 
 /* Queue the message when the gate allows it: a verdict, or -n when a
  * runtime failure pushed n results (nil, message, name).  With sh (send
- * methods under Lua 5.4), a send on the socket sh remembers finds its conn
- * there; the verdicts after SEND_DONE have the state at slot 4 all the
- * same. */
+ * methods under Lua 5.4), a send on a socket sh remembers finds its conn
+ * there; the verdicts that go on to Lua (flush, wait) have the state at
+ * slot 4 all the same. */
 static int send_queue(lua_State *L, lconn_shared *sh) {
-  lconn *c;
   bool have_state = false;
   const void *ws = sh ? lua_topointer(L, 1) : NULL;
-  if (ws && lua_gettop(L) <= 3 && (c = sender_find(sh, ws)) != NULL) {
-    /* remembered */
-  } else {
+  lconn *c = ws && lua_gettop(L) <= 3 ? sender_find(sh, ws) : NULL;
+  if (!c) {
     c = send_target(L);
     if (!c)
       return SEND_GENERAL;
@@ -556,11 +558,12 @@ static int send_queue(lua_State *L, lconn_shared *sh) {
    * lua_rawequal); nil (no kind) has none. */
   bool binary;
   const void *kind = lua_topointer(L, 3);
-  if (kind == (sh ? sh->kind_text : lua_topointer(L, lua_upvalueindex(SF_TEXT))) ||
-      (kind == NULL && lua_isnoneornil(L, 3)))
+  const void *text = sh ? sh->kind_text
+                        : lua_topointer(L, lua_upvalueindex(SF_TEXT));
+  if (kind == text || (kind == NULL && lua_isnoneornil(L, 3)))
     binary = false;
-  else if (kind ==
-           (sh ? sh->kind_binary : lua_topointer(L, lua_upvalueindex(SF_BINARY))))
+  else if (kind == (sh ? sh->kind_binary
+                       : lua_topointer(L, lua_upvalueindex(SF_BINARY))))
     binary = true;
   else
     return send_to_lua(c, SEND_GENERAL);
