@@ -81,6 +81,31 @@ describe("ws:send's memory of its last socket", function()
     srv:close()
   end)
 
+  it("a remembered socket still checks every send: the kind, the data, extra arguments", function()
+    local srv, accepted, clients = pairs_of(1)
+    local got = {}
+    clients[1].onmessage = function(e) got[#got + 1] = { e.data, e.binary } end
+    local s = accepted[1]
+    assert(s:send("first", "text")) -- remembered from here on
+    assert(s:send("no kind"))
+    assert(s:send("\0\1", "binary"))
+    assert(s:send("extra", "text", "ignored"))
+    local ok, err = pcall(s.send, s, "x", "json")
+    assert.is_false(ok)
+    assert.matches("bad argument #2 to 'send'", err)
+    ok, err = pcall(s.send, s, 42)
+    assert.is_false(ok)
+    assert.matches("bad argument #1 to 'send'", err)
+    ok, err = pcall(s.send, s, "\255")
+    assert.is_false(ok)
+    assert.matches("invalid UTF%-8", err)
+    helpers.run_until(function() return #got == 4 end, 5)
+    assert.same({ { "first", false }, { "no kind", false }, { "\0\1", true }, { "extra", false } },
+      got)
+    clients[1]:close()
+    srv:close()
+  end)
+
   it("coroutines sending on several sockets in turn", function()
     local srv = assert(moonws.serve({ port = 0 }, function(ws)
       while true do
