@@ -187,6 +187,14 @@ void lmoonws_open_conn(lua_State *L) {
     if (!sh->scratch)
       luaL_error(L, "out of memory");
     compat_registry_set(L, &shared_key);
+    /* send's kinds, compared by address: the registry holds the strings,
+     * so the addresses stay theirs */
+    lua_pushliteral(L, "text");
+    sh->kind_text = lua_topointer(L, -1);
+    luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pushliteral(L, "binary");
+    sh->kind_binary = lua_topointer(L, -1);
+    luaL_ref(L, LUA_REGISTRYINDEX);
   }
 
   luaL_newmetatable(L, LCONN_TYPE);

@@ -457,13 +457,11 @@ static int dispatch_ready(lua_State *L) {
 
 /* ---- send ---- */
 
-/* Upvalues of the send closures: the list of socket objects whose flush
- * is left to core.flush_listed, then the shared state (send_method only:
- * send's memory of sockets, the kind strings), then the rest of send
+/* Upvalues of the send closures: PRIV, "conn", the list of socket
+ * objects whose flush is left to core.flush_listed, the shared state
+ * (send's memory of sockets, the kind strings), then the rest of send
  * (send_method only). */
-enum {
-  SF_PRIV = 1, SF_CONN, SF_TEXT, SF_BINARY, SF_LISTED, SF_SHARED, SF_REST
-};
+enum { SF_PRIV = 1, SF_CONN, SF_LISTED, SF_SHARED, SF_REST };
 
 /* What the hot path did with send(ws, data [, kind]) at slots 1-3: */
 enum send_verdict {
@@ -519,27 +517,36 @@ static void sender_remember(lconn_shared *sh, const void *ws, lconn *c) {
   sender_put(sh, &set[0], ws, c);
 }
 
-/* The conn of the socket at slot 1, or NULL; its state is pushed at slot
+/* The conn of the socket object at absolute index obj, obj[PRIV].conn
+ * with PRIV at index priv and "conn" at key, or NULL; when found, the
+ * state and the conn are left pushed. */
+static lconn *object_conn(lua_State *L, int obj, int priv, int key) {
+  if (!lua_istable(L, obj))
+    return NULL;
+  lua_pushvalue(L, priv);
+  if (compat_rawget(L, obj) != LUA_TTABLE)
+    return NULL;
+  lua_pushvalue(L, key);
+  return compat_rawget(L, -2) == LUA_TUSERDATA ? lconn_test(L, -1) : NULL;
+}
+
+/* The conn of send's socket (slot 1), or NULL; its state is pushed at slot
  * 4 (the arguments cut to three), its conn at 5. */
 static lconn *send_target(lua_State *L) {
   lua_settop(L, 3);
-  if (!lua_istable(L, 1))
-    return NULL;
-  lua_pushvalue(L, lua_upvalueindex(SF_PRIV));
-  if (compat_rawget(L, 1) != LUA_TTABLE)
-    return NULL;
-  lua_pushvalue(L, lua_upvalueindex(SF_CONN));
-  return compat_rawget(L, 4) == LUA_TUSERDATA ? lconn_test(L, 5) : NULL;
+  return object_conn(L, 1, lua_upvalueindex(SF_PRIV),
+                     lua_upvalueindex(SF_CONN));
 }
 
 /* Queue the message when the gate allows it: a verdict, or -n when a
- * runtime failure pushed n results (nil, message, name).  With sh (send
- * methods under Lua 5.4), a send on a socket sh remembers finds its conn
- * there; the verdicts that go on to Lua (flush, wait) have the state at
- * slot 4 all the same. */
-static int send_queue(lua_State *L, lconn_shared *sh) {
+ * runtime failure pushed n results (nil, message, name).  With remember
+ * (send_method: Lua 5.4), a send on a socket the shared state remembers
+ * finds its conn there; the verdicts that go on to Lua (flush, wait) have
+ * the state at slot 4 all the same. */
+static int send_queue(lua_State *L, bool remember) {
+  lconn_shared *sh = lua_touserdata(L, lua_upvalueindex(SF_SHARED));
   bool have_state = false;
-  const void *ws = sh ? lua_topointer(L, 1) : NULL;
+  const void *ws = remember ? lua_topointer(L, 1) : NULL;
   lconn *c = ws && lua_gettop(L) <= 3 ? sender_find(sh, ws) : NULL;
   if (!c) {
     c = send_target(L);
@@ -558,12 +565,9 @@ static int send_queue(lua_State *L, lconn_shared *sh) {
    * lua_rawequal); nil (no kind) has none. */
   bool binary;
   const void *kind = lua_topointer(L, 3);
-  const void *text = sh ? sh->kind_text
-                        : lua_topointer(L, lua_upvalueindex(SF_TEXT));
-  if (kind == text || (kind == NULL && lua_isnoneornil(L, 3)))
+  if (kind == sh->kind_text || (kind == NULL && lua_isnoneornil(L, 3)))
     binary = false;
-  else if (kind == (sh ? sh->kind_binary
-                       : lua_topointer(L, lua_upvalueindex(SF_BINARY))))
+  else if (kind == sh->kind_binary)
     binary = true;
   else
     return send_to_lua(c, SEND_GENERAL);
@@ -578,48 +582,48 @@ static int send_queue(lua_State *L, lconn_shared *sh) {
       c, binary ? WS_OP_BINARY : WS_OP_TEXT, data, len, c->fragment_size);
   if (e != WS_E_NONE)
     return -lmoonws_fail(L, e, e == WS_E_CLOSED ? "closed" : NULL);
+  int verdict;
   if (ws_buf_len(&c->ws.out) > c->send_buffer) {
     c->dirty = true;
-    if (!have_state)
-      send_target(L); /* the state, for the rest of send */
-    return send_to_lua(c, SEND_WAIT);
-  }
-  if (c->dirty)
+    verdict = send_to_lua(c, SEND_WAIT);
+  } else if (c->dirty) {
     return SEND_DONE;
-  c->dirty = true;
-  if (c->flush_plain && c->sh->flush_batching) {
-    /* The round's end writes it (core.flush_listed), with no Lua unless
-     * the write leaves something to decide. */
-    lua_pushvalue(L, 1);
-    lua_rawseti(L, lua_upvalueindex(SF_LISTED),
-                (lua_Integer)compat_rawlen(L, lua_upvalueindex(SF_LISTED)) + 1);
-    return SEND_DONE;
+  } else {
+    c->dirty = true;
+    if (c->flush_plain && c->sh->flush_batching) {
+      /* The round's end writes it (core.flush_listed), with no Lua unless
+       * the write leaves something to decide. */
+      lua_pushvalue(L, 1);
+      lua_rawseti(L, lua_upvalueindex(SF_LISTED),
+                  (lua_Integer)compat_rawlen(L, lua_upvalueindex(SF_LISTED)) + 1);
+      return SEND_DONE;
+    }
+    verdict = SEND_FLUSH;
   }
   if (!have_state)
-    send_target(L);
-  return SEND_FLUSH;
+    send_target(L); /* the state, for the rest of send */
+  return verdict;
 }
 
 /* send_fast(ws, data [, kind]) -> the verdict (1-3), nil, message, name
  * (a runtime failure), or nothing (SEND_GENERAL). */
 static int send_fast(lua_State *L) {
-  int r = send_queue(L, NULL);
+  int r = send_queue(L, false);
   if (r <= 0)
     return -r;
   lua_pushinteger(L, r);
   return 1;
 }
 
-/* Push the send closures' upvalues up to SF_LISTED from (PRIV, listed)
+/* Push the send closures' upvalues up to SF_SHARED from (PRIV, listed)
  * at slots 1-2. */
 static void push_send_upvalues(lua_State *L) {
   luaL_checkany(L, 1);
   luaL_checktype(L, 2, LUA_TTABLE);
   lua_pushvalue(L, 1);
   lua_pushliteral(L, "conn");
-  lua_pushliteral(L, "text");
-  lua_pushliteral(L, "binary");
   lua_pushvalue(L, 2);
+  lua_pushlightuserdata(L, lconn_get_shared(L));
 }
 
 /* core.fast_send(PRIV, listed) -> send_fast, for the objects whose state
@@ -628,7 +632,7 @@ static void push_send_upvalues(lua_State *L) {
 static int fast_send(lua_State *L) {
   lua_settop(L, 2);
   push_send_upvalues(L);
-  lua_pushcclosure(L, send_fast, SF_LISTED);
+  lua_pushcclosure(L, send_fast, SF_SHARED);
   return 1;
 }
 
@@ -637,16 +641,10 @@ static int fast_send(lua_State *L) {
 static lconn *listed_conn(lua_State *L, lconn_shared *sh, int idx) {
   const void *ws = lua_topointer(L, idx);
   lconn *c = ws ? sender_find(sh, ws) : NULL;
-  if (c)
-    return c;
-  if (lua_istable(L, idx)) {
-    lua_pushvalue(L, 2);
-    if (compat_rawget(L, idx) == LUA_TTABLE) {
-      lua_pushvalue(L, 3);
-      c = compat_rawget(L, -2) == LUA_TUSERDATA ? lconn_test(L, -1) : NULL;
-    }
+  if (!c) {
+    c = object_conn(L, idx, 2, 3);
+    lua_settop(L, idx);
   }
-  lua_settop(L, idx);
   return c;
 }
 
@@ -712,7 +710,7 @@ static int send_method_done(lua_State *L, int status, lua_KContext base) {
  * general way -- which may wait (yield), so it is called with a
  * continuation. */
 static int send_method(lua_State *L) {
-  int r = send_queue(L, lua_touserdata(L, lua_upvalueindex(SF_SHARED)));
+  int r = send_queue(L, true);
   if (r < 0)
     return -r;
   if (r == SEND_DONE) {
@@ -739,17 +737,7 @@ static int send_method(lua_State *L) {
 static int new_send_method(lua_State *L) {
   luaL_checktype(L, 3, LUA_TFUNCTION);
   lua_settop(L, 3);
-  lconn_shared *sh = lconn_get_shared(L);
-  if (!sh->kind_text) { /* once per Lua state: the strings live as long */
-    lua_pushliteral(L, "text");
-    sh->kind_text = lua_topointer(L, -1);
-    luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_pushliteral(L, "binary");
-    sh->kind_binary = lua_topointer(L, -1);
-    luaL_ref(L, LUA_REGISTRYINDEX);
-  }
   push_send_upvalues(L);
-  lua_pushlightuserdata(L, sh);
   lua_pushvalue(L, 3);
   lua_pushcclosure(L, send_method, SF_REST);
   return 1;

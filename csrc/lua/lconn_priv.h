@@ -38,12 +38,11 @@ typedef struct lconn_shared {
   bool flush_batching; /* inside a loop round (core.flush_batching): send
                           may list its socket for core.flush_listed */
   /* ws:send's memory of the sockets it found (Lua 5.4 only): objects (by
-   * address) and their conns, so a send
-   * skips ws[PRIV].conn.  A pairing is forgotten whenever it may end: the
-   * conn released (C), st.conn set or cleared, the object finalized
-   * (core.send_forget, from the Lua layer).  Lua 5.4 finalizes an object
-   * before its memory can be reused, so an address here is never another
-   * object's. */
+   * address) and their conns, so a send skips ws[PRIV].conn.  A pairing
+   * is forgotten whenever it may end: the conn released (C), st.conn set
+   * or cleared, the object finalized (core.send_forget, from the Lua
+   * layer).  Lua 5.4 finalizes an object before its memory can be reused,
+   * so an address here is never another object's. */
   struct lconn_sender {
     const void *ws;
     struct lconn *conn;

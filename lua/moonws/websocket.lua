@@ -1045,8 +1045,8 @@ local function send_rest(ws, data, kind, verdict, st)
 end
 
 -- Socket objects whose output send left to the end of the loop's round:
--- C lists a socket there instead of asking for a flush when its last write in
--- Lua (the driver's) found nothing to decide (conn:plain_flush).
+-- C lists a socket there instead of asking for a flush when its last
+-- write in Lua (the driver's) found nothing to decide (conn:plain_flush).
 local listed = {}
 
 -- The end of a round (the loop's flush): C writes every listed socket's
