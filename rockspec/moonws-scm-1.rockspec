@@ -55,6 +55,7 @@ build = {
         "csrc/core/ws_proxyproto.c",
         "csrc/core/ws_url.c",
         "csrc/core/ws_utf8.c",
+        "csrc/lua/lblock_cache.c",
         "csrc/lua/lconn.c",
         "csrc/lua/lconn_fanout.c",
         "csrc/lua/lconn_fast.c",

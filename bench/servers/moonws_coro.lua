@@ -13,6 +13,9 @@ local moonws = require "moonws"
 if luaprof then luaprof(moonws) end
 -- The Lua heap on SIGUSR2, for bench/instr.lua's memory guard.
 if os.getenv("BENCH_HEAP") then dofile("bench/servers/heap_report.lua")(moonws) end
+-- BENCH_BLOCK_CACHE=off: Lua's allocations go straight to malloc (the
+-- malloc-counting shim then sees every one).
+if os.getenv("BENCH_BLOCK_CACHE") == "off" then moonws.block_cache(false) end
 
 local function echo(ws)
   while true do

@@ -235,6 +235,7 @@ LMOONWS_API int luaopen_moonws_core(lua_State *L) {
                       lmoonws_strerror(err, buf, sizeof buf));
   }
   lua_newtable(L);
+  lmoonws_open_block_cache(L);
   push_codes(L);
   lua_setfield(L, -2, "codes");
   push_errors(L);

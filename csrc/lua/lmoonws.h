@@ -44,5 +44,6 @@ void lmoonws_open_signal(lua_State *L);
 void lmoonws_open_tls(lua_State *L);
 void lmoonws_open_process(lua_State *L);
 void lmoonws_open_peer(lua_State *L);
+void lmoonws_open_block_cache(lua_State *L);
 
 #endif

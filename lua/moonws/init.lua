@@ -49,6 +49,16 @@ function moonws.step(timeout)
   return loop.step(timeout)
 end
 
+-- block_cache([on]) -> on, bytes held: the cache of small freed blocks in
+-- front of this Lua state's allocator (docs/DESIGN.md 2.5); false turns it
+-- off and restores the allocator, true turns it on again.
+function moonws.block_cache(on)
+  if on ~= nil and type(on) ~= "boolean" then
+    misuse.arg(1, "block_cache", "boolean expected")
+  end
+  return core.block_cache(on)
+end
+
 -- sleep(seconds): yields inside a moonws coroutine, drives the loop on the
 -- main thread.
 function moonws.sleep(seconds)
