@@ -286,6 +286,38 @@ describe("messages", function()
     for i, e in ipairs(events) do assert.same({ i, "changed" }, { e.mine, e.binary }) end
   end)
 
+  it("message events of two sockets each name their own socket, text and binary alike", function()
+    local srv = server()
+    srv.onconnection = function(s)
+      s.onmessage = function(e) s:send(e.data, e.binary and "binary" or "text") end
+    end
+    local sockets, seen = {}, {}
+    for i = 1, 2 do
+      local ws = moonws.new("ws://127.0.0.1:" .. srv.port)
+      sockets[i] = ws
+      ws.onopen = function()
+        ws:send("t" .. i)
+        ws:send("b" .. i, "binary")
+        ws:send("t" .. i)
+      end
+      ws.onmessage = function(e)
+        local own = {}
+        for k in pairs(e) do own[#own + 1] = k end
+        seen[#seen + 1] = { e.data, e.type, e.binary, e.target == ws, table.concat(own, ",") }
+        if e.data == "b" .. i then e.target = "changed" end -- the next event is not touched
+        if #seen == 6 then sockets[1]:close(); sockets[2]:close() end
+      end
+      ws.onclose = function() if sockets[1].readyState == 3 and sockets[2].readyState == 3 then srv:close() end end
+    end
+    moonws.run()
+    table.sort(seen, function(a, b) return a[1] < b[1] end)
+    assert.same({
+      { "b1", "message", true, true, "data" }, { "b2", "message", true, true, "data" },
+      { "t1", "message", false, true, "data" }, { "t1", "message", false, true, "data" },
+      { "t2", "message", false, true, "data" }, { "t2", "message", false, true, "data" },
+    }, seen)
+  end)
+
   it("ws.send stays the method: the same for every socket, and a socket's own when set", function()
     local srv = server()
     local seen = {}

@@ -26,12 +26,12 @@
 
 /* Upvalues of pump() up to UV_COUNT; dispatch() has them all. */
 enum {
-  UV_TEXT_MT = 1,  /* metatable of text message events: type = "message",
-                      binary = false ... */
-  UV_BINARY_MT,    /* ... of binary ones: binary = true */
+  UV_TEXT_EVENTS = 1, /* "text_events": the socket state's metatable of
+                         its text message events (type = "message",
+                         binary = false, target = the socket) ... */
+  UV_BINARY_EVENTS, /* "binary_events": ... of its binary ones */
   UV_DATA,         /* "data" */
   UV_BINARY,       /* "binary" (also a queue's field of binary marks) */
-  UV_TARGET,       /* "target" */
   UV_ONMESSAGE,    /* "onmessage" */
   UV_WS,           /* "ws" */
   UV_QUEUE,        /* "queue" */
@@ -186,23 +186,51 @@ static lua_Integer queue_message(lua_State *L, int st, int qslot,
   return tail - seen->head + 1;
 }
 
-/* Call onmessage (slot hslot) with a message event; target is slot wslot.
- * Unprotected: the Lua layer runs pump() under one protected call. */
-static void deliver(lua_State *L, int hslot, int wslot, lconn *c,
+/* The slots of its own pump_run keeps on the stack, from st + 1. */
+typedef struct pump_slots {
+  int handler;   /* st.onmessage */
+  int queue;     /* st.queue */
+  int events[2]; /* st.text_events, st.binary_events */
+} pump_slots;
+
+/* Put in slot e.events[binary] the socket's metatable of message events
+ * of that kind, made on its first such message: everything an event has
+ * but its data, so an event is a table of one field.  The metatable is its
+ * own __index (one table a kind a socket). */
+static void event_mt(lua_State *L, int st, const pump_slots *e, int binary) {
+  int key = binary ? UV_BINARY_EVENTS : UV_TEXT_EVENTS;
+  if (raw_field(L, st, key) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_createtable(L, 0, 4);
+    lua_pushliteral(L, "message");
+    lua_setfield(L, -2, "type");
+    lua_pushboolean(L, binary);
+    lua_setfield(L, -2, "binary");
+    raw_field(L, st, UV_WS);
+    lua_setfield(L, -2, "target");
+    lua_pushvalue(L, -1);
+    lua_setfield(L, -2, "__index");
+    lua_pushvalue(L, lua_upvalueindex(key));
+    lua_pushvalue(L, -2);
+    lua_rawset(L, st);
+  }
+  lua_replace(L, e->events[binary]);
+}
+
+/* Call onmessage with a message event.  Unprotected: the Lua layer runs
+ * pump() under one protected call. */
+static void deliver(lua_State *L, int st, const pump_slots *e, lconn *c,
                     lconn_pulled *p) {
   const ws_event *ev = &p->ev;
-  lua_pushvalue(L, hslot);
-  /* Two fields of its own: what is the same for every text (or binary)
-   * message comes from a shared metatable, a table set less per message. */
-  lua_createtable(L, 0, 2);
+  int binary = ev->type == WS_EV_BINARY;
+  if (lua_isnil(L, e->events[binary]))
+    event_mt(L, st, e, binary);
+  lua_pushvalue(L, e->handler);
+  lua_createtable(L, 0, 1);
   lua_pushvalue(L, lua_upvalueindex(UV_DATA));
   lua_pushlstring(L, (const char *)ev->data, ev->len);
   lua_rawset(L, -3);
-  lua_pushvalue(L, lua_upvalueindex(UV_TARGET));
-  lua_pushvalue(L, wslot);
-  lua_rawset(L, -3);
-  lua_pushvalue(L, lua_upvalueindex(ev->type == WS_EV_BINARY ? UV_BINARY_MT
-                                                              : UV_TEXT_MT));
+  lua_pushvalue(L, e->events[binary]);
   lua_setmetatable(L, -2);
   /* The message is a Lua string now: release the input before the
    * handler runs (it may close the connection). */
@@ -268,15 +296,13 @@ enum { PUMP_QUEUED = 1, /* a message went to the receive queue */
        PUMP_DELIVERED = 2 /* onmessage ran: any Lua may have */ };
 
 /* pump() on c, whose state is at the top of the stack (slot st): pushes
- * three slots of its own (onmessage, the socket, st.queue), then the
- * results, and returns how many; *did gets PUMP_ bits. */
+ * the slots of its own (pump_slots), then the results, and returns how
+ * many; *did gets PUMP_ bits. */
 static int pump_run(lua_State *L, lconn *c, int st, lua_Integer round,
                     bool again, int *did) {
   pump_round(c, round);
-  int hslot = st + 1, wslot = st + 2, qslot = st + 3;
-  lua_pushnil(L); /* onmessage */
-  lua_pushnil(L); /* the socket (event.target) */
-  lua_pushnil(L); /* st.queue */
+  const pump_slots e = {st + 1, st + 2, {st + 3, st + 4}};
+  lua_settop(L, st + 4); /* all nil: read when first needed */
   uint32_t gen = c->gate_gen - 1;
   queue_seen seen = {0, 0}; /* queue_message's reading of st.queue */
   for (;;) {
@@ -313,16 +339,14 @@ static int pump_run(lua_State *L, lconn *c, int st, lua_Integer round,
       if (gen != c->gate_gen) {
         gen = c->gate_gen;
         raw_field(L, st, UV_ONMESSAGE);
-        lua_replace(L, hslot);
-        raw_field(L, st, UV_WS);
-        lua_replace(L, wslot);
+        lua_replace(L, e.handler);
       }
       *did |= PUMP_DELIVERED;
-      deliver(L, hslot, wslot, c, &p);
+      deliver(L, st, &e, c, &p);
       continue;
     }
     if (message && c->gate == LCONN_GATE_QUEUE) {
-      lua_Integer n = queue_message(L, st, qslot, &p.ev, &seen);
+      lua_Integer n = queue_message(L, st, e.queue, &p.ev, &seen);
       lconn_pull_done(c, &p);
       *did |= PUMP_QUEUED;
       if (c->max_queue && n >= (lua_Integer)c->max_queue) {
@@ -796,24 +820,12 @@ static int fast_index(lua_State *L) {
   return 1;
 }
 
-/* A metatable of message events: type = "message", binary = binary. */
-static void push_event_mt(lua_State *L, int binary) {
-  lua_createtable(L, 0, 1);
-  lua_createtable(L, 0, 2);
-  lua_pushliteral(L, "message");
-  lua_setfield(L, -2, "type");
-  lua_pushboolean(L, binary);
-  lua_setfield(L, -2, "binary");
-  lua_setfield(L, -2, "__index");
-}
-
 /* The upvalues of pump() up to UV_COUNT. */
 static void push_pump_upvalues(lua_State *L) {
-  push_event_mt(L, 0); /* text message events */
-  push_event_mt(L, 1); /* binary ones */
+  lua_pushliteral(L, "text_events");
+  lua_pushliteral(L, "binary_events");
   lua_pushliteral(L, "data");
   lua_pushliteral(L, "binary");
-  lua_pushliteral(L, "target");
   lua_pushliteral(L, "onmessage");
   lua_pushliteral(L, "ws");
   lua_pushliteral(L, "queue");

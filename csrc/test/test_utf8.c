@@ -369,6 +369,36 @@ static void test_mixed_random(void) {
   CHECK(invalid > 1000);
 }
 
+/* Long ASCII runs with one other byte or sequence at every position and
+ * alignment: where the block skips (64, 16, 8 bytes) stop matters. */
+static void test_ascii_runs(void) {
+  static const char *const odd[] = {"\x80", "\xFF", "\xC3\xA9", "\xE2\x82\xAC",
+                                    "\xF0\x9F\x98\x80", "\xED\xA0\x80",
+                                    "\xC3"};
+  uint8_t buf[8 + 200];
+  long valid = 0, invalid = 0;
+  mismatches = 0;
+  for (size_t n = 0; n <= 160; n++)
+    for (size_t at = 0; at <= n; at++) {
+      const char *o = odd[(n + at) % (sizeof odd / sizeof odd[0])];
+      size_t olen = strlen(o);
+      uint8_t *s = buf + (n + at) % 8;
+      memset(s, 'a', n + olen);
+      memcpy(s + at, o, olen);
+      if (check_string(s, n + olen, n <= 80))
+        valid++;
+      else
+        invalid++;
+      if (check_string(s, at, 0)) /* all ASCII, up to it */
+        valid++;
+      else
+        invalid++;
+    }
+  CHECK_EQ_INT(mismatches, 0);
+  CHECK(valid > 1000);
+  CHECK(invalid > 1000);
+}
+
 int main(void) {
   TEST_RUN(test_reference_sanity);
   TEST_RUN(test_known_vectors);
@@ -377,5 +407,6 @@ int main(void) {
   TEST_RUN(test_exhaustive_3);
   TEST_RUN(test_4_bytes);
   TEST_RUN(test_mixed_random);
+  TEST_RUN(test_ascii_runs);
   return TEST_REPORT();
 }
