@@ -6,7 +6,7 @@
 
 #define WS_BUF_MIN_CAP 256
 
-int ws_buf_reserve(ws_buf *b, size_t n) {
+int ws_buf_grow(ws_buf *b, size_t n) {
   if (b->cap - b->end >= n)
     return 0;
   size_t len = b->end - b->start;

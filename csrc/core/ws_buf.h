@@ -32,8 +32,12 @@ static inline size_t ws_buf_len(const ws_buf *b) { return b->end - b->start; }
 static inline uint8_t *ws_buf_tail(const ws_buf *b) { return b->base + b->end; }
 static inline size_t ws_buf_room(const ws_buf *b) { return b->cap - b->end; }
 
-/* Make room for at least n more bytes at the tail.  0 or -1 (no memory). */
-int ws_buf_reserve(ws_buf *b, size_t n);
+/* Make room for at least n more bytes at the tail.  0 or -1 (no memory).
+ * (ws_buf_grow is its slow half: the room is not there yet.) */
+int ws_buf_grow(ws_buf *b, size_t n);
+static inline int ws_buf_reserve(ws_buf *b, size_t n) {
+  return b->cap - b->end >= n ? 0 : ws_buf_grow(b, n);
+}
 /* Mark n bytes written at the tail as part of the buffer (n <= room). */
 static inline void ws_buf_commit(ws_buf *b, size_t n) { b->end += n; }
 /* Append n bytes.  0 or -1 (no memory). */

@@ -650,6 +650,41 @@ static bool recv_buffered(ws_conn *c, recv_in *in, bool text, size_t *ret) {
   return true;
 }
 
+/* The most common frame, taken without the general phases: a client's
+ * unfragmented text or binary message of up to 125 bytes, header and
+ * payload whole in the input, arriving between messages.  Such a header
+ * has no reserved bit, a data opcode, FIN, the client's mask and a 7-bit
+ * length, so header_check accepts it whenever max_frame and max_payload
+ * allow its length (checked here too); anything else goes the general way.
+ * Returns false without touching anything when it does not apply. */
+static bool recv_small(ws_conn *c, recv_in *in, size_t *ret) {
+  const uint8_t *h = in->data + in->pos;
+  size_t avail = in->len - in->pos;
+  if (c->role != WS_ROLE_SERVER || c->in_frame || c->hdr_len ||
+      c->msg_opcode || avail < 6 || (h[0] != (0x80 | WS_OP_TEXT) &&
+                                     h[0] != (0x80 | WS_OP_BINARY)) ||
+      (h[1] & 0x80) == 0)
+    return false;
+  size_t n = h[1] & 0x7F;
+  if (n > 125 || avail - 6 < n || n > c->cfg.max_frame ||
+      n > c->cfg.max_payload)
+    return false;
+  bool text = (h[0] & 0x0F) == WS_OP_TEXT;
+  uint8_t *q = in->data + in->pos + 6;
+  ws_mask_inplace(q, n, h + 2, 0);
+  c->msg_compressed = false;
+  if (text && !ws_utf8_valid(q, n)) { /* which way: as recv_whole says */
+    ws_utf8_init(&c->utf8);
+    bool bad = ws_utf8_feed(&c->utf8, q, n) != 0;
+    *ret = conn_fail(c, in->ev, in->len, WS_CLOSE_INVALID_PAYLOAD,
+                     bad ? msg_bad_text : msg_cut_text);
+    return true;
+  }
+  c->counters.wire_bytes_in += n;
+  *ret = deliver(c, in->ev, text, q, n, in->pos + 6 + n);
+  return true;
+}
+
 size_t ws_conn_recv(ws_conn *c, uint8_t *data, size_t len, ws_event *ev) {
   memset(ev, 0, sizeof *ev);
   if (c->failed || c->close_received || (len == 0 && !c->paused))
@@ -664,6 +699,8 @@ size_t ws_conn_recv(ws_conn *c, uint8_t *data, size_t len, ws_event *ev) {
   }
   recv_in in = {data, len, 0, ev};
   size_t ret;
+  if (recv_small(c, &in, &ret))
+    return ret;
   for (;;) {
     if (!c->in_frame && recv_header(c, &in, &ret))
       return ret;
@@ -754,10 +791,19 @@ enum ws_error ws_conn_send(ws_conn *c, uint8_t opcode, const void *data,
   case WS_OP_BINARY:
     if (c->send_opcode)
       return WS_E_PROTOCOL;
-    if (ws_deflate_wants(c->cfg.deflate, len))
+    if (c->cfg.deflate && ws_deflate_wants(c->cfg.deflate, len))
       return queue_compressed(c, true, opcode, WS_RSV1, data, len);
-    if (queue_frame(c, true, opcode, data, len, NULL, 0))
+    if (c->role == WS_ROLE_SERVER && !c->pong_held && len < 126 &&
+        ws_buf_room(&c->out) >= 2 + len) {
+      /* The common frame, written in place: unmasked, a 2-byte header,
+       * room already there, no pong waiting to go first. */
+      uint8_t *t = ws_buf_tail(&c->out);
+      size_t hs = ws_frame_header_encode(t, true, 0, opcode, NULL, len);
+      memcpy(t + hs, data, len);
+      ws_buf_commit(&c->out, hs + len);
+    } else if (queue_frame(c, true, opcode, data, len, NULL, 0)) {
       return WS_E_NOMEM;
+    }
     count_sent(c, true, len, len);
     return WS_E_NONE;
   case WS_OP_PING:

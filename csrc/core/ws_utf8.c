@@ -85,6 +85,8 @@ static inline size_t ascii_run(const uint8_t *p, size_t n) {
     if (_mm_movemask_epi8(any))
       break;
   }
+  if (i == n)
+    return n;
   for (; n - i >= 16; i += 16) {
     unsigned high = (unsigned)_mm_movemask_epi8(load16(p + i));
     if (high)
@@ -151,7 +153,10 @@ fail:
 }
 
 bool ws_utf8_valid(const uint8_t *p, size_t n) {
+  size_t i = ascii_run(p, n); /* most text is ASCII: no state needed */
+  if (i == n)
+    return true;
   ws_utf8 v;
   ws_utf8_init(&v);
-  return ws_utf8_feed(&v, p, n) == 0 && ws_utf8_complete(&v);
+  return ws_utf8_feed(&v, p + i, n - i) == 0 && ws_utf8_complete(&v);
 }

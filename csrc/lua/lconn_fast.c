@@ -188,16 +188,17 @@ static lua_Integer queue_message(lua_State *L, int st, int qslot,
 
 /* The slots of its own pump_run keeps on the stack, from st + 1. */
 typedef struct pump_slots {
-  int handler;   /* st.onmessage */
-  int queue;     /* st.queue */
-  int events[2]; /* st.text_events, st.binary_events */
+  int handler;      /* st.onmessage */
+  int queue;        /* st.queue */
+  int events[2];    /* st.text_events, st.binary_events ... */
+  bool has_events[2]; /* ... once read (or made) */
 } pump_slots;
 
 /* Put in slot e.events[binary] the socket's metatable of message events
  * of that kind, made on its first such message: everything an event has
  * but its data, so an event is a table of one field.  The metatable is its
  * own __index (one table a kind a socket). */
-static void event_mt(lua_State *L, int st, const pump_slots *e, int binary) {
+static void event_mt(lua_State *L, int st, pump_slots *e, int binary) {
   int key = binary ? UV_BINARY_EVENTS : UV_TEXT_EVENTS;
   if (raw_field(L, st, key) != LUA_TTABLE) {
     lua_pop(L, 1);
@@ -215,15 +216,16 @@ static void event_mt(lua_State *L, int st, const pump_slots *e, int binary) {
     lua_rawset(L, st);
   }
   lua_replace(L, e->events[binary]);
+  e->has_events[binary] = true;
 }
 
 /* Call onmessage with a message event.  Unprotected: the Lua layer runs
  * pump() under one protected call. */
-static void deliver(lua_State *L, int st, const pump_slots *e, lconn *c,
+static void deliver(lua_State *L, int st, pump_slots *e, lconn *c,
                     lconn_pulled *p) {
   const ws_event *ev = &p->ev;
   int binary = ev->type == WS_EV_BINARY;
-  if (lua_isnil(L, e->events[binary]))
+  if (!e->has_events[binary])
     event_mt(L, st, e, binary);
   lua_pushvalue(L, e->handler);
   lua_createtable(L, 0, 1);
@@ -301,7 +303,7 @@ enum { PUMP_QUEUED = 1, /* a message went to the receive queue */
 static int pump_run(lua_State *L, lconn *c, int st, lua_Integer round,
                     bool again, int *did) {
   pump_round(c, round);
-  const pump_slots e = {st + 1, st + 2, {st + 3, st + 4}};
+  pump_slots e = {st + 1, st + 2, {st + 3, st + 4}, {false, false}};
   lua_settop(L, st + 4); /* all nil: read when first needed */
   uint32_t gen = c->gate_gen - 1;
   queue_seen seen = {0, 0}; /* queue_message's reading of st.queue */
