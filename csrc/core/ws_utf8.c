@@ -44,6 +44,11 @@ static inline uint32_t lead_state(uint8_t b) {
 
 #define HIGH_BITS 0x8080808080808080u
 
+#ifdef UTF8_SSE2
+static inline __m128i load16(const uint8_t *p) {
+  return _mm_loadu_si128((const __m128i *)(const void *)p);
+}
+#else
 static inline int ascii_2words(const uint8_t *p) {
   return ((ws_load64(p) | ws_load64(p + 8)) & HIGH_BITS) == 0;
 }
@@ -52,11 +57,6 @@ static inline int ascii_4words(const uint8_t *p) {
   return ((ws_load64(p) | ws_load64(p + 8) | ws_load64(p + 16) |
            ws_load64(p + 24)) &
           HIGH_BITS) == 0;
-}
-
-#ifdef UTF8_SSE2
-static inline __m128i load16(const uint8_t *p) {
-  return _mm_loadu_si128((const __m128i *)(const void *)p);
 }
 #endif
 
