@@ -18,10 +18,10 @@
  * fails, and gives it back with the original allocator restored when the
  * state closes or core.block_cache(false) turns it off.
  *
- * Memory checkers still see a cached block as freed: ASan builds poison it,
- * and under valgrind's memcheck the cache marks it (block_cache_alloc_
- * memcheck, chosen when the cache is installed, so other runs pay nothing
- * for it).
+ * Memory checkers still see a cached block as freed: ASan builds poison
+ * it, and under valgrind's memcheck the cache marks it no-access (with
+ * block_cache_alloc_memcheck, chosen when the cache is installed, so other
+ * runs pay nothing for it).
  */
 #include <stdbool.h>
 #include <stddef.h>
