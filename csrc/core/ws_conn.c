@@ -594,18 +594,19 @@ static bool recv_compressed(ws_conn *c, recv_in *in, bool text, size_t *ret) {
 }
 
 /* A whole message in one frame, all of it in the caller's buffer: unmasked
- * and checked in place, handed out without a copy. */
-static size_t recv_whole(ws_conn *c, recv_in *in, bool text) {
+ * and checked in place, handed out without a copy.  (Inline: recv_small,
+ * the most common frame's way, ends here too.) */
+static inline size_t recv_whole(ws_conn *c, recv_in *in, bool text) {
   const ws_frame_header *h = &c->frame;
   uint8_t *q = in->data + in->pos;
   size_t n = (size_t)h->payload_len;
   if (h->masked)
     ws_mask_inplace(q, n, h->mask, 0);
-  if (text) {
-    if (ws_utf8_feed(&c->utf8, q, n) != 0)
-      return conn_fail(c, in->ev, in->len, WS_CLOSE_INVALID_PAYLOAD, msg_bad_text);
-    if (!ws_utf8_complete(&c->utf8))
-      return conn_fail(c, in->ev, in->len, WS_CLOSE_INVALID_PAYLOAD, msg_cut_text);
+  if (text && !ws_utf8_valid(q, n)) { /* which way it is bad: */
+    ws_utf8_init(&c->utf8);
+    bool bad = ws_utf8_feed(&c->utf8, q, n) != 0;
+    return conn_fail(c, in->ev, in->len, WS_CLOSE_INVALID_PAYLOAD,
+                     bad ? msg_bad_text : msg_cut_text);
   }
   c->in_frame = false;
   c->counters.wire_bytes_in += n;
@@ -655,8 +656,9 @@ static bool recv_buffered(ws_conn *c, recv_in *in, bool text, size_t *ret) {
  * payload whole in the input, arriving between messages.  Such a header
  * has no reserved bit, a data opcode, FIN, the client's mask and a 7-bit
  * length, so header_check accepts it whenever max_frame and max_payload
- * allow its length (checked here too); anything else goes the general way.
- * Returns false without touching anything when it does not apply. */
+ * allow its length (checked here too); its header is entered without
+ * decoding and recv_whole takes it.  Anything else goes the general way:
+ * false, without touching anything. */
 static bool recv_small(ws_conn *c, recv_in *in, size_t *ret) {
   const uint8_t *h = in->data + in->pos;
   size_t avail = in->len - in->pos;
@@ -669,19 +671,16 @@ static bool recv_small(ws_conn *c, recv_in *in, size_t *ret) {
   if (n > 125 || avail - 6 < n || n > c->cfg.max_frame ||
       n > c->cfg.max_payload)
     return false;
-  bool text = (h[0] & 0x0F) == WS_OP_TEXT;
-  uint8_t *q = in->data + in->pos + 6;
-  ws_mask_inplace(q, n, h + 2, 0);
+  /* What recv_header would have entered, for recv_whole to take. */
+  ws_frame_header *f = &c->frame;
+  f->payload_len = n;
+  memcpy(f->mask, h + 2, 4);
+  f->opcode = h[0] & 0x0F;
+  f->rsv = 0;
+  f->fin = f->masked = true;
   c->msg_compressed = false;
-  if (text && !ws_utf8_valid(q, n)) { /* which way: as recv_whole says */
-    ws_utf8_init(&c->utf8);
-    bool bad = ws_utf8_feed(&c->utf8, q, n) != 0;
-    *ret = conn_fail(c, in->ev, in->len, WS_CLOSE_INVALID_PAYLOAD,
-                     bad ? msg_bad_text : msg_cut_text);
-    return true;
-  }
-  c->counters.wire_bytes_in += n;
-  *ret = deliver(c, in->ev, text, q, n, in->pos + 6 + n);
+  in->pos += 6;
+  *ret = recv_whole(c, in, f->opcode == WS_OP_TEXT);
   return true;
 }
 
